@@ -1,0 +1,140 @@
+"""Keras -> ONNX FP32 with a parity check against Keras (needs the training extra).
+
+The graph has exactly one input, ``image`` (NHWC float32 raw RGB 0-255, dynamic batch), and one
+output, ``probabilities``. After conversion the same images go through Keras and ONNX Runtime; if
+they differ by more than the tolerance the export fails and no file is left behind, as Optimum's
+exporters do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecat.bundle import Bundle, tool_versions
+from edgecat.errors import EdgecatError, require_tensorflow
+from edgecat.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+FP32_TOLERANCE = 1e-4
+DEFAULT_OPSET = 17
+
+
+def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, str]:
+    """Images for parity checks: real ones from the bundle's validation split (or ``extra_dirs``)
+    when they are on this machine, synthetic otherwise. Returns (batch, description)."""
+    from edgecat import imaging
+    from edgecat.splits import validation_files
+
+    size = bundle.input_size
+    candidates: list[str] = []
+    for d in extra_dirs or []:
+        try:
+            candidates += [str(p) for p in imaging.list_images([d])]
+        except EdgecatError:
+            pass
+    candidates += [f for f, _ in validation_files(bundle)]
+    images = []
+    for f in candidates:
+        if len(images) >= n:
+            break
+        try:
+            images.append(imaging.load_for_model(f, size))
+        except EdgecatError:
+            continue
+    if len(images) >= min(n, 4):
+        return imaging.to_batch(images), f"{len(images)} real images"
+    rng = np.random.default_rng(seed)
+    synth = rng.integers(0, 256, size=(n, size[0], size[1], 3)).astype(np.float32)
+    return synth, f"{n} synthetic images"
+
+
+def _rename_io(model: Any) -> Any:
+    """tf2onnx names tensors after TF ops; give the graph stable, documented names."""
+    graph = model.graph
+    if len(graph.input) != 1:
+        names = [i.name for i in graph.input]
+        raise EdgecatError(f"exported graph has {len(names)} inputs ({names}); expected only '{INPUT_NAME}'")
+    old_out = graph.output[0].name
+    if old_out != OUTPUT_NAME:
+        for node in graph.node:
+            node.output[:] = [OUTPUT_NAME if o == old_out else o for o in node.output]
+            node.input[:] = [OUTPUT_NAME if i == old_out else i for i in node.input]
+        graph.output[0].name = OUTPUT_NAME
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    return model
+
+
+def keras_to_onnx(model: Any, dest: Path, opset: int = DEFAULT_OPSET) -> Any:
+    """Convert a Keras model to ONNX at ``dest`` (written atomically); returns the ONNX model."""
+    require_tensorflow()
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    h, w, c = model.input_shape[1:]
+    spec = (tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME),)
+    fn = tf.function(lambda x: model(x, training=False))
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    onnx_model = _rename_io(onnx_model)
+    onnx_model.producer_name = "edgecat"
+    onnx.checker.check_model(onnx_model)
+    with atomic_path(dest) as tmp:
+        onnx.save(onnx_model, str(tmp))
+    return onnx_model
+
+
+def onnx_outputs(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: batch.astype(np.float32)})[0]
+
+
+def export_onnx(bundle: Bundle, opset: int = DEFAULT_OPSET, parity_dirs: list[str] | None = None,
+                tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
+    """Add ``model.onnx`` (FP32) to the bundle after checking it against Keras."""
+    from edgecat.runtime.keras_runtime import load_keras_model
+
+    model = load_keras_model(bundle.artifact_path("keras"))
+    dest = bundle.path / "model.onnx"
+    staging = bundle.path / ".model.staging.onnx"
+    t0 = time.perf_counter()
+    try:
+        keras_to_onnx(model, staging, opset=opset)
+        seconds = time.perf_counter() - t0
+        batch, what = parity_images(bundle, extra_dirs=parity_dirs)
+        ref = np.asarray(model(batch, training=False))
+        got = onnx_outputs(staging, batch)
+        diff = float(np.max(np.abs(ref - got)))
+        log.info("ONNX FP32 parity vs Keras on %s: max abs diff %.2e (tolerance %.0e)", what, diff, tolerance)
+        if not diff <= tolerance:
+            raise EdgecatError(
+                f"ONNX export does not match Keras: max abs difference {diff:.3g} > {tolerance:g} "
+                f"on {what}; no model.onnx written"
+            )
+        staging.replace(dest)
+    finally:
+        staging.unlink(missing_ok=True)
+    entry = bundle.add_artifact(
+        "onnx-fp32",
+        dest,
+        format="onnx",
+        precision="fp32",
+        opset=opset,
+        input=INPUT_NAME,
+        output=OUTPUT_NAME,
+        made_by={"tool": "tf2onnx.convert.from_function", "from": "keras", "seconds": round(seconds, 2),
+                 "versions": tool_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")},
+        parity={"reference": "keras", "images": what, "max_abs_diff": diff, "tolerance": tolerance},
+    )
+    return entry

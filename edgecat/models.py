@@ -1,0 +1,202 @@
+"""Backbone registry and model construction.
+
+Each backbone knows its default input size and its preprocessing; the preprocessing is built into
+the model as plain Keras layers, so every saved or exported model takes raw RGB 0-255 and nobody
+downstream has to remember that MobileNetV2 wants [-1, 1] and ResNet50 wants Caffe-style BGR means.
+
+Only standard layers are used (Rescaling, a frozen Dense for the Caffe channel swap), which keeps
+``model.keras`` loadable in safe mode and the ONNX graph to exactly one input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecat.errors import EdgecatError
+
+log = logging.getLogger(__name__)
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    #: dotted name of the keras.applications constructor
+    constructor: str
+    default_size: int
+    #: "tf" ([-1, 1]), "caffe" (BGR, ImageNet mean subtracted), "torch" (ImageNet mean/std) or "none"
+    preprocessing: str
+    #: layers unfrozen in stage 2 when the user does not say
+    default_unfreeze: int = 100
+    min_size: int = 32
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenet_v2": Backbone("mobilenet_v2", "MobileNetV2", 224, "tf", default_unfreeze=100),
+    "resnet50": Backbone("resnet50", "ResNet50", 224, "caffe", default_unfreeze=100),
+    # A third backbone is one line, e.g.:
+    "efficientnet_b0": Backbone("efficientnet_b0", "EfficientNetB0", 224, "none", default_unfreeze=80),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    key = name.lower().replace("-", "_")
+    if key not in BACKBONES:
+        raise EdgecatError(f"unknown backbone '{name}' (choose from: {', '.join(BACKBONES)})")
+    return BACKBONES[key]
+
+
+def preprocessing_layers(mode: str) -> list[Any]:
+    """Layers that turn raw RGB 0-255 into what the backbone was trained on."""
+    import keras
+    import numpy as np
+
+    if mode == "tf":
+        return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_tf")]
+    if mode == "caffe":
+        # RGB -> BGR and mean subtraction as one frozen 3x3 matmul + bias: exact, and a plain layer.
+        perm = np.zeros((3, 3), dtype="float32")
+        for i in range(3):
+            perm[i, 2 - i] = 1.0
+        layer = keras.layers.Dense(3, name="preprocess_caffe", trainable=False)
+        layer.build((None, None, None, 3))
+        layer.set_weights([perm, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+        return [layer]
+    if mode == "torch":
+        mean = np.asarray([0.485, 0.456, 0.406]) * 255.0
+        std = np.asarray([0.229, 0.224, 0.225]) * 255.0
+        return [keras.layers.Rescaling(list(1.0 / std), offset=list(-mean / std), name="preprocess_torch")]
+    if mode == "none":
+        return []
+    raise EdgecatError(f"unknown preprocessing mode '{mode}'")
+
+
+def resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
+    """``imagenet`` | ``none`` | PATH -> (keras weights arg, local file to load afterwards)."""
+    if weights is None or str(weights).lower() in ("none", "null", "random", ""):
+        return None, None
+    if str(weights).lower() == "imagenet":
+        return "imagenet", None
+    path = Path(weights)
+    if not path.exists():
+        raise EdgecatError(
+            f"weights file not found: {path} (use 'imagenet', 'none' or a local Keras weights file)"
+        )
+    return None, path
+
+
+def build_model(
+    backbone: str,
+    num_classes: int = 2,
+    img_size: int | None = None,
+    weights: str | None = "imagenet",
+    head: str = "gap",
+    dropout: float = 0.2,
+    freeze_bn: bool = True,
+) -> tuple[Any, Any]:
+    """Build (model, base). ``model`` takes raw RGB 0-255 NHWC and outputs probabilities.
+
+    ``head='gap'``: GlobalAveragePooling -> Dropout -> Dense (the Keras transfer-learning guide);
+    ``head='dense256'``: GAP -> Dense(256, relu) -> Dropout(0.5) -> Dense.
+    ``freeze_bn``: BatchNormalization always in inference mode (fine-tuning pretrained weights);
+    False only for training from scratch, where batch statistics must be learnt.
+    """
+    import keras
+
+    spec = get_backbone(backbone)
+    size = int(img_size or spec.default_size)
+    if size < spec.min_size:
+        raise EdgecatError(f"--img-size {size} is too small for {spec.name} (minimum {spec.min_size})")
+    kw_weights, local = resolve_weights(weights)
+    ctor: Callable[..., Any] = getattr(keras.applications, spec.constructor)
+    try:
+        base = ctor(input_shape=(size, size, 3), include_top=False, weights=kw_weights)
+    except Exception as exc:  # noqa: BLE001 - download failures surface as many exception types
+        if kw_weights == "imagenet":
+            raise EdgecatError(
+                f"cannot get ImageNet weights for {spec.name} ({str(exc).splitlines()[0][:120]}); "
+                "offline, pass --weights PATH (a local Keras weights file) or --weights none"
+            ) from exc
+        raise
+    if local is not None:
+        try:
+            base.load_weights(str(local), skip_mismatch=False)
+        except Exception as exc:  # noqa: BLE001
+            raise EdgecatError(f"cannot load weights {local} into {spec.name}: {str(exc)[:200]}") from exc
+    if not freeze_bn:
+        # Keras' 0.99/0.999 momentum suits fine-tuning; from scratch, moving statistics must
+        # follow the fast-changing weights or inference-mode outputs stay meaningless for epochs.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    base._name = "backbone"  # stable name: stage-2 unfreezing and feature caching find it
+
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    x = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        x = layer(x)
+    # training=False keeps BatchNormalization in inference mode even when the base is unfrozen.
+    x = base(x, training=False) if freeze_bn else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if head == "dense256":
+        x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
+        x = keras.layers.Dropout(0.5, name="head_dropout")(x)
+    elif head == "gap":
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    else:
+        raise EdgecatError(f"unknown head '{head}' (choose gap or dense256)")
+    if num_classes == 2:
+        out = keras.layers.Dense(1, activation="sigmoid", name="probabilities", dtype="float32")(x)
+    else:
+        out = keras.layers.Dense(
+            num_classes, activation="softmax", name="probabilities", dtype="float32"
+        )(x)
+    model = keras.Model(inputs, out, name=f"edgecat_{spec.name}")
+    return model, base
+
+
+def split_at_pool(model: Any) -> tuple[Any, Any]:
+    """(feature extractor up to pooling, head on pooled features) sharing the model's own layers.
+
+    Training the head model updates the full model's head weights in place: the stage-1 feature
+    cache needs no weight copying.
+    """
+    import keras
+
+    pool = model.get_layer("pool")
+    features = keras.Model(model.input, pool.output, name="features")
+    feat_in = keras.Input(pool.output.shape[1:], name="features")
+    x = feat_in
+    idx = [layer.name for layer in model.layers].index("pool")
+    for layer in model.layers[idx + 1 :]:
+        x = layer(x)
+    head = keras.Model(feat_in, x, name="head")
+    return features, head
+
+
+def set_trainable(base: Any, stage: str, unfreeze: int = 100, freeze_bn: bool = True) -> int:
+    """Freeze for stage 1, unfreeze the last ``unfreeze`` base layers for stage 2, or all for 'full'.
+
+    BatchNormalization layers stay frozen unless ``freeze_bn`` is False (training from scratch).
+    Returns the number of trainable base layers.
+    """
+    import keras
+
+    if stage == "frozen":
+        base.trainable = False
+        return 0
+    base.trainable = True
+    layers = base.layers
+    cut = 0 if stage == "full" else max(0, len(layers) - int(unfreeze))
+    n = 0
+    for i, layer in enumerate(layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        trainable = i >= cut and not (is_bn and freeze_bn)
+        layer.trainable = trainable
+        n += int(trainable)
+    return n

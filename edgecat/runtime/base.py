@@ -1,0 +1,103 @@
+"""One small interface over every inference runtime, in the style of Polygraphy's runners.
+
+A runtime opens one bundle artifact and turns a batch of raw RGB images (NHWC, 0-255, float32 or
+uint8) into class probabilities (N, C). predict, evaluate, bench and stream only ever talk to this
+interface, so none of them special-cases a backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from edgecat.bundle import Bundle
+
+
+def physical_cores() -> int:
+    """Threads default to physical cores: hyper-threads slow down conv-heavy inference."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return int(n)
+    except Exception:  # noqa: BLE001
+        pass
+    return os.cpu_count() or 1
+
+
+class Runtime(abc.ABC):
+    """Base class: subclasses implement :meth:`_load`, :meth:`_run` and optionally :meth:`close`."""
+
+    #: backend name as used on the command line (``onnxruntime``, ``keras``, ...)
+    backend: str = ""
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", **options: Any) -> None:
+        self.bundle = bundle
+        self.precision = precision
+        self.options = options
+        self.last_inference_ms: float = float("nan")
+        self.artifact_key: str | None = None
+        self._closed = False
+        self._load()
+
+    # -- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Open the model; raise EdgecatError with one clear line if that is impossible."""
+
+    @abc.abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a prepared NHWC batch and return its raw output."""
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- shared -------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.bundle.input_size
+
+    @property
+    def model_bytes(self) -> int:
+        if self.artifact_key and self.bundle.has(self.artifact_key):
+            return int(self.bundle.artifacts[self.artifact_key].get("bytes", 0))
+        return 0
+
+    @property
+    def description(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        """Bring a batch to the dtype the model takes; raw 0-255 values are never rescaled here."""
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
+        return np.ascontiguousarray(batch)
+
+    def infer_raw(self, batch: np.ndarray) -> np.ndarray:
+        """Model output without postprocessing; the time of the model call alone is recorded."""
+        prepared = self.prepare(batch)
+        t0 = time.perf_counter()
+        out = self._run(prepared)
+        self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Batch of raw RGB images -> class probabilities (N, C)."""
+        return self.bundle.class_probs(self.infer_raw(batch))
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description} {self.bundle.path}>"

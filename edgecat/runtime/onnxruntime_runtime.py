@@ -1,0 +1,84 @@
+"""ONNX Runtime: CPU, CUDA and TensorRT execution providers over the bundle's ONNX files."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.runtime.base import Runtime, physical_cores
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
+
+
+class OnnxRuntimeCPU(Runtime):
+    backend = "onnxruntime"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def artifact_for(self, precision: str) -> str:
+        return ARTIFACT[precision]
+
+    def provider_options(self) -> list[Any]:
+        return list(self.providers)
+
+    def _load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime is not installed: pip install onnxruntime") from exc
+        available = ort.get_available_providers()
+        needed = self.providers[0]
+        if needed not in available:
+            raise EdgecatError(
+                f"{self.backend}: ONNX Runtime here has no {needed} (available: {', '.join(available)})"
+            )
+        self.artifact_key = self.artifact_for(self.precision)
+        path = self.bundle.artifact_path(self.artifact_key)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = self.options.get("threads") or physical_cores()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.provider_options())
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            raise EdgecatError(f"cannot open {path} with ONNX Runtime: {str(exc).splitlines()[0][:200]}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_type = self.session.get_inputs()[0].type
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        want = np.uint8 if self.input_type == "tensor(uint8)" else np.float32
+        return np.ascontiguousarray(batch.astype(want, copy=False))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class OnnxRuntimeCUDA(OnnxRuntimeCPU):
+    backend = "onnxruntime-cuda"
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
+    backend = "onnxruntime-trt"
+    providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+    def provider_options(self) -> list[Any]:
+        cache = self.bundle.path / "trt_cache"
+        cache.mkdir(exist_ok=True)
+        trt = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_fp16_enable": self.precision == "fp16",
+            "trt_int8_enable": self.precision == "int8",
+        }
+        return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny synthetic data and tiny bundles (weights=None, 32-64 px).
+
+Built once per session and copied per test where a test writes into the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # CPU TensorFlow tests only; GPU tests use other runtimes
+
+
+def has_tensorflow() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="needs the training extra (TensorFlow)")
+
+
+def has_gpu() -> bool:
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return True
+    except ImportError:
+        pass
+    try:
+        import tensorrt  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each session gets its own image-check cache; no test reads the user's ~/.cache."""
+    monkeypatch.setenv("EDGECAT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edgecat-cache"))
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """train/ + validation/ with 2 classes x 24 images of 64 px."""
+    from edgecat.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "split", per_class=24, size=64, layout="split")
+
+
+def untrained_model(backbone: str, size: int):
+    """A weights=None model whose outputs vary with the input.
+
+    A random MobileNetV2 with initial BatchNorm statistics outputs a constant 0.5, which would let
+    parity tests pass vacuously; setting the statistics from one batch (momentum 0) fixes that.
+    """
+    import keras
+    import numpy as np
+
+    from edgecat.models import build_model
+
+    model, base = build_model(backbone, num_classes=2, img_size=size, weights=None, freeze_bn=False)
+    bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.0
+    x = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype("float32")
+    model(x, training=True)
+    for layer in bns:
+        layer.momentum = 0.9
+    return model
+
+
+def _make_bundle(root: Path, backbone: str, size: int, data: Path | None, onnx: bool) -> Path:
+    """A bundle with an untrained (weights=None) model: what the export/runtime tests need."""
+    from edgecat.bundle import Bundle
+    from edgecat.data import checked, discover
+    from edgecat.export.onnx import export_onnx
+    from edgecat.fsutil import atomic_path
+    from edgecat.models import get_backbone
+    from edgecat.splits import write_splits
+
+    model = untrained_model(backbone, size)
+    bundle = Bundle.create(root, name=root.name, backbone=backbone, input_size=(size, size),
+                           classes=["cat", "dog"], preprocessing=get_backbone(backbone).preprocessing)
+    if data is not None:
+        write_splits(bundle, checked(discover(data)))
+    with atomic_path(root / "model.keras") as tmp:
+        model.save(str(tmp))
+    bundle.add_artifact("keras", root / "model.keras", format="keras", precision="fp32")
+    if onnx:
+        export_onnx(bundle)
+    bundle.manifest["status"] = "complete"
+    bundle.save()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_src(tmp_path_factory, synth_data) -> Path:
+    if not has_tensorflow():
+        pytest.skip("needs the training extra (TensorFlow) to build a bundle")
+    return _make_bundle(tmp_path_factory.mktemp("bundles") / "mnv2-48", "mobilenet_v2", 48, synth_data, onnx=True)
+
+
+@pytest.fixture
+def tiny_bundle(tiny_bundle_src, tmp_path) -> Path:
+    """A private copy of a 48 px MobileNetV2 bundle with model.keras and model.onnx."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_src, dst)
+    return dst
