@@ -1,0 +1,451 @@
+"""Two-stage fine-tuning (frozen base, then the last layers at a low learning rate) into a bundle.
+
+Stage 1 trains the head on a frozen backbone; when it runs without augmentation the backbone's
+features are computed once and the head is trained on them (same math, many times faster).
+Stage 2 unfreezes the last N layers with BatchNormalization kept in inference mode. With random
+weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there.
+
+The best model by validation loss is written to the bundle after every improving epoch (atomically),
+so Ctrl-C or a kill leaves a loadable bundle; ``resume=True`` continues from the last epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecat.bundle import Bundle, tool_versions
+from edgecat.config import TrainConfig
+from edgecat.errors import EdgecatError, require_tensorflow
+from edgecat.fsutil import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+
+
+class TrainingInterrupted(EdgecatError):
+    exit_code = 130
+
+
+@dataclass
+class Phase:
+    name: str  # "stage1" | "stage2" | "full"
+    trainable: str  # "frozen" | "partial" | "full"
+    epochs: int
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    bundle: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- planning
+def resolve_schedule(cfg: TrainConfig) -> str:
+    if cfg.schedule is not None:
+        if cfg.schedule not in ("two-stage", "full"):
+            raise EdgecatError(f"unknown schedule '{cfg.schedule}' (choose two-stage or full)")
+        if cfg.schedule == "two-stage" and str(cfg.weights).lower() == "none":
+            log.warning("two-stage with --weights none: a frozen random backbone learns little in stage 1")
+        return cfg.schedule
+    if str(cfg.weights).lower() == "none":
+        log.info("--weights none: using the 'full' schedule (every layer trained, lr %g); "
+                 "a frozen random backbone would learn nothing", cfg.full_lr)
+        return "full"
+    return "two-stage"
+
+
+def plan(cfg: TrainConfig, schedule: str) -> list[Phase]:
+    if schedule == "full":
+        return [Phase("full", "full", cfg.full_epochs, cfg.full_lr)]
+    return [
+        Phase("stage1", "frozen", cfg.stage1_epochs, cfg.stage1_lr),
+        Phase("stage2", "partial", cfg.stage2_epochs, cfg.stage2_lr),
+    ]
+
+
+def default_out(cfg: TrainConfig, size: int) -> Path:
+    """``runs/<name>``; a taken name gets -2, -3, ... as Ultralytics does."""
+    name = cfg.name or f"{cfg.backbone}-{size}"
+    root = Path("runs")
+    out = root / name
+    i = 2
+    while out.exists():
+        out = root / f"{name}-{i}"
+        i += 1
+    return out
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A kill (SIGTERM) stops training the same way Ctrl-C does, so the bundle is finalised."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# ----------------------------------------------------------------------------------------- keras bits
+def _compile(model: Any, lr: float, num_classes: int) -> None:
+    import keras
+
+    if num_classes == 2:
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=metrics)
+
+
+def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
+    import keras
+
+    class EdgecatCheckpoint(keras.callbacks.Callback):
+        """Per epoch: history, last weights (for --resume), and the best model into the bundle."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            trainer.epoch_end(phase, epoch, dict(logs or {}), time.perf_counter() - self.t0)
+
+    return EdgecatCheckpoint()
+
+
+class Trainer:
+    """Runs the phases of one training run and keeps the bundle consistent after every epoch."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        require_tensorflow()
+        from edgecat.models import get_backbone
+
+        self.cfg = cfg
+        self.resume = resume
+        self.spec = get_backbone(cfg.backbone)
+        self.size = int(cfg.img_size or self.spec.default_size)
+        self.schedule = resolve_schedule(cfg)
+        self.phases = plan(cfg, self.schedule)
+        self.history: list[dict[str, Any]] = []
+        self.best_val_loss = float("inf")
+        self.state: dict[str, Any] = {}
+        self.timings: dict[str, Any] = {}
+        self.model: Any = None
+        self.bundle: Bundle | None = None
+        self.current: str = ""
+
+    # -------------------------------------------------------------------- checkpoint state
+    @property
+    def ckpt(self) -> Path:
+        assert self.bundle is not None
+        return self.bundle.path / CHECKPOINT_DIR
+
+    def _save_state(self, phase: str, epochs_done: int) -> None:
+        self.state = {"phase": phase, "epochs_done": epochs_done, "best_val_loss": self.best_val_loss,
+                      "history": self.history, "timings": self.timings}
+        write_json(self.ckpt / STATE_FILE, self.state)
+
+    def _save_best(self) -> None:
+        assert self.bundle is not None
+        with atomic_path(self.bundle.path / "model.keras") as tmp:
+            self.model.save(str(tmp))
+        with atomic_path(self.ckpt / "best.weights.h5", suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp))
+        self.bundle.add_artifact(
+            "keras", "model.keras", format="keras", precision="fp32",
+            made_by={"tool": "edgecat train", "versions": tool_versions("tensorflow", "keras")},
+            best={"val_loss": self.best_val_loss, "epoch": len(self.history)},
+        )
+
+    def epoch_end(self, phase: Phase, epoch: int, logs: dict[str, Any], seconds: float) -> None:
+        row = {"stage": phase.name, "epoch": len(self.history) + 1, "stage_epoch": epoch + 1,
+               "seconds": round(seconds, 2), **{k: float(v) for k, v in logs.items()}}
+        self.history.append(row)
+        with atomic_path(self.ckpt / "last.weights.h5", suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp))
+        val_loss = row.get("val_loss", float("inf"))
+        if val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            self._save_best()
+        self._save_state(phase.name, epoch + 1)
+        assert self.bundle is not None
+        write_json(self.bundle.path / "history.json", self.history)
+        log.info("%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f (%.1fs)",
+                 phase.name, epoch + 1, phase.epochs, row.get("loss", float("nan")),
+                 row.get("accuracy", float("nan")), val_loss, row.get("val_accuracy", float("nan")), seconds)
+
+    # -------------------------------------------------------------------- data
+    def _load_data(self) -> tuple[Any, Any, list[str]]:
+        from edgecat import pipeline
+
+        cfg = self.cfg
+        size = (self.size, self.size)
+        if cfg.data.startswith("tfds:"):
+            train, val, classes = pipeline.tfds_splits(cfg.data[5:], cfg.val_split)
+            self.dataset = None
+            self.data_info = {"source": cfg.data, "layout": "tfds", "classes": classes}
+            mk = pipeline.tfds_pipeline
+            return (
+                lambda aug, shuffle=True: mk(train, size, cfg.batch_size, training=shuffle, augment=aug, seed=cfg.seed),
+                lambda: mk(val, size, cfg.batch_size, training=False, augment=False, seed=cfg.seed),
+                classes,
+            )
+        from edgecat.data import checked, discover
+
+        if not cfg.data:
+            raise EdgecatError("no training data: pass --data DIR (or tfds:cats_vs_dogs)")
+        dataset = checked(discover(cfg.data, cfg.val_split, cfg.seed))
+        if len(dataset.val) == 0:
+            raise EdgecatError(f"no validation images in {cfg.data}")
+        self.dataset = dataset
+        self.data_info = dataset.describe()
+        n = len(dataset.classes)
+        return (
+            lambda aug, shuffle=True: pipeline.image_dataset(
+                dataset.train, size, cfg.batch_size, training=shuffle, augment=aug, seed=cfg.seed, num_classes=n),
+            lambda: pipeline.image_dataset(
+                dataset.val, size, cfg.batch_size, training=False, seed=cfg.seed, num_classes=n),
+            dataset.classes,
+        )
+
+    # -------------------------------------------------------------------- bundle
+    def _open_bundle(self, classes: list[str]) -> Bundle:
+        cfg = self.cfg
+        if self.resume:
+            if not cfg.out:
+                raise EdgecatError("--resume needs --out BUNDLE (the folder of the run to continue)")
+            bundle = Bundle.open(cfg.out)
+            state_file = bundle.path / CHECKPOINT_DIR / STATE_FILE
+            if not state_file.exists():
+                raise EdgecatError(f"nothing to resume in {bundle.path}: no {CHECKPOINT_DIR}/{STATE_FILE}")
+            import json
+
+            self.state = json.loads(state_file.read_text())
+            if bundle.classes != classes:
+                raise EdgecatError(f"--resume: classes {classes} differ from the bundle's {bundle.classes}")
+            return bundle
+        out = Path(cfg.out) if cfg.out else default_out(cfg, self.size)
+        if (out / "edgecat.json").exists():
+            raise EdgecatError(f"{out} already holds a bundle; pick another --out, or --resume to continue it")
+        cfg_dict = self.cfg.to_dict() | {"schedule": self.schedule, "img_size": self.size, "out": str(out)}
+        return Bundle.create(out, name=cfg.name or out.name, backbone=self.spec.name,
+                             input_size=(self.size, self.size), classes=classes,
+                             preprocessing=self.spec.preprocessing, threshold=cfg.threshold, config=cfg_dict)
+
+    def _setup_devices(self) -> Any:
+        import keras
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        mp = self.cfg.mixed_precision
+        if mp == "on" or (mp == "auto" and gpus):
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            log.info("mixed precision: float16 compute, float32 weights")
+        if len(gpus) > 1:
+            log.info("training on %d GPUs with MirroredStrategy", len(gpus))
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.get_strategy()
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        import keras
+
+        cfg = self.cfg
+        keras.utils.set_random_seed(cfg.seed)
+        train_ds_fn, val_ds_fn, classes = self._load_data()
+        self.bundle = bundle = self._open_bundle(classes)
+        bundle.manifest["data"] = self.data_info
+        bundle.manifest["status"] = "training"
+        bundle.save()
+        if self.dataset is not None:
+            from edgecat.splits import write_splits
+
+            write_splits(bundle, self.dataset)
+            write_json(bundle.path / "data_report.json", self.dataset.checks)
+        strategy = self._setup_devices()
+        from edgecat.models import build_model
+
+        weights = "none" if self.resume else cfg.weights
+        with strategy.scope():
+            self.model, self.base = build_model(
+                self.spec.name, num_classes=len(classes), img_size=self.size, weights=weights,
+                head=cfg.head, dropout=cfg.dropout, freeze_bn=self.schedule != "full")
+        done_phase, done_epochs = None, 0
+        if self.resume:
+            self.model.load_weights(str(self.ckpt / "last.weights.h5"))
+            self.history = list(self.state.get("history", []))
+            self.best_val_loss = float(self.state.get("best_val_loss", float("inf")))
+            self.timings = dict(self.state.get("timings", {}))
+            done_phase, done_epochs = self.state.get("phase"), int(self.state.get("epochs_done", 0))
+            log.info("resuming %s after %s epoch %d (optimizer state restarts)", bundle.path, done_phase, done_epochs)
+        bundle.manifest["versions"] = tool_versions("tensorflow", "keras", "numpy")
+        bundle.save()
+        names = [p.name for p in self.phases]
+        try:
+            with sigterm_as_interrupt():
+                for phase in self.phases:
+                    start = 0
+                    if done_phase is not None:
+                        if names.index(phase.name) < names.index(done_phase):
+                            continue
+                        if phase.name == done_phase:
+                            start = done_epochs
+                    if start >= phase.epochs:
+                        continue
+                    self.current = phase.name
+                    self._run_phase(phase, start, train_ds_fn, val_ds_fn, strategy, len(classes))
+        except KeyboardInterrupt:
+            self._finish_interrupted()
+        return self._finish()
+
+    def _run_phase(self, phase: Phase, start: int, train_ds_fn: Any, val_ds_fn: Any,
+                   strategy: Any, num_classes: int) -> None:
+        import keras
+
+        from edgecat.models import set_trainable
+
+        cfg = self.cfg
+        assert self.bundle is not None
+        n_trainable = set_trainable(self.base, phase.trainable, cfg.unfreeze, freeze_bn=self.schedule != "full")
+        log.info("%s: %s base (%d trainable base layers), lr %g, %d epochs",
+                 phase.name, phase.trainable, n_trainable, phase.lr, phase.epochs)
+        callbacks: list[Any] = [
+            _make_checkpoint_callback(self, phase),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+        ]
+        if cfg.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(
+                log_dir=str(self.bundle.path / "logs" / phase.name), profile_batch=0))
+        use_cache = phase.trainable == "frozen" and (
+            cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and not cfg.augment))
+        t0 = time.perf_counter()
+        if use_cache:
+            self._fit_on_features(phase, start, train_ds_fn, val_ds_fn, callbacks, num_classes)
+        else:
+            with strategy.scope():
+                _compile(self.model, phase.lr, num_classes)
+            self.model.fit(train_ds_fn(cfg.augment), validation_data=val_ds_fn(), epochs=phase.epochs,
+                           initial_epoch=start, callbacks=callbacks, verbose=2)
+        epochs_run = [r for r in self.history if r["stage"] == phase.name]
+        self.timings[phase.name] = {
+            "seconds": round(time.perf_counter() - t0, 2),
+            "epochs": len(epochs_run),
+            "seconds_per_epoch": round(sum(r["seconds"] for r in epochs_run) / max(1, len(epochs_run)), 2),
+            "feature_cache": use_cache,
+            **self.timings.get(phase.name + "_features", {}),
+        }
+
+    def _fit_on_features(self, phase: Phase, start: int, train_ds_fn: Any, val_ds_fn: Any,
+                         callbacks: list[Any], num_classes: int) -> None:
+        """Stage 1 without augmentation: backbone features once, then the head on them."""
+        import numpy as np
+        import tensorflow as tf
+
+        from edgecat.models import split_at_pool
+
+        cfg = self.cfg
+        features, head = split_at_pool(self.model)
+        extract = tf.function(lambda x: features(x, training=False))
+
+        def collect(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+            fs, ys = [], []
+            for x, y in ds:
+                fs.append(extract(x).numpy())
+                ys.append(y.numpy())
+            return np.concatenate(fs), np.concatenate(ys)
+
+        t0 = time.perf_counter()
+        ftr, ytr = collect(train_ds_fn(False, shuffle=False))
+        fval, yval = collect(val_ds_fn())
+        secs = time.perf_counter() - t0
+        log.info("stage 1 feature cache: %d + %d images through the frozen backbone in %.1fs",
+                 len(ftr), len(fval), secs)
+        self.timings[phase.name + "_features"] = {"feature_extraction_seconds": round(secs, 2)}
+        train = tf.data.Dataset.from_tensor_slices((ftr, ytr)).shuffle(len(ftr), seed=cfg.seed)
+        train = train.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        val = tf.data.Dataset.from_tensor_slices((fval, yval)).batch(cfg.batch_size)
+        _compile(head, phase.lr, num_classes)
+        head.fit(train, validation_data=val, epochs=phase.epochs, initial_epoch=start,
+                 callbacks=callbacks, verbose=2)
+
+    # -------------------------------------------------------------------- endings
+    def _finish_interrupted(self) -> None:
+        bundle = self.bundle
+        assert bundle is not None
+        if not (bundle.path / "model.keras").exists() and self.model is not None:
+            self._save_best()  # interrupted in the first epoch: keep what there is
+        bundle.manifest["status"] = "interrupted"
+        bundle.manifest["history_summary"] = {"epochs": len(self.history), "interrupted_in": self.current}
+        bundle.save()
+        write_json(bundle.path / "history.json", self.history)
+        raise TrainingInterrupted(
+            f"training interrupted in {self.current or 'set-up'}; the best model so far is saved in "
+            f"{bundle.path} (edgecat evaluate {bundle.path}); continue with "
+            f"edgecat train --resume --out {bundle.path}"
+        )
+
+    def _finish(self) -> TrainResult:
+        import shutil
+
+        from edgecat.evaluate import evaluate_bundle
+        from edgecat.plots import plot_history
+
+        bundle = self.bundle
+        assert bundle is not None
+        best = self.ckpt / "best.weights.h5"
+        if best.exists():
+            self.model.load_weights(str(best))
+        if not bundle.has("keras"):
+            self._save_best()
+        write_json(bundle.path / "history.json", self.history)
+        plot_history(self.history, bundle.path / "plots" / "history.png")
+        result = evaluate_bundle(bundle, backend="keras", write=True)
+        bundle = Bundle.open(bundle.path)  # evaluate saved metrics into the manifest
+        bundle.manifest["training"] = {"schedule": self.schedule, "timings": self.timings,
+                                       "best_val_loss": self.best_val_loss, "epochs": len(self.history)}
+        bundle.manifest["status"] = "complete"
+        bundle.save()
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        return TrainResult(bundle.path, result.metrics, self.history, self.timings)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train according to ``cfg`` and return where the bundle is and how it did."""
+    return Trainer(cfg, resume=resume).run()
+
+
+def make_config(flags: dict[str, Any], config_file: str | None = None, resume: bool = False) -> TrainConfig:
+    """Defaults < the bundle's saved config (with resume) < config file < explicit flags."""
+    from edgecat.config import read_config_file
+
+    base = TrainConfig()
+    if resume:
+        out = flags.get("out")
+        if not out:
+            raise EdgecatError("--resume needs --out BUNDLE (the folder of the run to continue)")
+        saved = dict(Bundle.open(out).manifest.get("config", {}))
+        saved = {k: v for k, v in saved.items() if k in TrainConfig.field_names()}
+        base = TrainConfig.from_dict(saved)
+    if config_file:
+        base = base.merged(read_config_file(config_file))
+    return base.merged(flags)
