@@ -1,0 +1,5 @@
+"""`python -m edgecat` runs the CLI."""
+
+from edgecat.cli import main
+
+main()
