@@ -134,7 +134,7 @@ def build_model(
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
-    base._name = "backbone"  # stable name: stage-2 unfreezing and feature caching find it
+    base.name = "backbone"  # stable name: stage-2 unfreezing and feature caching find it
 
     inputs = keras.Input((size, size, 3), name="image", dtype="float32")
     x = inputs

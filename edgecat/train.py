@@ -352,7 +352,7 @@ class Trainer:
             "epochs": len(epochs_run),
             "seconds_per_epoch": round(sum(r["seconds"] for r in epochs_run) / max(1, len(epochs_run)), 2),
             "feature_cache": use_cache,
-            **self.timings.get(phase.name + "_features", {}),
+            **self.timings.pop(phase.name + "_features", {}),
         }
 
     def _fit_on_features(self, phase: Phase, start: int, train_ds_fn: Any, val_ds_fn: Any,

@@ -56,6 +56,15 @@ class EdgecatGroup(click.Group):
         except KeyboardInterrupt:
             click.secho("interrupted", fg="yellow", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen input: still one line
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.secho(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+                        fg="red", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=EdgecatGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,166 @@
+"""Training: the two-stage schedule with the stage-1 feature cache, the full schedule, config files,
+and interruption (exception in stage 2, SIGTERM to a real process) followed by --resume.
+
+Tiny on purpose: 32 px, weights=None, one epoch per stage; nothing here checks accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import needs_tf
+from edgecat.bundle import Bundle
+from edgecat.config import TrainConfig
+from edgecat.errors import EdgecatError
+
+pytestmark = needs_tf
+
+
+def _cfg(data: Path, out: Path, **kw: Any) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), weights="none", img_size=32, batch_size=16,
+                stage1_epochs=1, stage2_epochs=1, unfreeze=20, tensorboard=False, seed=7)
+    return TrainConfig(**(base | kw))
+
+
+def test_two_stage_with_feature_cache(synth_data: Path, tmp_path: Path) -> None:
+    from edgecat.train import train
+
+    res = train(_cfg(synth_data, tmp_path / "run", schedule="two-stage", augment=False, tensorboard=True))
+    b = Bundle.open(res.bundle)
+    assert b.manifest["status"] == "complete"
+    assert [r["stage"] for r in res.history] == ["stage1", "stage2"]
+    assert res.timings["stage1"]["feature_cache"] is True
+    assert res.timings["stage2"]["feature_cache"] is False
+    assert "feature_extraction_seconds" in res.timings["stage1"]
+    assert b.manifest["training"]["schedule"] == "two-stage"
+    assert b.manifest["config"]["stage2_lr"] == pytest.approx(1e-5)
+    for f in ["model.keras", "history.json", "metrics.json", "splits.json", "data_report.json",
+              "plots/history.png", "plots/confusion_matrix.png", "plots/val_grid.png"]:
+        assert (b.path / f).is_file(), f
+    assert any((b.path / "logs" / "stage2").rglob("events.out.tfevents*"))
+    assert not (b.path / "checkpoint").exists()
+    assert b.verify() == {"keras": "ok"}
+    metrics = json.loads((b.path / "metrics.json").read_text())
+    assert metrics["n"] == 12 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert {"precision", "recall", "f1", "roc_auc", "confusion_matrix"} <= set(metrics)
+    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+
+
+def test_feature_cache_trains_the_full_models_head(synth_data: Path, tmp_path: Path) -> None:
+    """The head trained on cached features is the exported model's head (shared layers)."""
+    import keras
+
+    from edgecat.train import train
+
+    res = train(_cfg(synth_data, tmp_path / "run", schedule="two-stage", augment=False, stage2_epochs=0,
+                     stage1_lr=1e-2))
+    model = keras.models.load_model(str(res.bundle / "model.keras"))
+    dense = model.get_layer("probabilities").get_weights()[0]
+    fresh, _ = __import__("edgecat.models", fromlist=["build_model"]).build_model(
+        "mobilenet_v2", img_size=32, weights="none")
+    assert not np.allclose(dense, fresh.get_layer("probabilities").get_weights()[0])
+    assert [r["stage"] for r in res.history] == ["stage1"]
+
+
+def test_full_schedule_with_augmentation(synth_data: Path, tmp_path: Path) -> None:
+    from edgecat.train import train
+
+    res = train(_cfg(synth_data, tmp_path / "full", full_epochs=1))  # weights none -> full by default
+    assert [r["stage"] for r in res.history] == ["full"]
+    assert res.timings["full"]["feature_cache"] is False
+    assert Bundle.open(res.bundle).manifest["training"]["schedule"] == "full"
+
+
+def test_interrupt_in_stage2_then_resume(synth_data: Path, tmp_path: Path) -> None:
+    from edgecat.evaluate import evaluate_bundle
+    from edgecat.train import Trainer, TrainingInterrupted
+
+    class StopInStage2(Trainer):
+        def epoch_end(self, phase: Any, epoch: int, logs: dict[str, Any], seconds: float) -> None:
+            super().epoch_end(phase, epoch, logs, seconds)
+            if phase.name == "stage2":
+                raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+
+    out = tmp_path / "run"
+    cfg = _cfg(synth_data, out, schedule="two-stage", stage2_epochs=2)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        StopInStage2(cfg).run()
+    b = Bundle.open(out)
+    assert b.manifest["status"] == "interrupted"
+    assert b.manifest["history_summary"]["interrupted_in"] == "stage2"
+    assert (out / "checkpoint" / "last.weights.h5").exists()
+    # the interrupted bundle is usable as it is
+    res = evaluate_bundle(out, backend="keras", write=False)
+    assert res.metrics["n"] == 12
+
+    from edgecat.train import make_config
+
+    cfg2 = make_config({"out": str(out)}, resume=True)
+    assert cfg2.stage2_epochs == 2 and cfg2.img_size == 32
+    done = Trainer(cfg2, resume=True).run()
+    assert [r["stage"] for r in done.history] == ["stage1", "stage2", "stage2"]
+    assert [r["stage_epoch"] for r in done.history] == [1, 1, 2]
+    assert Bundle.open(out).manifest["status"] == "complete"
+
+
+def test_sigterm_keeps_a_loadable_bundle(synth_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgecat", "train", "--data", str(synth_data), "--weights", "none",
+         "--img-size", "32", "--batch-size", "16", "--full-epochs", "50", "--patience", "50",
+         "--no-tensorboard", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.time() + 480
+        while not (out / "history.json").exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.time() < deadline, "no epoch finished in time"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "training interrupted" in output and "Traceback" not in output
+    b = Bundle.open(out)
+    assert b.manifest["status"] == "interrupted"
+    assert b.verify() == {"keras": "ok"}
+
+
+def test_config_file_and_flags(tmp_path: Path) -> None:
+    from edgecat.train import make_config
+
+    yml = tmp_path / "c.yaml"
+    yml.write_text("train:\n  backbone: resnet50\n  stage1-epochs: 5\n  stage2_lr: 2.0e-5\n  img_size: 96\n")
+    cfg = make_config({"stage1_epochs": 2, "data": "d"}, str(yml))
+    assert (cfg.backbone, cfg.stage1_epochs, cfg.stage2_lr, cfg.img_size) == ("resnet50", 2, 2e-5, 96)
+    toml = tmp_path / "c.toml"
+    toml.write_text("unfreeze = 40\nschedule = 'full'\n")
+    assert make_config({}, str(toml)).unfreeze == 40
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_setting: 1\n")
+    with pytest.raises(EdgecatError, match="no_such_setting"):
+        make_config({}, str(bad))
+
+
+def test_existing_bundle_and_bad_resume(synth_data: Path, tmp_path: Path) -> None:
+    from edgecat.train import make_config, train
+
+    Bundle.create(tmp_path / "taken", name="t", backbone="mobilenet_v2", input_size=(32, 32),
+                  classes=["cat", "dog"], preprocessing="tf")
+    with pytest.raises(EdgecatError, match="already holds a bundle"):
+        train(_cfg(synth_data, tmp_path / "taken"))
+    with pytest.raises(EdgecatError, match="nothing to resume"):
+        train(make_config({"out": str(tmp_path / "taken"), "data": str(synth_data)}, resume=True), resume=True)
