@@ -77,7 +77,7 @@ def preprocessing_layers(mode: str) -> list[Any]:
 
 
 def resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
-    """``imagenet`` | ``none`` | PATH -> (keras weights arg, local file to load afterwards)."""
+    """``imagenet`` | ``none`` | PATH (a Keras weights file or a bundle) -> (keras arg, local path)."""
     if weights is None or str(weights).lower() in ("none", "null", "random", ""):
         return None, None
     if str(weights).lower() == "imagenet":
@@ -85,9 +85,25 @@ def resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
     path = Path(weights)
     if not path.exists():
         raise EdgecatError(
-            f"weights file not found: {path} (use 'imagenet', 'none' or a local Keras weights file)"
+            f"weights file not found: {path} (use 'imagenet', 'none', a local Keras weights file or a bundle)"
         )
     return None, path
+
+
+def bundle_backbone_weights(path: Path, backbone: str) -> list[Any]:
+    """The backbone weights of a bundle's trained model: fine-tune from an earlier run offline."""
+    import keras
+
+    from edgecat.bundle import Bundle
+
+    bundle = Bundle.open(path)
+    if bundle.backbone != backbone:
+        raise EdgecatError(f"--weights {path}: that bundle is a {bundle.backbone}, not a {backbone}")
+    model = keras.models.load_model(str(bundle.artifact_path("keras")), compile=False)
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not bases:
+        raise EdgecatError(f"--weights {path}: no backbone found in its model.keras")
+    return bases[0].get_weights()
 
 
 def build_model(
@@ -125,7 +141,12 @@ def build_model(
         raise
     if local is not None:
         try:
-            base.load_weights(str(local), skip_mismatch=False)
+            if local.is_dir():
+                base.set_weights(bundle_backbone_weights(local, spec.name))
+            else:
+                base.load_weights(str(local), skip_mismatch=False)
+        except EdgecatError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise EdgecatError(f"cannot load weights {local} into {spec.name}: {str(exc)[:200]}") from exc
     if not freeze_bn:

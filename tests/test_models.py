@@ -106,3 +106,18 @@ def test_split_at_pool_shares_weights() -> None:
     np.testing.assert_allclose(head(features(x)), model(x), atol=1e-6)
     dense = head.get_layer("probabilities")
     assert dense is model.get_layer("probabilities")
+
+
+def test_weights_from_a_bundle(tiny_bundle) -> None:
+    """--weights BUNDLE starts from an earlier run's backbone (offline fine-tuning)."""
+    import keras
+
+    from edgecat.models import build_model
+
+    src = keras.models.load_model(str(tiny_bundle / "model.keras"), compile=False)
+    src_base = [layer for layer in src.layers if isinstance(layer, keras.Model)][0]
+    _, base = build_model("mobilenet_v2", img_size=64, weights=str(tiny_bundle))  # another size is fine
+    for a, b in zip(src_base.get_weights(), base.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(EdgecatError, match="is a mobilenet_v2, not a resnet50"):
+        build_model("resnet50", img_size=32, weights=str(tiny_bundle))

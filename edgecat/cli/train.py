@@ -12,7 +12,7 @@ _BOOL = {"augment", "tensorboard"}
 @click.command("train")
 @click.option("--data", help="Folder (train/+validation/, class folders, or cat.1.jpg files) or tfds:cats_vs_dogs.")
 @click.option("--backbone", help="mobilenet_v2 (default), resnet50, efficientnet_b0.")
-@click.option("--weights", help="imagenet (default) | none | PATH to a local Keras weights file.")
+@click.option("--weights", help="imagenet (default) | none | PATH: a local Keras weights file, or a bundle whose backbone to start from.")
 @click.option("--img-size", type=int, help="Input size in pixels (default: the backbone's, 224).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--schedule", type=click.Choice(["two-stage", "full"]),
