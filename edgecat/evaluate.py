@@ -184,7 +184,8 @@ def evaluate_bundle(
     if not len(files):
         raise EdgecatError(f"no readable images to evaluate in {source}")
     metrics = compute_metrics(y, probs, bundle.classes, bundle.threshold)
-    metrics.update({"data": source, "backend": backend, "precision": precision})
+    # "precision" is the metric; the artifact precision gets its own key
+    metrics.update({"data": source, "backend": backend, "model_precision": precision})
     result = EvalResult(metrics, files, y, probs)
     if write:
         if plots:

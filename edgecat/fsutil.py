@@ -30,10 +30,18 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iter
         yield tmp_path
         if tmp_path.is_dir():
             raise IsADirectoryError(tmp_path)
+        # mkstemp makes 0600 files; artifacts are shared (containers, services): honour the umask.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -44,6 +52,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

@@ -83,6 +83,7 @@ def tfds_splits(name: str, val_split: float = 0.2) -> tuple[Any, Any, list[str]]
     except ImportError as exc:
         raise EdgecatError("tensorflow-datasets is not installed: pip install 'edgecat[train]'") from exc
     pct = int(round((1 - val_split) * 100))
+    _check_tfds_reachable(tfds, name)
     try:
         (train, val), info = tfds.load(
             name, split=[f"train[:{pct}%]", f"train[{pct}%:]"], as_supervised=True, with_info=True
@@ -95,6 +96,27 @@ def tfds_splits(name: str, val_split: float = 0.2) -> tuple[Any, Any, list[str]]
         ) from exc
     classes = list(info.features["label"].names)
     return train, val, classes
+
+
+def _check_tfds_reachable(tfds: Any, name: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after minutes of download retries, when a dataset must be fetched offline."""
+    import socket
+    import sys
+    from urllib.parse import urlparse
+
+    try:
+        builder = tfds.builder(name)
+    except Exception as exc:  # noqa: BLE001 - unknown names and registry errors alike
+        raise EdgecatError(f"unknown TensorFlow Datasets name '{name}': {str(exc).splitlines()[0][:100]}") from exc
+    if builder.is_prepared():
+        return
+    url = getattr(sys.modules.get(type(builder).__module__), "_URL", None) or "https://storage.googleapis.com"
+    host = urlparse(url).hostname or "storage.googleapis.com"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise EdgecatError(f"tfds:{name} is not downloaded and {host} cannot be reached ({exc}); "
+                           "offline, pass a local folder with --data DIR") from exc
 
 
 def tfds_pipeline(ds: Any, size: tuple[int, int], batch_size: int, *, training: bool,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,13 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("crash mid-write")
     assert json.loads(dest.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_atomic_write_honours_umask(tmp_path: Path) -> None:
+    # mkstemp creates 0600 files; a bundle copied into a container or read by a service must stay readable.
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644

@@ -93,7 +93,12 @@ def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
                      "--backend", "onnxruntime", "--json")
     assert code == 0, out
     m = json.loads(out[out.index("{"):])
-    assert m["n"] == 12 and m["backend"] == "onnxruntime"
+    assert m["n"] == 12 and m["backend"] == "onnxruntime" and m["model_precision"] == "fp32"
+    assert 0.0 <= m["precision"] <= 1.0  # the metric, not overwritten by the artifact precision
+
+    code, out = _run("evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"), "--backend", "onnxruntime")
+    assert code == 0, out
+    assert "onnxruntime/fp32" in out and "ROC-AUC" in out
 
 
 def test_edge_side_imports_and_train_says_install_extra(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: 
     if as_json:
         click.echo(json.dumps(m, indent=2, default=str))
         return
-    console.print(f"[bold]{m['backend']}/{m['precision']}[/] on {m['data']} ({m['n']} images)")
+    console.print(f"[bold]{m['backend']}/{m['model_precision']}[/] on {m['data']} ({m['n']} images)")
     table = Table("accuracy", "precision", "recall", "F1", "ROC-AUC")
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     table.add_row(f"{m['accuracy']:.4f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", auc)
