@@ -1,7 +1,64 @@
-"""`edgecat export` (being written)."""
+"""`edgecat export`: add ONNX FP32/FP16/INT8, TensorRT engines, Triton and DeepStream files to a bundle."""
 
 from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from edgecat.cli.common import console, parse_list
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
+@click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 inside, fp32 input/output).")
+@click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=1e-2, show_default=True,
+              help="Largest probability difference FP16 may show against FP32.")
+@click.option("--int8", is_flag=True, help="Add INT8 QDQ models: model.int8.onnx (CPU) and model.int8-trt.onnx (TensorRT).")
+@click.option("--calib", type=click.Path(), default=None,
+              help="Folder of calibration images (default: the bundle's training files, if on this machine).")
+@click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Calibration images to use.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True)
+@click.option("--eval", "eval_dir", type=click.Path(), default=None,
+              help="Labelled folder for the precision table (default: the bundle's validation files).")
+@click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
+@click.option("--precision", default=None,
+              help="Engine precisions, e.g. fp32,fp16,int8 (default fp32,fp16, plus int8 if the bundle has INT8).")
+@click.option("--batch", default="1,8,32", show_default=True, help="Engine batch profile MIN,OPT,MAX.")
+@click.option("--workspace", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="TensorRT workspace in GB.")
+@click.option("--triton", "triton_dir", type=click.Path(), default=None, help="Write a Triton model repository here.")
+@click.option("--deepstream", "deepstream_dir", type=click.Path(), default=None,
+              help="Write a DeepStream nvinfer config here.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Triton max_batch_size.")
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
+def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
+           calib_method: str, eval_dir: str | None, trt: bool, precision: str | None, batch: str,
+           workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
+           opset: int) -> None:
+    """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
+    from edgecat.bundle import Bundle
+    from edgecat.export.pipeline import ExportPlan, run_export
+
+    b = Bundle.open(bundle)
+    plan = ExportPlan(
+        onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
+        eval_dir=eval_dir, trt=trt,
+        precisions=parse_list(precision, name="precision") if precision else None,
+        batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
+        max_batch=max_batch, opset=opset,
+    )
+    result = run_export(b, plan)
+    if result.table is not None:
+        from edgecat.export.precision_table import render
+
+        console.print(render(result.table))
+    for line in result.lines:
+        console.print(line)
+    for line in result.warnings:
+        console.print(f"[yellow]{line}[/yellow]")
+
+
+COMMANDS = [export]

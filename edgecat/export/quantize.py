@@ -1,0 +1,385 @@
+"""INT8 ONNX by explicit quantization (QDQ) from real calibration images; no TensorFlow needed.
+
+Two flavours come from the same FP32 graph, because the fast path differs by target:
+
+- ``cpu`` (artifact ``onnx-int8``, ``model.int8.onnx``): uint8 activations, int8 per-channel weights.
+  On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here, see DESIGN §3).
+- ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): symmetric int8 activations and
+  weights, the only Q/DQ form TensorRT builds from (TensorRT 11 has no calibrators at all).
+
+The calibration reader feeds raw 0-255 RGB batches exactly as deployment does: the model's own
+preprocessing is inside the graph. Tensor ranges are cached in ``calibration/`` keyed by model hash,
+image list, method and flavour, so re-exporting with the same inputs skips calibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edgecat.bundle import Bundle, tool_versions
+from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALIB_SIZE = 500  # NVIDIA's guidance for ImageNet-style classifiers
+MIN_CALIB_IMAGES = 16
+CALIB_BATCH = 8
+CALIB_DIR = "calibration"
+METHODS = ("minmax", "entropy", "percentile")
+FLAVOURS = ("cpu", "trt")
+ARTIFACT = {"cpu": "onnx-int8", "trt": "onnx-int8-trt"}
+FILES = {"cpu": "model.int8.onnx", "trt": "model.int8-trt.onnx"}
+
+
+@dataclass
+class CalibrationSet:
+    """The images a calibration runs on and where they came from (logged and recorded)."""
+
+    files: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
+        h = hashlib.sha256()
+        for f in self.files:
+            p = Path(f)
+            try:
+                st = p.stat()
+                h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p}|missing\n".encode())
+        return h.hexdigest()
+
+
+@dataclass
+class QuantizeResult:
+    flavour: str
+    artifact: str
+    file: str
+    method: str
+    images: int
+    cache_used: bool
+    cache_file: str
+    seconds: float
+    parity: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------ calibration set
+def _splits_files(bundle: Bundle) -> tuple[list[str], list[str]]:
+    """(train, validation) files from the bundle's splits.json that are still on disk."""
+    from edgecat.splits import SPLITS_FILE
+
+    path = bundle.path / SPLITS_FILE
+    if not path.exists():
+        return [], []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [], []
+    train, val = ([str(f) for f, _ in rows.get(part, []) if Path(f).exists()] for part in ("train", "validation"))
+    return train, val
+
+
+def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int = DEFAULT_CALIB_SIZE,
+                    min_images: int = MIN_CALIB_IMAGES, seed: int = 0) -> CalibrationSet:
+    """Pick up to ``size`` images from ``calib`` (a folder, searched recursively) or, without one,
+    from the bundle's training/validation files; a deterministic sample so the cache key is stable."""
+    from edgecat import imaging
+
+    if size < 1:
+        raise EdgecatError(f"--calib-size must be at least 1 (got {size})")
+    if calib is not None:
+        root = Path(calib)
+        if not root.exists():
+            raise EdgecatError(f"calibration folder not found: {root}")
+        if not root.is_dir():
+            raise EdgecatError(f"--calib must be a folder of images (got a file: {root})")
+        files = [str(p) for p in imaging.list_images([root])]
+        source = str(root)
+        if not files:
+            raise EdgecatError(f"no images found in calibration folder {root}")
+    else:
+        train, val = _splits_files(bundle)
+        # training images first: calibrating on the validation set would flatter the precision table
+        files = train if len(train) >= size else train + val
+        source = "bundle splits.json (training files)" if len(train) >= size else \
+            "bundle splits.json (train+validation files)"
+        if not files:
+            raise EdgecatError(
+                "INT8 needs calibration images: pass --calib DIR (the bundle's training files are not on this machine)"
+            )
+        log.info("no --calib given: calibrating on the bundle's own training/validation files (splits.json)")
+    if len(files) > size:
+        rng = np.random.default_rng(seed)
+        idx = sorted(rng.choice(len(files), size=size, replace=False).tolist())
+        files = [files[i] for i in idx]
+    if len(files) < min_images:
+        raise EdgecatError(
+            f"too few calibration images: {len(files)} in {source} (need at least {min_images}, "
+            f"{DEFAULT_CALIB_SIZE} recommended)"
+        )
+    if len(files) < min(size, DEFAULT_CALIB_SIZE):
+        log.warning("calibrating on %d images (%d recommended)", len(files), DEFAULT_CALIB_SIZE)
+    return CalibrationSet(files=files, source=source)
+
+
+def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
+                            min_images: int = MIN_CALIB_IMAGES) -> np.ndarray:
+    """Decode + resize with the deployment image path; unreadable files are skipped and logged."""
+    from edgecat import imaging
+
+    images = []
+    cset.skipped = []
+    for f in cset.files:
+        try:
+            images.append(imaging.load_for_model(f, input_size))
+        except EdgecatError as exc:
+            cset.skipped.append(f)
+            log.warning("calibration: skipping %s", exc)
+    if len(images) < min_images:
+        raise EdgecatError(
+            f"too few readable calibration images: {len(images)} of {len(cset.files)} in {cset.source} "
+            f"(need at least {min_images})"
+        )
+    return np.stack(images).astype(np.uint8)
+
+
+def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> Any:
+    """An onnxruntime CalibrationDataReader over uint8 images, fed as raw 0-255 float32 batches.
+
+    Every batch has the same size (the largest divisor of the image count up to ``batch``): the
+    histogram calibrators (entropy, percentile) stack per-batch outputs and fail on a short last batch.
+    """
+    from onnxruntime.quantization import CalibrationDataReader
+
+    batch = next(b for b in range(min(batch, len(images)), 0, -1) if len(images) % b == 0)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._starts = iter(range(0, len(images), batch))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self._starts, None)
+            if start is None:
+                return None
+            return {input_name: images[start:start + batch].astype(np.float32)}
+
+        def __len__(self) -> int:
+            return (len(images) + batch - 1) // batch
+
+    return _Reader()
+
+
+# ------------------------------------------------------------------------------ quantization
+def has_vnni() -> bool:
+    """x86 CPUs without VNNI saturate u8*s8 products; ORT advises reduce_range there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def flavour_options(flavour: str, method: str) -> dict[str, Any]:
+    """quantize_static keyword arguments for a flavour (types, symmetry, extra options)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise EdgecatError(f"unknown calibration method '{method}' (choose from: {', '.join(METHODS)})")
+    if flavour == "cpu":
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=x86 and not has_vnni(),
+                    calibrate_method=methods[method],
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    if flavour == "trt":
+        # onnxruntime's recipe for TensorRT: symmetric int8 everywhere, a Q/DQ pair per weight.
+        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                    calibrate_method=methods[method],
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
+                                   "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                                   "CalibTensorRangeSymmetric": True})
+    raise EdgecatError(f"unknown INT8 flavour '{flavour}' (choose from: {', '.join(FLAVOURS)})")
+
+
+#: bump when the graph that is calibrated changes shape (tensor names), so old caches are not reused
+CACHE_VERSION = 2
+
+
+def cache_key(model_sha256: str, cset: CalibrationSet, method: str, flavour: str) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{model_sha256}|{cset.fingerprint()}|{method}|{flavour}".encode())
+    return h.hexdigest()[:20]
+
+
+def _preprocessed(src: Path, workdir: Path) -> tuple[Path, bool]:
+    """ORT's recommended pre-processing (shape inference + graph optimisation, which folds the
+    exported BatchNorm Mul/Add into the convolutions so they are not quantized as separate ops);
+    the graph as exported if it fails. Returns (model path, pre-processed?)."""
+    import importlib.util
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = workdir / "pre.onnx"
+    try:
+        # symbolic shape inference needs sympy; ONNX shape inference suffices for these graphs
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
+        return out, True
+    except Exception as exc:  # noqa: BLE001 - optional step; quantization still works without it
+        log.warning("quantization pre-processing failed (%s); quantizing the graph as exported", exc)
+        return src, False
+
+
+def _preprocessing_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes before the first Conv (graph nodes are topologically sorted)."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        if node.op_type == "Conv":
+            break
+        names.append(node.name)
+    return names
+
+
+class _DropHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_preprocess_hint() -> Iterator[None]:
+    """onnxruntime logs a pre-processing hint on the root logger even when we did pre-process."""
+    root = logging.getLogger()
+    filt = _DropHint()
+    targets = [root, *root.handlers]
+    for t in targets:
+        t.addFilter(filt)
+    try:
+        yield
+    finally:
+        for t in targets:
+            t.removeFilter(filt)
+
+
+def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None = None,
+                  calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
+                  min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
+                  parity_dirs: list[str] | None = None) -> QuantizeResult:
+    """Quantize ``onnx-fp32`` into the ``flavour``'s INT8 artifact, reusing cached ranges when the
+    key (model hash, image list, method, flavour) matches."""
+    try:
+        from onnxruntime.quantization import quantize_static
+    except ImportError as exc:
+        raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
+    from edgecat.export.onnx import onnx_outputs, parity_images
+
+    opts = flavour_options(flavour, method)
+    src = bundle.artifact_path("onnx-fp32")
+    src_sha = bundle.artifacts["onnx-fp32"]["sha256"]
+    cset = cset or calibration_set(bundle, calib, calib_size, min_images)
+    key = cache_key(src_sha, cset, method, flavour)
+    cache_dir = bundle.path / CALIB_DIR
+    cache_dir.mkdir(exist_ok=True)
+    cache_file = cache_dir / f"{flavour}-{method}-{key}.json"
+    supports_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    cache_used = supports_cache and cache_file.is_file()
+    dest = bundle.path / FILES[flavour]
+    input_name = bundle.artifacts["onnx-fp32"].get("input", "image")
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
+        if cache_used:
+            log.info("INT8 %s: using cached calibration %s (no calibration run)", flavour, cache_file.name)
+            reader = None
+        else:
+            log.info("INT8 %s: calibrating on %d images from %s (method %s)%s", flavour, len(cset.files),
+                     cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
+            images = load_calibration_images(cset, bundle.input_size, min_images)
+            reader = _reader(images, input_name)
+        model_in, preprocessed = _preprocessed(src, Path(work))
+        kwargs = dict(opts)
+        if flavour == "trt":
+            # Keep the in-graph preprocessing (x/127.5-1, Caffe mean) unquantized: symmetric int8 on
+            # raw 0-255 pixels would leave 7 bits per pixel; quantize from the first convolution on.
+            kwargs["nodes_to_exclude"] = _preprocessing_nodes(model_in)
+        excluded = list(kwargs.get("nodes_to_exclude") or [])
+        if supports_cache:
+            kwargs["calibration_cache_path"] = str(Path(work) / "ranges.json") if not cache_used else str(cache_file)
+        with atomic_path(dest) as tmp, _quiet_preprocess_hint():
+            try:
+                quantize_static(str(model_in), str(tmp), reader, **kwargs)
+            except EdgecatError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
+                raise EdgecatError(
+                    f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                ) from exc
+            batch, what = parity_images(bundle, extra_dirs=parity_dirs)
+            ref = bundle.class_probs(onnx_outputs(src, batch))
+            got = bundle.class_probs(onnx_outputs(tmp, batch))
+        if supports_cache and not cache_used:
+            written = Path(work) / "ranges.json"
+            if written.exists():
+                with atomic_path(cache_file) as tmpc:
+                    tmpc.write_bytes(written.read_bytes())
+    seconds = time.perf_counter() - t0
+    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
+    parity = {"reference": "onnx-fp32", "images": what, "max_abs_diff": float(np.max(np.abs(ref - got))),
+              "label_agreement": agree}
+    log.info("INT8 %s: max prob diff vs FP32 %.3g, label agreement %.1f%% on %s",
+             flavour, parity["max_abs_diff"], 100 * agree, what)
+    types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
+    bundle.add_artifact(
+        ARTIFACT[flavour],
+        dest,
+        format="onnx",
+        precision="int8",
+        flavour=flavour,
+        quantization={"format": "QDQ", **types, "per_channel": opts["per_channel"],
+                      "reduce_range": opts["reduce_range"], "preprocessed": preprocessed,
+                      "unquantized_nodes": excluded,
+                      "symmetric_activations": opts["extra_options"].get("ActivationSymmetric", False)},
+        input=input_name,
+        output=bundle.artifacts["onnx-fp32"].get("output", "probabilities"),
+        calibration={"method": method, "images": len(cset.files) - len(cset.skipped), "source": cset.source,
+                     "key": key, "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None,
+                     "cache_used": cache_used},
+        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": "onnx-fp32", "from_sha256": src_sha,
+                 "seconds": round(seconds, 2), "versions": tool_versions("onnx", "onnxruntime")},
+        parity=parity,
+    )
+    return QuantizeResult(flavour=flavour, artifact=ARTIFACT[flavour], file=dest.name, method=method,
+                          images=len(cset.files) - len(cset.skipped), cache_used=cache_used,
+                          cache_file=cache_file.name, seconds=seconds, parity=parity)
+
+
+def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
+                 method: str = "minmax", flavours: tuple[str, ...] = FLAVOURS,
+                 min_images: int = MIN_CALIB_IMAGES) -> list[QuantizeResult]:
+    """Both INT8 flavours from one calibration set (chosen once, so both share the image list)."""
+    cset = calibration_set(bundle, calib, calib_size, min_images)
+    return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset,
+                          parity_dirs=[str(calib)] if calib else None) for f in flavours]
+
+
+__all__ = ["ARTIFACT", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
+           "flavour_options", "quantize_all", "quantize_int8"]

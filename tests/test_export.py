@@ -1,0 +1,208 @@
+"""edgecat export: ONNX FP32 parity (both backbones), FP16, INT8 flavours + calibration cache,
+precision table, CLI errors. Real TensorFlow / tf2onnx / ONNX Runtime on tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from conftest import _make_bundle, needs_tf
+from edgecat.bundle import Bundle
+from edgecat.cli import main
+from edgecat.errors import EdgecatError
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _qdq_zero_point_types(path: Path) -> set[int]:
+    """Element types of the zero points of activation QuantizeLinear nodes."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    types = set()
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            types.add(inits[node.input[2]].data_type)
+    return types
+
+
+# ------------------------------------------------------------------------------------ ONNX FP32
+@needs_tf
+def test_onnx_fp32_one_image_input_and_parity(tiny_bundle):
+    b = Bundle.open(tiny_bundle)
+    entry = b.artifacts["onnx-fp32"]
+    model = onnx.load(str(b.artifact_path("onnx-fp32")))
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["probabilities"]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [48, 48, 3]
+    assert entry["parity"]["max_abs_diff"] <= 1e-4
+    assert "real images" in entry["parity"]["images"]
+
+
+@needs_tf
+def test_onnx_fp32_resnet50_has_only_the_image_input(tmp_path):
+    root = _make_bundle(tmp_path / "r50", "resnet50", 32, None, onnx=True)
+    b = Bundle.open(root)
+    model = onnx.load(str(b.artifact_path("onnx-fp32")))
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert b.artifacts["onnx-fp32"]["parity"]["max_abs_diff"] <= 1e-4
+    assert "synthetic" in b.artifacts["onnx-fp32"]["parity"]["images"]
+
+
+@needs_tf
+def test_onnx_fp32_parity_failure_leaves_no_file(tiny_bundle):
+    from edgecat.export.onnx import export_onnx
+
+    b = Bundle.open(tiny_bundle)
+    b.remove_artifact("onnx-fp32", delete_file=True)
+    with pytest.raises(EdgecatError, match="does not match Keras"):
+        export_onnx(b, tolerance=-1.0)
+    assert not (tiny_bundle / "model.onnx").exists()
+    assert not list(tiny_bundle.glob(".model*"))
+    assert "onnx-fp32" not in Bundle.open(tiny_bundle).artifacts
+
+
+# ------------------------------------------------------------------------------------ FP16
+@needs_tf
+def test_fp16_keeps_fp32_io_and_matches(tiny_bundle):
+    from edgecat.export.fp16 import export_fp16
+    from edgecat.runtime import open_runtime
+
+    b = Bundle.open(tiny_bundle)
+    with pytest.raises(EdgecatError, match="FP16 model does not match FP32"):
+        export_fp16(b, tolerance=1e-9)
+    assert not (tiny_bundle / "model.fp16.onnx").exists() and not b.has("onnx-fp16")
+    # An untrained random-BN network has a wide dynamic range; trained models land far below 1e-2.
+    entry = export_fp16(b, tolerance=5e-2)
+    model = onnx.load(str(tiny_bundle / "model.fp16.onnx"))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert model.graph.input[0].type.tensor_type.elem_type == f32
+    assert model.graph.output[0].type.tensor_type.elem_type == f32
+    assert sum(i.data_type == f16 for i in model.graph.initializer) > 10
+    assert 0 < entry["parity"]["max_abs_diff"] <= 5e-2 and entry["parity"]["tolerance"] == 5e-2
+    assert (tiny_bundle / "model.fp16.onnx").stat().st_size < 0.6 * (tiny_bundle / "model.onnx").stat().st_size
+    x = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
+    with open_runtime(Bundle.open(tiny_bundle), "onnxruntime", "fp16") as rt:
+        assert rt.infer(x).shape == (2, 2)
+
+
+# ------------------------------------------------------------------------------------ INT8
+@needs_tf
+def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog):
+    from edgecat.export.precision_table import precision_table
+    from edgecat.export.quantize import quantize_all
+
+    calib = synth_data / "train"
+    b = Bundle.open(tiny_bundle)
+    with caplog.at_level("INFO"):
+        first = quantize_all(b, calib=calib, calib_size=24)
+    assert [r.artifact for r in first] == ["onnx-int8", "onnx-int8-trt"]
+    assert not any(r.cache_used for r in first)
+    assert "calibrating on 24 images" in caplog.text
+    assert len(list((tiny_bundle / "calibration").glob("*.json"))) == 2
+
+    cpu, trt = b.artifacts["onnx-int8"], b.artifacts["onnx-int8-trt"]
+    assert cpu["quantization"]["activation_type"] == "QUInt8" and cpu["quantization"]["per_channel"]
+    assert cpu["quantization"]["preprocessed"]  # BatchNorm Mul/Add folded before quantizing
+    assert _qdq_zero_point_types(tiny_bundle / "model.int8.onnx") >= {onnx.TensorProto.UINT8}
+    assert _qdq_zero_point_types(tiny_bundle / "model.int8-trt.onnx") == {onnx.TensorProto.INT8}
+    trt_model = onnx.load(str(tiny_bundle / "model.int8-trt.onnx"))
+    zps = [onnx.numpy_helper.to_array(i) for i in trt_model.graph.initializer if i.name.endswith("zero_point")]
+    assert zps and all(not np.any(z) for z in zps)  # symmetric: every zero point is 0
+    for e in (cpu, trt):
+        assert 0.0 <= e["parity"]["label_agreement"] <= 1.0
+        assert e["calibration"]["images"] == 24 and e["calibration"]["cache_used"] is False
+    assert (tiny_bundle / "model.int8.onnx").stat().st_size < 0.5 * (tiny_bundle / "model.onnx").stat().st_size
+
+    # same model, images, method, flavour: the cached ranges are reused
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = quantize_all(Bundle.open(tiny_bundle), calib=calib, calib_size=24)
+    assert all(r.cache_used for r in again) and "using cached calibration" in caplog.text
+    # another method or another image list: recalibrate
+    other = quantize_all(Bundle.open(tiny_bundle), calib=calib, calib_size=24, method="percentile",
+                         flavours=("cpu",))
+    assert not other[0].cache_used
+    fewer = quantize_all(Bundle.open(tiny_bundle), calib=calib, calib_size=20, flavours=("cpu",))
+    assert not fewer[0].cache_used
+    # histogram calibration with an image count that is not a multiple of the batch size
+    odd = quantize_all(Bundle.open(tiny_bundle), calib=calib, calib_size=21, method="entropy", flavours=("trt",))
+    assert not odd[0].cache_used and odd[0].images == 21
+    assert len(list((tiny_bundle / "calibration").glob("*.json"))) == 5
+
+    table = precision_table(Bundle.open(tiny_bundle), data=synth_data)
+    assert [r.precision for r in table.rows] == ["fp32", "int8", "int8-trt"]
+    assert table.labelled and table.images == len([p for p in (synth_data / "validation").rglob("*") if p.is_file()])
+    assert table.rows[0].agreement == 1.0 and table.rows[0].max_prob_diff == 0.0
+    assert all(r.accuracy is not None and 0 <= r.accuracy <= 1 for r in table.rows)
+    manifest = json.loads((tiny_bundle / "edgecat.json").read_text())
+    assert [r["precision"] for r in manifest["metrics"]["precision_table"]["rows"]] == ["fp32", "int8", "int8-trt"]
+    assert "agreement_with_fp32" in manifest["artifacts"]["onnx-int8"]["accuracy"]
+
+
+@needs_tf
+def test_int8_without_calib_uses_bundle_splits(tiny_bundle, caplog):
+    from edgecat.export.quantize import calibration_set
+
+    with caplog.at_level("INFO"):
+        cset = calibration_set(Bundle.open(tiny_bundle), None, size=30)
+    assert len(cset.files) == 30 and "splits.json" in cset.source
+    assert "no --calib given" in caplog.text
+
+
+# ------------------------------------------------------------------------------------ CLI
+@needs_tf
+def test_cli_export_errors(tiny_bundle, tmp_path, synth_data):
+    r = _run("export", str(tmp_path / "missing"))
+    assert r.exit_code != 0 and "bundle not found" in r.output
+
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(tmp_path / "nope"))
+    assert r.exit_code != 0 and "calibration folder not found" in r.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(empty))
+    assert r.exit_code != 0 and "no images found" in r.output
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for f in sorted(p for p in (synth_data / "train").rglob("*") if p.is_file())[:3]:
+        shutil.copy(f, few / f.name)
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(few))
+    assert r.exit_code != 0 and "too few calibration images: 3" in r.output
+    assert not (tiny_bundle / "model.int8.onnx").exists()
+
+    r = _run("export", str(tiny_bundle), "--trt", "--batch", "8,1,4")
+    assert r.exit_code != 0 and "error:" in r.output
+
+    r = _run("export", str(tiny_bundle), "--precision", "fp16")
+    assert r.exit_code != 0 and "add --trt" in r.output
+
+
+@needs_tf
+def test_cli_no_flags_keeps_existing_onnx(tiny_bundle):
+    before = Bundle.open(tiny_bundle).artifacts["onnx-fp32"]["sha256"]
+    r = _run("export", str(tiny_bundle))
+    assert r.exit_code == 0, r.output
+    assert "already there" in r.output
+    assert Bundle.open(tiny_bundle).artifacts["onnx-fp32"]["sha256"] == before
+
+
+@needs_tf
+def test_no_onnxruntime_provider_is_one_line(tiny_bundle):
+    import onnxruntime as ort
+
+    from edgecat.runtime import open_runtime
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    with pytest.raises(EdgecatError, match="no CUDAExecutionProvider"):
+        open_runtime(Bundle.open(tiny_bundle), "onnxruntime-cuda", "fp32")
