@@ -17,6 +17,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime-cuda": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeCUDA",
     "onnxruntime-trt": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeTensorRT",
     "tensorrt": "edgecat.runtime.tensorrt_runtime:TensorRTRuntime",
+    "triton": "edgecat.runtime.triton_runtime:TritonRuntime",
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -68,6 +68,10 @@ class Runtime(abc.ABC):
             return int(self.bundle.artifacts[self.artifact_key].get("bytes", 0))
         return 0
 
+    def gpu_memory_bytes(self) -> int | None:
+        """GPU memory in use, for bench's report; None for runtimes that do not use a GPU."""
+        return None
+
     @property
     def description(self) -> str:
         return f"{self.backend}/{self.precision}"

@@ -15,7 +15,27 @@ log = logging.getLogger(__name__)
 ARTIFACT = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
 
 
+def session_options(threads: int | None = None, spinning: bool = True) -> Any:
+    """CPU settings measured on a 2-core box (benchmarks/README.md): one thread per physical core,
+    all graph optimisations, sequential execution, spinning worker threads (ORT's default). Without
+    spinning, MobileNetV2 INT8 with 2 threads took 6.9 ms instead of 4.0 (each of ~100 ops wakes a
+    sleeping worker); but when other processes saturate every core, spinning doubled latency (22 vs
+    11 ms): ``spinning=False`` (``bench --no-spinning``) is for such shared machines."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads or physical_cores())
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.log_severity_level = 3
+    return opts
+
+
 class OnnxRuntimeCPU(Runtime):
+    """Options: ``threads`` (default: physical cores), ``spinning`` (default True)."""
+
     backend = "onnxruntime"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
@@ -38,18 +58,15 @@ class OnnxRuntimeCPU(Runtime):
             )
         self.artifact_key = self.artifact_for(self.precision)
         path = self.bundle.artifact_path(self.artifact_key)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = self.options.get("threads") or physical_cores()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts = session_options(self.options.get("threads"), bool(self.options.get("spinning", True)))
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.provider_options())
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
             raise EdgecatError(f"cannot open {path} with ONNX Runtime: {str(exc).splitlines()[0][:200]}") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.input_type = self.session.get_inputs()[0].type
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_names = ["probabilities"] if "probabilities" in outputs else outputs[:1]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
@@ -59,7 +76,7 @@ class OnnxRuntimeCPU(Runtime):
         return np.ascontiguousarray(batch.astype(want, copy=False))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(self.output_names, {self.input_name: batch})[0]
 
 
 class OnnxRuntimeCUDA(OnnxRuntimeCPU):
@@ -70,6 +87,12 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
 class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
     backend = "onnxruntime-trt"
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+    def artifact_for(self, precision: str) -> str:
+        # TensorRT wants symmetric int8 Q/DQ; the export makes that flavour as onnx-int8-trt.
+        if precision == "int8" and self.bundle.has("onnx-int8-trt"):
+            return "onnx-int8-trt"
+        return ARTIFACT[precision]
 
     def provider_options(self) -> list[Any]:
         cache = self.bundle.path / "trt_cache"

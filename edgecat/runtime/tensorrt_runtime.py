@@ -1,0 +1,212 @@
+"""Native TensorRT (10 and 11): the bundle's engine, pinned host buffers, one CUDA stream and an
+optional CUDA graph for a fixed batch.
+
+Written against the documented name-based I/O API (``num_io_tensors``, ``get_tensor_name``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) that TensorRT 10 introduced and 11
+keeps, and CUDA through cuda-python (``cuda.bindings.runtime``, formerly ``cuda.cudart``), as NVIDIA's
+TensorRT samples do. Engine loading and the stale-engine check live in
+:mod:`edgecat.export.tensorrt` (:func:`load_engine`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.runtime.base import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def import_cudart() -> Any:
+    """cuda-python's runtime API module, whichever layout the installed version has."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "the tensorrt backend needs cuda-python for CUDA streams and buffers: "
+                "pip install cuda-python (on a Jetson: the version matching JetPack's CUDA)"
+            ) from exc
+    return cudart
+
+
+def cuda_check(result: Any) -> Any:
+    """Unpack a cuda-python ``(err, value...)`` tuple, turning an error into one line."""
+    if isinstance(result, tuple):
+        err, rest = result[0], result[1:]
+    else:
+        err, rest = result, ()
+    code = getattr(err, "value", err)
+    if code != 0:
+        raise EdgecatError(f"CUDA error: {getattr(err, 'name', err)}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+@dataclass
+class _Buffer:
+    """One I/O tensor: a pinned host array and its device twin, sized for the profile's max batch."""
+
+    name: str
+    dtype: np.dtype
+    host_ptr: int
+    device_ptr: int
+    capacity: int  # elements
+    host: np.ndarray
+
+
+class TensorRTRuntime(Runtime):
+    """Options: ``cuda_graph`` (bool, default True: capture a graph per batch size and replay it),
+    ``device`` (GPU index, default 0)."""
+
+    backend = "tensorrt"
+
+    def _load(self) -> None:
+        from edgecat.export.tensorrt import engine_key, load_engine, require_tensorrt
+
+        trt = require_tensorrt()
+        self._trt = trt
+        self._cudart = cudart = import_cudart()
+        try:
+            count = cuda_check(cudart.cudaGetDeviceCount())
+        except EdgecatError:  # no driver / no device
+            count = 0
+        if not count:
+            raise EdgecatError("the tensorrt backend needs an NVIDIA GPU; none is visible here")
+        cuda_check(cudart.cudaSetDevice(int(self.options.get("device", 0))))
+        self.artifact_key = engine_key(self.precision)
+        self._loaded = load_engine(self.bundle, self.precision)
+        engine = self._loaded.engine
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise EdgecatError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = cuda_check(cudart.cudaStreamCreate())
+        self.use_graph = bool(self.options.get("cuda_graph", True))
+        self._graphs: dict[int, Any] = {}
+        self._shape_batch: int | None = None
+        self.inputs: list[_Buffer] = []
+        self.outputs: list[_Buffer] = []
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        first_input = next((n for n in names if is_input[n]), None)
+        if first_input is None:
+            raise EdgecatError(f"{self._loaded.path.name} has no input tensor")
+        # (min, opt, max) shapes of optimization profile 0 bound the batch this engine accepts
+        self.max_batch = int(engine.get_tensor_profile_shape(first_input, 0)[2][0])
+        for name in names:
+            shape = [self.max_batch if d < 0 else int(d) for d in engine.get_tensor_shape(name)]
+            if is_input[name]:
+                shape[0] = self.max_batch
+            buf = self._alloc(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), int(np.prod(shape)))
+            (self.inputs if is_input[name] else self.outputs).append(buf)
+            self.context.set_tensor_address(name, buf.device_ptr)
+        if len(self.inputs) != 1 or not self.outputs:
+            raise EdgecatError(f"{self._loaded.path.name}: expected one image input, got {len(self.inputs)}")
+        self.input_name = self.inputs[0].name
+        self._out_index = next(
+            (i for i, b in enumerate(self.outputs) if b.name == "probabilities"), 0
+        )
+
+    def _alloc(self, name: str, dtype: np.dtype, elements: int) -> _Buffer:
+        cudart = self._cudart
+        nbytes = elements * dtype.itemsize
+        host_ptr = int(cuda_check(cudart.cudaMallocHost(nbytes)))
+        device_ptr = int(cuda_check(cudart.cudaMalloc(nbytes)))
+        raw = (ctypes.c_byte * nbytes).from_address(host_ptr)
+        host = np.frombuffer(raw, dtype=dtype, count=elements)
+        return _Buffer(name, dtype, host_ptr, device_ptr, elements, host)
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        return np.ascontiguousarray(batch.astype(self.inputs[0].dtype, copy=False))
+
+    def _set_batch(self, n: int, shape: tuple[int, ...]) -> None:
+        if n > self.max_batch:
+            raise EdgecatError(
+                f"batch {n} exceeds the engine's maximum {self.max_batch}; rebuild with "
+                f"`edgecat export {self.bundle.path} --trt --batch 1,{n},{n}`"
+            )
+        if self._shape_batch != n:
+            if not self.context.set_input_shape(self.input_name, shape):
+                raise EdgecatError(f"TensorRT refused input shape {shape}")
+            self._shape_batch = n
+
+    def _enqueue(self, n: int) -> None:
+        """Copy in, run, copy out on the one stream (what a CUDA graph captures)."""
+        cudart = self._cudart
+        kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        inp = self.inputs[0]
+        per_image = inp.capacity // self.max_batch
+        cuda_check(cudart.cudaMemcpyAsync(inp.device_ptr, inp.host_ptr, n * per_image * inp.dtype.itemsize,
+                                          kind_h2d, self.stream))
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise EdgecatError("TensorRT execute_async_v3 failed")
+        for out in self.outputs:
+            nbytes = int(np.prod(self.context.get_tensor_shape(out.name))) * out.dtype.itemsize
+            cuda_check(cudart.cudaMemcpyAsync(out.host_ptr, out.device_ptr, nbytes, kind_d2h, self.stream))
+
+    def _graph_for(self, n: int) -> Any:
+        """Capture one graph per batch size; TensorRT wants one plain enqueue after a shape change
+        before capture (it finishes lazy set-up outside the graph)."""
+        cudart = self._cudart
+        graph_exec = self._graphs.get(n)
+        if graph_exec is None:
+            self._enqueue(n)
+            cuda_check(cudart.cudaStreamSynchronize(self.stream))
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            cuda_check(cudart.cudaStreamBeginCapture(self.stream, mode))
+            try:
+                self._enqueue(n)
+            finally:
+                graph = cuda_check(cudart.cudaStreamEndCapture(self.stream))
+            graph_exec = cuda_check(cudart.cudaGraphInstantiate(graph, 0))
+            cuda_check(cudart.cudaGraphDestroy(graph))
+            self._graphs[n] = graph_exec
+        return graph_exec
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        inp = self.inputs[0]
+        self._set_batch(n, tuple(batch.shape))
+        inp.host[: batch.size] = batch.reshape(-1)
+        if self.use_graph:
+            cuda_check(self._cudart.cudaGraphLaunch(self._graph_for(n), self.stream))
+        else:
+            self._enqueue(n)
+        cuda_check(self._cudart.cudaStreamSynchronize(self.stream))
+        out = self.outputs[self._out_index]
+        shape = tuple(self.context.get_tensor_shape(out.name))
+        return out.host[: int(np.prod(shape))].reshape(shape).astype(np.float32)
+
+    def gpu_memory_bytes(self) -> int | None:
+        """Device memory in use on this GPU (all processes), for bench's report."""
+        free, total = cuda_check(self._cudart.cudaMemGetInfo())
+        return int(total) - int(free)
+
+    def close(self) -> None:
+        if self._closed or not hasattr(self, "stream"):
+            super().close()
+            return
+        cudart = self._cudart
+        for g in self._graphs.values():
+            cudart.cudaGraphExecDestroy(g)
+        for buf in self.inputs + self.outputs:
+            cudart.cudaFreeHost(buf.host_ptr)
+            cudart.cudaFree(buf.device_ptr)
+        cudart.cudaStreamDestroy(self.stream)
+        self.context = None
+        self.engine = None
+        super().close()

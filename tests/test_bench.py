@@ -1,0 +1,148 @@
+"""`edgecat bench`: the report's schema, the stage split, skip reasons, outputs and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import needs_tf
+from edgecat.bench import SCHEMA, SCHEMA_VERSION, STAGES, BenchConfig, render_table, run_bench, write_plot
+from edgecat.cli import main
+from edgecat.errors import EdgecatError
+
+RESULT_KEYS = {"backend", "precision", "batch", "status", "reason", "artifact", "model_mb", "model_only",
+               "end_to_end", "stages_ms", "fps", "accuracy", "accuracy_images", "peak_rss_mb", "gpu_mem_mb",
+               "target_ms", "passed", "speedup_vs_keras_predict", "speedup_e2e_vs_keras_predict"}
+LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "iters"}
+
+
+@pytest.fixture(scope="module")
+def report(tiny_bundle_src, synth_data):
+    cfg = BenchConfig(backends=["keras-predict", "onnxruntime", "tensorrt"], precisions=["fp32", "int8"],
+                      batches=[1, 2], images=str(synth_data / "validation"), warmup=1, iters=4,
+                      target_ms=1e6, options={"threads": 1})
+    seen = []
+    rep = run_bench(tiny_bundle_src, cfg, progress=lambda label, frac: seen.append(frac))
+    assert seen and seen[-1] == pytest.approx(1.0) and all(0 <= f <= 1 for f in seen)
+    return rep
+
+
+def _row(report, backend, precision, batch):
+    return next(r for r in report.results if (r.backend, r.precision, r.batch) == (backend, precision, batch))
+
+
+@needs_tf
+def test_rows_stages_and_speedup(report):
+    assert len(report.results) == 3 * 2 * 2
+    for batch in (1, 2):
+        ok = _row(report, "onnxruntime", "fp32", batch)
+        assert ok.status == "ok", ok.reason
+        assert ok.model_only.iters == 4 and ok.end_to_end.iters == 4
+        assert set(ok.stages_ms) == set(STAGES)
+        # the four stages are contiguous intervals: they add up to the end-to-end mean
+        assert sum(ok.stages_ms.values()) == pytest.approx(ok.end_to_end.mean, rel=1e-6)
+        assert ok.model_only.p50 <= ok.model_only.p90 <= ok.model_only.p99
+        assert ok.passed is True  # target 1e6 ms
+        assert ok.fps > 0 and ok.model_mb > 0 and ok.peak_rss_mb > 0
+        assert ok.speedup_vs_keras_predict is not None and ok.speedup_vs_keras_predict > 0
+        # class folders cat/ dog/ give accuracy over the images seen end to end
+        assert ok.accuracy_images == 4 * batch and 0.0 <= ok.accuracy <= 1.0
+        base = _row(report, "keras-predict", "fp32", batch)
+        assert base.status == "ok" and base.speedup_vs_keras_predict == pytest.approx(1.0)
+
+
+@needs_tf
+def test_skip_reasons(report):
+    assert "fp32 only" in _row(report, "keras-predict", "int8", 1).reason
+    no_int8 = _row(report, "onnxruntime", "int8", 1)
+    assert no_int8.status == "skipped" and "onnx-int8" in no_int8.reason
+    trt = _row(report, "tensorrt", "fp32", 1)
+    if trt.status == "skipped":  # no TensorRT / GPU / engine here: the reason is one line
+        assert trt.reason and "\n" not in trt.reason
+
+
+@needs_tf
+def test_json_schema_and_plot(report, tmp_path):
+    data = json.loads(report.write_json(tmp_path / "r.json").read_text())
+    assert data["schema"] == SCHEMA and data["schema_version"] == SCHEMA_VERSION
+    assert set(data) >= {"created", "bundle", "machine", "config", "results"}
+    assert data["bundle"]["input_size"] == [48, 48]
+    assert {"physical_cores", "load_avg", "versions"} <= set(data["machine"])
+    assert data["config"]["target_ms"] == 1e6 and data["config"]["num_images"] > 0
+    for r in data["results"]:
+        assert set(r) == RESULT_KEYS
+        assert r["status"] in ("ok", "skipped", "failed")
+        for key in ("model_only", "end_to_end"):
+            assert r[key] is None or set(r[key]) == LATENCY_KEYS
+        assert (r["status"] == "ok") == (r["reason"] is None)
+    png = write_plot(report, tmp_path / "r.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "onnxruntime" in text and "skipped" in text and "pass" in text
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    (BenchConfig(backends=["nope"]), "unknown backend 'nope'"),
+    (BenchConfig(backends=["onnxruntime"], batches=[0]), "batch"),
+    (BenchConfig(backends=["onnxruntime"], precisions=["int4"]), "unknown precision"),
+])
+def test_config_errors(cfg, msg, tmp_path):
+    with pytest.raises(EdgecatError, match=msg):
+        run_bench(tmp_path, cfg)  # validated before the bundle is even opened
+
+
+@needs_tf
+def test_cli_errors_are_one_line(tiny_bundle, tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, msg in ((["--backend", "nope"], "unknown backend"), (["--batch", "0"], "batch"),
+                      (["--images", str(empty)], "no images in")):
+        res = runner.invoke(main, ["bench", str(tiny_bundle), *args])
+        assert res.exit_code != 0
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], res.output
+
+
+@needs_tf
+def test_cli_writes_table_json_and_plot(tiny_bundle, tmp_path):
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--backend", "onnxruntime,onnxruntime-cuda",
+                                    "--iters", "3", "--warmup", "1", "--threads", "1", "--json", str(out),
+                                    "--plot", str(tmp_path / "b.png")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert [r["backend"] for r in data["results"]] == ["onnxruntime", "onnxruntime-cuda"]
+    assert data["results"][0]["status"] == "ok" and data["config"]["synthetic_images"] is True
+    assert (tmp_path / "b.png").exists()
+
+
+@needs_tf
+def test_bench_runs_without_tensorflow(tiny_bundle_src):
+    """The edge side: with TensorFlow unimportable, ORT still runs and Keras rows are skipped."""
+    code = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
+                    raise ModuleNotFoundError(name)
+        sys.meta_path.insert(0, Block())
+        from edgecat.bench import BenchConfig, run_bench
+        rep = run_bench({str(tiny_bundle_src)!r}, BenchConfig(backends=['keras', 'onnxruntime'], warmup=0,
+                        iters=2, options={{'threads': 1}}))
+        print([(r.backend, r.status, r.reason) for r in rep.results])
+        assert 'tensorflow' not in sys.modules
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "('keras', 'skipped', 'TensorFlow not installed')" in out.stdout
+    assert "('onnxruntime', 'ok', None)" in out.stdout

@@ -1,0 +1,93 @@
+"""The shared decode/resize path: right size, RGB order, reduced-scale JPEG decode, training parity."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import needs_tf
+from edgecat import imaging
+from edgecat.errors import EdgecatError
+
+
+def _jpeg(path, h, w, colour=(220, 30, 40)):
+    """A JPEG of size (h, w): a solid RGB colour with a gradient, so resizing has work to do."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = colour
+    img[..., 2] = np.linspace(0, 80, w, dtype=np.uint8)[None, :]
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def test_jpeg_size_reads_header(tmp_path):
+    p = _jpeg(tmp_path / "a.jpg", 123, 321)
+    data = np.fromfile(str(p), np.uint8)
+    assert imaging.jpeg_size(data) == (123, 321)
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), np.zeros((5, 5, 3), np.uint8))
+    assert imaging.jpeg_size(np.fromfile(str(png), np.uint8)) is None
+    assert imaging.jpeg_size(b"\xff\xd8\xff") is None
+
+
+@pytest.mark.parametrize("hw,target,k", [((1000, 800), (224, 224), 2), ((1000, 1000), (224, 224), 4),
+                                          ((400, 500), (224, 224), 1), ((2000, 2000), (128, 128), 8),
+                                          (None, (224, 224), 1)])
+def test_reduction_never_goes_below_target(hw, target, k):
+    assert imaging.reduction_for(hw, target) == k
+
+
+def test_reduced_decode_keeps_rgb_and_target(tmp_path):
+    p = _jpeg(tmp_path / "big.jpg", 480, 640)
+    full = imaging.decode_image(p)
+    assert imaging.decode_image(p, (100, 100)).shape == full.shape  # default: as in training
+    small = imaging.decode_image(p, (100, 100), reduced=True)  # 1/4 scale: 120 x 160 >= 100 x 100
+    assert full.shape == (480, 640, 3)
+    assert small.shape == (120, 160, 3)
+    assert full.dtype == small.dtype == np.uint8
+    # RGB order: the red channel is the bright one
+    assert small[..., 0].mean() > 200 > small[..., 1].mean() + 100
+    out = imaging.load_for_model(p, (100, 100), reduced=True)
+    ref = imaging.resize(full, (100, 100))
+    assert out.shape == (100, 100, 3)
+    assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3  # same picture, less work
+
+
+def test_pillow_fallback_and_errors(tmp_path):
+    gif = tmp_path / "a.gif"
+    Image.new("RGB", (20, 10), (0, 0, 255)).save(gif)
+    img = imaging.decode_image(gif)
+    assert img.shape == (10, 20, 3) and img[..., 2].mean() > 200
+    with pytest.raises(EdgecatError, match="not found"):
+        imaging.decode_image(tmp_path / "missing.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(EdgecatError, match="empty"):
+        imaging.decode_image(tmp_path / "empty.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(EdgecatError, match="cannot decode"):
+        imaging.decode_image(tmp_path / "bad.jpg")
+    with pytest.raises(EdgecatError, match="no such file"):
+        imaging.list_images([tmp_path / "nowhere"])
+
+
+def test_batch_and_listing(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for i in range(3):
+        _jpeg(tmp_path / "sub" / f"{i}.jpg", 40, 50)
+    files = imaging.list_images([tmp_path])
+    assert [f.name for f in files] == ["0.jpg", "1.jpg", "2.jpg"]
+    batch = imaging.to_batch([imaging.load_for_model(f, (32, 32)) for f in files], dtype="uint8")
+    assert batch.shape == (3, 32, 32, 3) and batch.dtype == np.uint8
+
+
+@needs_tf
+@pytest.mark.parametrize("src,dst", [((64, 80), (48, 48)), ((37, 29), (48, 48))])
+def test_resize_matches_tf_image_resize(src, dst):
+    import tensorflow as tf
+
+    img = np.random.default_rng(1).integers(0, 256, (*src, 3), dtype=np.uint8)
+    ours = imaging.resize(img, dst).astype(np.float32)
+    theirs = tf.image.resize(img.astype(np.float32), dst, method="bilinear", antialias=False).numpy()
+    # OpenCV rounds to uint8 and uses fixed-point weights: within about one grey level
+    assert np.abs(ours - theirs).max() <= 1.5
