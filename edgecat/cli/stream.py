@@ -1,7 +1,71 @@
-"""`edgecat stream` (being written)."""
+"""`edgecat stream`: parse options, run :func:`edgecat.stream.run_stream`, print the summary."""
 
 from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from edgecat.cli.common import console, print_json
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--source", "sources", multiple=True, required=True,
+              help="0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, a video file or an image folder. "
+                   "Repeat for several sources (batched into one inference call).")
+@click.option("--sink", "sinks", multiple=True,
+              help="display://, out.mp4, http://:8080, jsonl://events.jsonl. Repeatable. Default: display://.")
+@click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
+@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--threshold", type=float, default=None,
+              help="Decision threshold (binary; default: the bundle's) or minimum probability (N classes).")
+@click.option("--smooth", type=int, default=1, show_default=True, help="Average probabilities over N frames.")
+@click.option("--max-fps", type=float, default=None, help="Process at most this many frames per second.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--loop", is_flag=True, help="Replay video files and image folders forever.")
+@click.option("--realtime", is_flag=True,
+              help="Play files at their native frame rate like a live camera (dropping frames when slow).")
+@click.option("--reconnect", "reconnect_seconds", type=float, default=30.0, show_default=True,
+              help="Seconds to keep reconnecting a lost live source (0: end at once).")
+@click.option("--jsonl-changes", is_flag=True, help="JSONL sinks log only label changes.")
+@click.option("--width", type=int, default=None, help="Camera capture width (V4L2, CSI).")
+@click.option("--height", type=int, default=None, help="Camera capture height (V4L2, CSI).")
+@click.option("--camera-fps", type=float, default=None, help="Camera frame rate (V4L2, CSI).")
+@click.option("--flip", type=click.IntRange(0, 7), default=0, show_default=True,
+              help="CSI flip-method (0 none, 2 rotate 180, 4 horizontal, 6 vertical).")
+@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the summary as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str,
+           threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
+           duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
+           width: int | None, height: int | None, camera_fps: float | None, flip: int,
+           summary_json: str | None, as_json: bool) -> None:
+    """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
+
+    Ctrl-C or SIGTERM ends cleanly: sinks are flushed and a summary is printed.
+    """
+    from edgecat.fsutil import write_json
+    from edgecat.stream import CameraOptions, StreamConfig, run_stream
+
+    cfg = StreamConfig(
+        sources=list(sources), sinks=list(sinks) or ["display://"], backend=backend, precision=precision,
+        runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
+        max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
+        jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip),
+    )
+    summary = run_stream(bundle, cfg)
+    if summary_json:
+        write_json(summary_json, summary.as_dict())
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    console.print(f"[bold]stream summary[/]: {summary.line()}")
+    for src in summary.sources:
+        console.print(f"  {src['uri']}: read {src['read']}, dropped {src['dropped']}, "
+                      f"reconnects {src['reconnects']}, ended: {src['ended']}")
+    if summary.labels:
+        console.print("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())))
+
+
+COMMANDS: list[click.Command] = [stream]

@@ -1,0 +1,111 @@
+"""Throughput and capture-to-result latency of `edgecat stream` on this machine (not a test).
+
+Goal (issue 5): MobileNetV2 INT8 at 224 px, a 640x480 video file source, JSONL sink only:
+>= 150 FPS processed and capture-to-result latency p50 <= 15 ms on the 2-core CPU. The script also
+times each stage alone (video decode, BGR->RGB + resize, model call) to show where the time goes.
+
+    .venv/bin/python benchmarks/stream_bench.py BUNDLE [--precision int8] [--frames 900]
+    .venv/bin/python benchmarks/stream_bench.py BUNDLE --slideshow ../shared/data/cats-vs-dogs/validation
+
+``--slideshow DIR`` plays an image folder (class sub-folders) as frames and reports FPS, latency and
+accuracy against the folder names. BUNDLE for the goal: benchmarks/make_bundles.py builds one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, threads: int | None,
+                n: int = 300) -> dict[str, float]:
+    """Median ms per frame of each stage run alone, single-threaded one after the other."""
+    import cv2
+
+    from edgecat.bundle import Bundle
+    from edgecat.imaging import bgr_to_rgb, resize
+    from edgecat.runtime import open_runtime
+
+    bundle = Bundle.open(bundle_path)
+    cap = cv2.VideoCapture(str(video))
+    decode, prep, frames = [], [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ok, f = cap.read()
+        if not ok:
+            break
+        t1 = time.perf_counter()
+        x = resize(bgr_to_rgb(f), bundle.input_size)
+        t2 = time.perf_counter()
+        decode.append(t1 - t0)
+        prep.append(t2 - t1)
+        frames.append(x)
+    opts = {"threads": threads} if threads else {}
+    infer = []
+    with open_runtime(bundle, backend, precision, **opts) as rt:
+        for x in frames[:10]:
+            rt.infer(x[None])
+        for x in frames[:200]:
+            rt.infer(x[None])
+            infer.append(rt.last_inference_ms / 1000)
+    ms = lambda v: round(float(np.median(v)) * 1000, 3)  # noqa: E731
+    return {"decode_ms": ms(decode), "bgr2rgb_resize_ms": ms(prep), "inference_ms": ms(infer),
+            "serial_sum_ms": ms(decode) + ms(prep) + ms(infer)}
+
+
+def slideshow_accuracy(events: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in events.read_text().splitlines()]
+    labelled = [r for r in rows if "file" in r]
+    correct = sum(Path(r["file"]).parent.name == r["label"] for r in labelled)
+    return {"images": len(labelled), "accuracy": round(correct / max(1, len(labelled)), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default="int8")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--frames", type=int, default=900, help="length of the generated 640x480 video")
+    ap.add_argument("--video", type=Path, default=None, help="use this video instead of generating one")
+    ap.add_argument("--slideshow", type=Path, default=None, help="image folder with class sub-folders")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    from edgecat.stream import StreamConfig, run_stream
+    from edgecat.synthetic import make_video
+
+    opts = {"threads": a.threads} if a.threads else {}
+    report: dict = {"bundle": str(a.bundle), "backend": a.backend, "precision": a.precision}
+    with tempfile.TemporaryDirectory() as tmp:
+        events = Path(tmp) / "events.jsonl"
+        if a.slideshow:
+            source = str(a.slideshow)
+        else:
+            video = a.video or make_video(Path(tmp) / "bench.mp4", [i // 30 % 2 for i in range(a.frames)],
+                                          size=(640, 480), fps=30)
+            source = str(video)
+            report["stages"] = stage_times(Path(video), a.bundle, a.backend, a.precision, a.threads)
+        cfg = StreamConfig(sources=[source], sinks=[f"jsonl://{events}"], backend=a.backend,
+                           precision=a.precision, runtime_options=opts)
+        summary = run_stream(a.bundle, cfg)
+        report["stream"] = {k: v for k, v in summary.as_dict().items() if k != "sources"}
+        if a.slideshow:
+            report["slideshow"] = slideshow_accuracy(events)
+        else:
+            report["goal"] = {"fps>=150": summary.fps >= 150, "latency_p50<=15ms": summary.latency_p50_ms <= 15}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The stream loop: capture threads -> one batched inference call -> smoothing -> sinks.
+
+Used by ``edgecat stream`` and importable::
+
+    from edgecat.stream import StreamConfig, run_stream
+    summary = run_stream("runs/cats", StreamConfig(sources=["video.mp4"], sinks=["jsonl://out.jsonl"]))
+
+The model is reached only through :func:`edgecat.runtime.open_runtime`, so any backend works.
+End of every source, ``--duration``, Ctrl-C or SIGTERM all end the same way: sinks flushed and
+closed, a :class:`StreamSummary` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecat.bundle import Bundle
+from edgecat.errors import EdgecatError
+from edgecat.runtime import Runtime, default_backend, open_runtime
+from edgecat.stream.overlay import Result, draw_overlay
+from edgecat.stream.sinks import Sink, parse_sink
+from edgecat.stream.sources import CameraOptions, CaptureConfig, Ended, Frame, SourceThread, parse_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamConfig:
+    """Everything ``edgecat stream`` takes; the defaults are what the command line uses."""
+
+    sources: list[str]
+    sinks: list[str] = field(default_factory=list)
+    backend: str | None = None  # None: ONNX Runtime when the bundle has ONNX, else Keras
+    precision: str = "fp32"
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None  # binary: decision threshold (default: the bundle's); N-class: min prob
+    smooth: int = 1  # average probabilities over this many frames per source
+    max_fps: float | None = None
+    duration: float | None = None
+    loop: bool = False
+    realtime: bool = False
+    reconnect_seconds: float = 30.0
+    jsonl_changes: bool = False
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    output_fps: float | None = None  # frame rate of video sinks (default: the first source's)
+
+
+@dataclass
+class StreamSummary:
+    """What a stream run did; ``fps`` counts processed frames over the wall time."""
+
+    frames: int
+    dropped: int
+    seconds: float
+    fps: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    inference_p50_ms: float
+    batches: int
+    stopped_by: str
+    sources: list[dict[str, Any]]
+    labels: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"{self.frames} frames, {self.dropped} dropped, {self.fps:.1f} FPS, latency p50 "
+                f"{self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms (inference p50 "
+                f"{self.inference_p50_ms:.2f} ms) in {self.seconds:.1f} s; stopped by {self.stopped_by}")
+
+
+class Smoother:
+    """Moving average of the last N probability vectors of one source, so labels do not flicker."""
+
+    def __init__(self, n: int) -> None:
+        self.n = max(1, int(n))
+        self._hist: dict[int, deque[np.ndarray]] = {}
+
+    def __call__(self, source: int, probs: np.ndarray) -> np.ndarray:
+        if self.n == 1:
+            return probs
+        hist = self._hist.setdefault(source, deque(maxlen=self.n))
+        hist.append(probs)
+        return np.mean(np.stack(hist), axis=0)
+
+
+def decide(bundle: Bundle, probs: np.ndarray, threshold: float | None) -> tuple[str, float]:
+    """(label, probability of that label) for one probability vector."""
+    classes = bundle.classes
+    if bundle.binary:
+        t = bundle.threshold if threshold is None else threshold
+        i = int(probs[1] >= t)
+        return classes[i], float(probs[i])
+    i = int(np.argmax(probs))
+    if threshold is not None and probs[i] < threshold:
+        return "uncertain", float(probs[i])
+    return classes[i], float(probs[i])
+
+
+class _Rate:
+    """Frames per second over a sliding window of the last ~2 seconds."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def tick(self, t: float, n: int = 1) -> float:
+        for _ in range(n):
+            self.times.append(t)
+        while self.times and t - self.times[0] > self.window:
+            self.times.popleft()
+        span = t - self.times[0] if len(self.times) > 1 else 0.0
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class Streamer:
+    """One stream run. ``run()`` blocks until the sources end or :meth:`stop` is called."""
+
+    def __init__(self, bundle: Bundle | str, cfg: StreamConfig, runtime: Runtime | None = None) -> None:
+        if not cfg.sources:
+            raise EdgecatError("no --source given (e.g. --source 0, --source video.mp4, --source rtsp://...)")
+        if cfg.smooth < 1:
+            raise EdgecatError("--smooth must be >= 1")
+        if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
+            raise EdgecatError("--threshold must be between 0 and 1")
+        if cfg.max_fps is not None and cfg.max_fps <= 0:
+            raise EdgecatError("--max-fps must be > 0")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.cfg = cfg
+        self.specs = [parse_source(s) for s in cfg.sources]  # bad URIs fail before anything opens
+        self.sinks: list[Sink] = [parse_sink(s, fps=cfg.output_fps or 30.0, jsonl_changes=cfg.jsonl_changes)
+                                  for s in cfg.sinks]
+        self._runtime = runtime
+        self._own_runtime = runtime is None
+        self._stop = threading.Event()
+        self.stopped_by = ""
+        self.threads: list[SourceThread] = []
+
+    def stop(self, why: str = "stop()") -> None:
+        if not self._stop.is_set():
+            self.stopped_by = why
+        self._stop.set()
+
+    # ------------------------------------------------------------------------------ run
+    def run(self) -> StreamSummary:
+        restore = self._install_signals()
+        try:
+            return self._run()
+        finally:
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old: dict[int, Any] = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            name = signal.Signals(signum).name
+            log.info("%s: finishing (flushing sinks)", name)
+            self.stop(name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+            # restart interrupted system calls (SA_RESTART): Python's default interrupts them, and a
+            # write() inside OpenCV/FFmpeg failing with EINTR corrupts the video being written
+            signal.siginterrupt(sig, False)
+        return old
+
+    def _run(self) -> StreamSummary:
+        cfg = self.cfg
+        runtime = self._runtime
+        opened: list[Sink] = []
+        try:
+            ccfg = CaptureConfig(model_size=self.bundle.input_size, realtime=cfg.realtime, loop=cfg.loop,
+                                 reconnect_seconds=cfg.reconnect_seconds, camera=cfg.camera,
+                                 full_frames=any(s.needs_images for s in self.sinks))
+            for i, spec in enumerate(self.specs):  # sources first: a missing camera fails fast
+                t = SourceThread(i, spec, ccfg)
+                self.threads.append(t)
+                t.open()
+            if runtime is None:
+                backend = cfg.backend or default_backend(self.bundle)
+                runtime = open_runtime(self.bundle, backend, cfg.precision, **cfg.runtime_options)
+                self._runtime = runtime
+            h, w = self.bundle.input_size
+            runtime.infer(np.zeros((len(self.threads), h, w, 3), np.uint8))  # warm-up, outside the figures
+            log.info("model: %s on %s", self.bundle.name, runtime.description)
+            if cfg.output_fps is None:
+                fps = self.threads[0].reader.fps or 30.0
+                for s in self.sinks:
+                    if hasattr(s, "fps"):
+                        s.fps = fps  # type: ignore[attr-defined]
+            for s in self.sinks:
+                if hasattr(s, "sources"):
+                    s.sources = len(self.threads)  # type: ignore[attr-defined]
+                    s.title = self.bundle.name  # type: ignore[attr-defined]
+                s.open()
+                opened.append(s)
+            for t in self.threads:
+                t.start()
+            return self._loop(runtime)
+        finally:
+            for t in self.threads:
+                t.stop()
+            for t in self.threads:
+                t.join()
+            for s in opened:
+                try:
+                    s.close()
+                except Exception as exc:  # noqa: BLE001 - close the others regardless
+                    log.error("closing %s failed: %s", s.uri, exc)
+            if self._own_runtime and runtime is not None:
+                runtime.close()
+
+    def _loop(self, runtime: Runtime) -> StreamSummary:
+        cfg = self.cfg
+        smoother = Smoother(cfg.smooth)
+        need_images = any(s.needs_images for s in self.sinks)
+        latencies: list[float] = []
+        infer_ms: list[float] = []
+        labels: dict[str, int] = {}
+        rate = _Rate()
+        frames = batches = 0
+        start = time.perf_counter()
+        deadline = start + cfg.duration if cfg.duration else None
+        min_period = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
+        active = list(self.threads)
+        last_stats = 0.0
+        while active and not self._stop.is_set():
+            if deadline is not None and time.perf_counter() >= deadline:
+                self.stop("--duration")
+                break
+            t_batch = time.perf_counter()
+            batch: list[Frame] = []
+            for th in list(active):
+                item = th.get(timeout=0.2 if len(active) == 1 else 0.05)
+                if item is Ended:
+                    active.remove(th)
+                    if th.error is not None and not isinstance(th.error, EdgecatError):
+                        log.error("source %s stopped: %s", th.spec.uri, th.error)
+                    else:
+                        log.info("source %s: %s", th.spec.uri, th.stats.ended)
+                elif item is not None:
+                    batch.append(item)  # type: ignore[arg-type]
+            if not batch:
+                continue
+            probs = runtime.infer(np.stack([f.model_input for f in batch]))
+            batches += 1
+            infer_ms.append(runtime.last_inference_ms)
+            t_done = time.perf_counter()
+            wall = time.time()
+            fps = rate.tick(t_done, len(batch))
+            for f, p in zip(batch, probs):
+                p = smoother(f.source, np.asarray(p, dtype=np.float32))
+                label, prob = decide(self.bundle, p, cfg.threshold)
+                lat = (t_done - f.t_capture) * 1000.0
+                latencies.append(lat)
+                labels[label] = labels.get(label, 0) + 1
+                result = Result(f.source, f.index, label, prob, [float(x) for x in p], lat,
+                                runtime.last_inference_ms, wall, f.path)
+                annotated = draw_overlay(f.bgr(), result, fps) if need_images else None
+                for s in self.sinks:
+                    s.write(f, result, fps, annotated)
+                    if getattr(s, "stop_requested", False):
+                        self.stop("display window closed")
+            frames += len(batch)
+            if t_done - last_stats >= 0.25:
+                last_stats = t_done
+                snap = self._stats_dict(frames, start, fps, latencies)
+                for s in self.sinks:
+                    s.stats(snap)
+            if min_period:
+                delay = min_period - (time.perf_counter() - t_batch)
+                if delay > 0:
+                    self._stop.wait(delay)
+        if not self.stopped_by:
+            self.stopped_by = "end of input"
+        seconds = time.perf_counter() - start
+        summary = self._summary(frames, batches, seconds, latencies, infer_ms, labels)
+        for s in self.sinks:
+            s.stats(self._stats_dict(frames, start, summary.fps, latencies))
+        return summary
+
+    def _stats_dict(self, frames: int, start: float, fps: float, latencies: list[float]) -> dict[str, Any]:
+        recent = latencies[-200:]
+        return {"frames": frames, "dropped": sum(t.dropped for t in self.threads), "fps": round(fps, 2),
+                "latency_p50_ms": round(float(np.percentile(recent, 50)), 2) if recent else 0.0,
+                "seconds": round(time.perf_counter() - start, 2), "model": self.bundle.name,
+                "sources": [t.spec.uri for t in self.threads]}
+
+    def _summary(self, frames: int, batches: int, seconds: float, latencies: list[float], infer_ms: list[float],
+                 labels: dict[str, int]) -> StreamSummary:
+        def pct(values: list[float], q: float) -> float:
+            return float(np.percentile(values, q)) if values else float("nan")
+
+        sources = []
+        for t in self.threads:
+            st = t.stats
+            sources.append({"uri": st.uri, "read": st.read, "dropped": t.dropped, "reconnects": st.reconnects,
+                            "ended": st.ended or "stopped"})
+        return StreamSummary(
+            frames=frames, dropped=sum(t.dropped for t in self.threads), seconds=seconds,
+            fps=frames / seconds if seconds > 0 else 0.0,
+            latency_p50_ms=pct(latencies, 50), latency_p99_ms=pct(latencies, 99),
+            inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
+            sources=sources, labels=labels,
+        )
+
+
+def run_stream(bundle: Bundle | str, cfg: StreamConfig, runtime: Runtime | None = None) -> StreamSummary:
+    """Run a stream to the end (or Ctrl-C / SIGTERM / ``duration``) and return its summary."""
+    return Streamer(bundle, cfg, runtime).run()

@@ -1,0 +1,309 @@
+"""`edgecat stream` with real OpenCV on generated videos and image folders.
+
+Label/frame alignment is checked with :class:`ColourRuntime`, a tiny runtime of our own that reads
+the synthetic pictures exactly (warm disc = cat, cool square = dog); the real ONNX Runtime path is
+checked against the same frames run through the bundle's model directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecat.bundle import Bundle
+from edgecat.errors import EdgecatError
+from edgecat.runtime import Runtime
+from edgecat.stream import StreamConfig, Streamer, parse_source, run_stream
+from edgecat.stream.sinks import parse_sink
+from edgecat.stream.sources import LatestFrame
+from edgecat.synthetic import CLASSES, make_dataset, make_video
+
+LABELS = [0] * 6 + [1] * 8 + [0] * 5 + [1] * 5  # 24 frames, 3 label changes
+
+
+class ColourRuntime(Runtime):
+    """P(dog) from the blue-minus-red balance of the picture: exact on edgecat.synthetic images."""
+
+    backend = "colour"
+
+    def _load(self) -> None:
+        self.calls = 0
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        mean = batch.reshape(len(batch), -1, 3).mean(axis=1)
+        return 1.0 / (1.0 + np.exp(-(mean[:, 2] - mean[:, 0]) / 4.0))
+
+
+class SlowRuntime(ColourRuntime):
+    """Deliberately slower than the camera, to show the capture thread drops instead of queueing."""
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.12)
+        return super()._run(batch)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def count_frames(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} does not open"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "clip.mp4", LABELS, size=(160, 120), fps=30)
+
+
+@pytest.fixture(scope="module")
+def colour_bundle(tmp_path_factory) -> Bundle:
+    """A bundle manifest for ColourRuntime (no model files needed: the runtime is self-contained)."""
+    return Bundle.create(tmp_path_factory.mktemp("colour") / "b", name="colour", backbone="none",
+                         input_size=(48, 48), classes=list(CLASSES), preprocessing="none")
+
+
+# ------------------------------------------------------------------------------ parsing
+@pytest.mark.parametrize("uri, kind", [("0", "v4l2"), ("/dev/video2", "v4l2"), ("csi://0", "csi"),
+                                       ("rtsp://cam.local/live", "network"), ("gst:videotestsrc ! appsink", "gst")])
+def test_parse_source_kinds(uri, kind):
+    spec = parse_source(uri)
+    assert spec.kind == kind and spec.live
+
+
+@pytest.mark.parametrize("uri, message", [("foo://x", "unsupported source"), ("/no/such.mp4", "source not found"),
+                                          ("csi://front", "bad CSI source"), ("", "empty")])
+def test_bad_source_is_one_line(uri, message):
+    with pytest.raises(EdgecatError, match=message):
+        parse_source(uri)
+
+
+@pytest.mark.parametrize("uri, message", [("ftp://x", "unsupported sink"), ("out.txt", "unsupported sink"),
+                                          ("http://:port", "bad http sink"), ("jsonl://", "needs a file")])
+def test_bad_sink_is_one_line(uri, message):
+    with pytest.raises(EdgecatError, match=message):
+        parse_sink(uri)
+
+
+def test_csi_without_gstreamer_says_so(colour_bundle, tmp_path):
+    from edgecat.stream.sources import gstreamer_support
+
+    if gstreamer_support():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(EdgecatError, match="needs OpenCV built with GStreamer"):
+        run_stream(colour_bundle, StreamConfig(sources=["csi://0"]), runtime=ColourRuntime(colour_bundle))
+
+
+def test_unreadable_file_and_missing_camera(colour_bundle, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    rt = ColourRuntime(colour_bundle)
+    with pytest.raises(EdgecatError, match="cannot open video file"):
+        run_stream(colour_bundle, StreamConfig(sources=[str(bad)]), runtime=rt)
+    with pytest.raises(EdgecatError, match="camera /dev/video63 not found"):
+        run_stream(colour_bundle, StreamConfig(sources=["/dev/video63"]), runtime=rt)
+
+
+# ------------------------------------------------------------------------------ files
+def test_video_to_jsonl_and_video_labels_match_frames(colour_bundle, video, tmp_path):
+    events, out = tmp_path / "events.jsonl", tmp_path / "annotated.mp4"
+    summary = run_stream(colour_bundle, StreamConfig(sources=[str(video)], sinks=[f"jsonl://{events}", str(out)]),
+                         runtime=ColourRuntime(colour_bundle))
+    rows = read_jsonl(events)
+    assert summary.frames == len(LABELS) and summary.dropped == 0
+    assert [r["frame"] for r in rows] == list(range(len(LABELS)))
+    assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
+    assert all(0.5 <= r["probability"] <= 1.0 and r["latency_ms"] >= 0 and r["source"] == 0 for r in rows)
+    assert count_frames(out) == len(LABELS)
+    assert not list(tmp_path.glob(".annotated*"))  # the temporary file was renamed, not left behind
+
+
+def test_jsonl_changes_only_and_smoothing(colour_bundle, video, tmp_path):
+    events = tmp_path / "changes.jsonl"
+    run_stream(colour_bundle, StreamConfig(sources=[str(video)], sinks=[f"jsonl://{events}"], jsonl_changes=True),
+               runtime=ColourRuntime(colour_bundle))
+    assert [(r["frame"], r["label"]) for r in read_jsonl(events)] == [(0, "cat"), (6, "dog"), (14, "cat"), (19, "dog")]
+    smoothed = tmp_path / "smooth.jsonl"
+    run_stream(colour_bundle, StreamConfig(sources=[str(video)], sinks=[f"jsonl://{smoothed}"], smooth=8),
+               runtime=ColourRuntime(colour_bundle))
+    rows = read_jsonl(smoothed)
+    assert rows[6]["label"] == "cat"  # one dog frame after six cat frames does not flip the smoothed label
+    assert rows[13]["label"] == "dog"
+
+
+def test_image_folder_and_several_sources_batched(colour_bundle, video, tmp_path):
+    folder = make_dataset(tmp_path / "imgs", per_class=5, size=64, layout="flat")
+    events = tmp_path / "folder.jsonl"
+    rt = ColourRuntime(colour_bundle)
+    summary = run_stream(colour_bundle, StreamConfig(sources=[str(folder), str(video)], sinks=[f"jsonl://{events}"]),
+                         runtime=rt)
+    rows = read_jsonl(events)
+    from_folder = [r for r in rows if r["source"] == 0]
+    assert len(from_folder) == 10 and summary.frames == 10 + len(LABELS)
+    assert all(r["label"] == Path(r["file"]).parent.name for r in from_folder)
+    assert [r["label"] for r in rows if r["source"] == 1] == [CLASSES[i] for i in LABELS]
+    assert rt.calls < summary.frames  # frames of both sources shared inference calls
+
+
+def test_onnx_runtime_labels_match_the_model(tiny_bundle, video, tmp_path):
+    """The real path: ONNX Runtime through open_runtime, same pixels as running the model directly."""
+    import cv2
+
+    from edgecat.imaging import bgr_to_rgb, resize
+    from edgecat.runtime import open_runtime
+
+    events = tmp_path / "onnx.jsonl"
+    summary = run_stream(tiny_bundle, StreamConfig(sources=[str(video)], sinks=[f"jsonl://{events}"]))
+    bundle = Bundle.open(tiny_bundle)
+    cap, frames = cv2.VideoCapture(str(video)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(resize(bgr_to_rgb(f), bundle.input_size))
+    with open_runtime(bundle, "onnxruntime") as rt:
+        probs = rt.infer(np.stack(frames))
+    rows = read_jsonl(events)
+    assert summary.frames == len(frames) == len(rows)
+    assert [r["label"] for r in rows] == bundle.labels_from_probs(probs)
+    want = [float(p[bundle.classes.index(r["label"])]) for p, r in zip(probs, rows)]
+    assert np.allclose([r["probability"] for r in rows], want, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ live behaviour
+def test_latest_frame_slot_drops_instead_of_queueing():
+    slot = LatestFrame()
+    for i in range(5):
+        slot.put(i)  # type: ignore[arg-type]
+    assert slot.get(0.1) == 4 and slot.dropped == 4
+    assert slot.get(0.05) is None  # nothing new: no stale frames queued
+    slot.close()
+    assert slot.closed
+
+
+def test_slow_inference_drops_frames_on_live_source(colour_bundle, tmp_path):
+    clip = make_video(tmp_path / "live.mp4", [0, 1] * 30, size=(160, 120), fps=30)  # 2 s at 30 FPS
+    events = tmp_path / "live.jsonl"
+    rt = SlowRuntime(colour_bundle)
+    summary = run_stream(colour_bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], realtime=True),
+                         runtime=rt)
+    src = summary.sources[0]
+    assert src["read"] == 60
+    assert summary.dropped > 20 and summary.frames < 40
+    assert summary.frames + summary.dropped == src["read"]  # every frame either processed or counted as dropped
+    rows = read_jsonl(events)
+    assert len(rows) == summary.frames
+    assert rows[-1]["frame"] >= 50  # it kept up with the newest frames instead of lagging behind
+
+
+def test_network_source_that_disappears_reconnects_then_ends(colour_bundle, tmp_path):
+    """Our own MJPEG server (the http sink) as the camera: stop it, restart it, stop it for good."""
+    import cv2
+
+    from edgecat.stream.http_sink import HttpSink
+    from edgecat.stream.overlay import Result
+    from edgecat.stream.sources import Frame
+    from edgecat.synthetic import make_image
+
+    picture = cv2.cvtColor(make_image(1, 96, np.random.default_rng(1)), cv2.COLOR_RGB2BGR)
+
+    def serve(port: int, seconds: float) -> int:
+        sink = HttpSink("127.0.0.1", port, max_fps=100)
+        sink.open()
+        sink.watchers = 1  # encode every frame
+        end, i = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            frame = Frame(0, i, picture, picture, time.perf_counter())
+            sink.write(frame, Result(0, i, "dog", 1.0, [0.0, 1.0], 0.0, 0.0, time.time()), 30.0, None)
+            i += 1
+            time.sleep(1 / 30)
+        sink.close()
+        return sink.port
+
+    first = HttpSink("127.0.0.1", 0)
+    first.open()
+    port = first.port
+    first.close()
+
+    def camera() -> None:
+        serve(port, 1.5)
+        time.sleep(0.5)
+        serve(port, 1.5)
+
+    server = threading.Thread(target=camera, daemon=True)
+    server.start()
+    time.sleep(0.3)
+    events = tmp_path / "net.jsonl"
+    summary = run_stream(colour_bundle, StreamConfig(sources=[f"http://127.0.0.1:{port}/stream.mjpg"],
+                                                     sinks=[f"jsonl://{events}"], reconnect_seconds=2.5,
+                                                     duration=20), runtime=ColourRuntime(colour_bundle))
+    server.join(5)
+    src = summary.sources[0]
+    assert src["reconnects"] >= 1
+    assert src["ended"] == "lost" and summary.stopped_by == "end of input"
+    rows = read_jsonl(events)
+    assert len(rows) == summary.frames > 20 and {r["label"] for r in rows} == {"dog"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_leaves_complete_outputs(sig, tiny_bundle, video, tmp_path):
+    events, out = tmp_path / "sig.jsonl", tmp_path / "sig.mp4"
+    cmd = [sys.executable, "-m", "edgecat", "stream", str(tiny_bundle), "--source", str(video), "--loop",
+           "--realtime", "--sink", f"jsonl://{events}", "--sink", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if events.exists() and events.stat().st_size > 0 and len(events.read_bytes().splitlines()) >= 10:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stream summary" in output and f"stopped by {sig.name}" in output
+    rows = read_jsonl(events)  # every line parses: nothing half-written
+    assert len(rows) >= 10
+    assert count_frames(out) == len(rows)
+
+
+def test_stream_stop_from_another_thread(colour_bundle, video, tmp_path):
+    streamer = Streamer(colour_bundle, StreamConfig(sources=[str(video)], loop=True, realtime=True,
+                                                    sinks=[f"jsonl://{tmp_path / 'x.jsonl'}"]),
+                        runtime=ColourRuntime(colour_bundle))
+    threading.Timer(1.0, streamer.stop, args=("test",)).start()
+    summary = streamer.run()
+    assert summary.stopped_by == "test" and summary.frames > 0
+    assert len(read_jsonl(tmp_path / "x.jsonl")) == summary.frames
+
+
+def test_cli_bad_uri_is_one_line(colour_bundle):
+    from click.testing import CliRunner
+
+    from edgecat.cli import main
+
+    result = CliRunner().invoke(main, ["stream", str(colour_bundle.path), "--source", "bogus://cam"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unsupported source")
