@@ -199,7 +199,9 @@ class Bundle:
     def add_artifact(self, key: str, file: str | Path, *, save: bool = True, **info: Any) -> dict:
         """Record ``file`` (inside the bundle) under ``key`` with its hash, size and provenance."""
         path = Path(file)
-        if not path.is_absolute():
+        # Accept both "model.onnx" (relative to the bundle) and bundle.path / "model.onnx", which is
+        # relative to the working directory when the bundle was opened by a relative path.
+        if not path.is_absolute() and path.parts[: len(self.path.parts)] != self.path.parts:
             path = self.path / path
         rel = path.relative_to(self.path).as_posix()
         entry = {

@@ -100,3 +100,15 @@ def test_atomic_write_honours_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+
+
+def test_bundle_opened_by_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `edgecat export runs/x --fp16` passes bundle.path / "model.fp16.onnx", relative to the cwd.
+    _bundle(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    b = Bundle.open("runs/b")
+    (b.path / "extra.bin").write_bytes(b"x")
+    b.add_artifact("extra", b.path / "extra.bin")
+    b.add_artifact("same", "extra.bin")
+    assert b.artifacts["extra"]["file"] == b.artifacts["same"]["file"] == "extra.bin"
+    assert Bundle.open(tmp_path / "runs" / "b").verify() == {"model": "ok", "extra": "ok", "same": "ok"}
