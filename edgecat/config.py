@@ -37,6 +37,8 @@ class TrainConfig:
     val_split: float = 0.2
     seed: int = 42
     patience: int = 3
+    #: full schedule: training batches used to recompute BatchNormalization statistics before each validation (0: off)
+    bn_recalibrate: int = 16
     threshold: float = 0.5
     out: str | None = None
     name: str | None = None

@@ -133,6 +133,22 @@ def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
     return EdgecatCheckpoint()
 
 
+def _make_bn_callback(model: Any, train_ds_fn: Any, max_batches: int) -> Any:
+    """Before each validation (and so before the best model is chosen and saved), BatchNormalization
+    statistics are recomputed for the current weights: see :func:`edgecat.models.recalibrate_batchnorm`."""
+    import keras
+
+    from edgecat.models import recalibrate_batchnorm
+
+    class RecalibrateBatchNorm(keras.callbacks.Callback):
+        def on_test_begin(self, logs: Any = None) -> None:
+            t0 = time.perf_counter()
+            n = recalibrate_batchnorm(model, train_ds_fn(False, shuffle=True), max_batches)
+            log.debug("BatchNormalization statistics recomputed on %d batches in %.1f s", n, time.perf_counter() - t0)
+
+    return RecalibrateBatchNorm()
+
+
 class Trainer:
     """Runs the phases of one training run and keeps the bundle consistent after every epoch."""
 
@@ -333,6 +349,8 @@ class Trainer:
             _make_checkpoint_callback(self, phase),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
         ]
+        if self.schedule == "full" and cfg.bn_recalibrate > 0:
+            callbacks.insert(0, _make_bn_callback(self.model, train_ds_fn, cfg.bn_recalibrate))
         if cfg.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(
                 log_dir=str(self.bundle.path / "logs" / phase.name), profile_batch=0))

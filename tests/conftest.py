@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # CPU TensorFlow tests only; GPU tests use other runtimes
 
 
 def has_tensorflow() -> bool:
@@ -115,3 +114,15 @@ def tiny_bundle(tiny_bundle_src, tmp_path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_src, dst)
     return dst
+
+
+@pytest.fixture
+def onnx_bundle(request, tmp_path) -> Path:
+    """A bundle with model.onnx: :func:`tiny_bundle` where TensorFlow is, else a copy of the bundle
+    named by EDGECAT_TEST_BUNDLE (built elsewhere), so GPU boxes without TensorFlow run the GPU tests."""
+    src = os.environ.get("EDGECAT_TEST_BUNDLE")
+    if src:
+        dst = tmp_path / "bundle"
+        shutil.copytree(src, dst)
+        return dst
+    return request.getfixturevalue("tiny_bundle")

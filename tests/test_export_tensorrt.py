@@ -114,8 +114,8 @@ def test_onnx_only_bundle_exports_without_tensorflow(tiny_bundle, synth_data):
 # ---------------------------------------------------------------------- real TensorRT (GPU only)
 @pytest.mark.gpu
 @pytest.mark.skipif(not (HAS_TRT and has_gpu()), reason="needs TensorRT and an NVIDIA GPU")
-@needs_tf
-def test_build_and_load_engines(tiny_bundle):
+def test_build_and_load_engines(onnx_bundle):
+    tiny_bundle = onnx_bundle
     b = Bundle.open(tiny_bundle)
     built = trtx.build_engines(b, ["fp32", "fp16"], batch=(1, 2, 4), workspace_gb=0.5)
     target = trtx.current_target()

@@ -121,3 +121,36 @@ def test_weights_from_a_bundle(tiny_bundle) -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(EdgecatError, match="is a mobilenet_v2, not a resnet50"):
         build_model("resnet50", img_size=32, weights=str(tiny_bundle))
+
+
+def test_recalibrate_batchnorm_matches_batch_statistics() -> None:
+    """Stale moving statistics (as after a few from-scratch epochs) are recomputed for the current
+    weights: inference mode then agrees with training mode on the data, and momentum is restored."""
+    import keras
+
+    from edgecat.models import build_model, recalibrate_batchnorm
+
+    model, base = build_model("mobilenet_v2", img_size=32, weights=None, freeze_bn=False)
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    bns = [lyr for lyr in base.layers if isinstance(lyr, keras.layers.BatchNormalization)]
+    for lyr in bns:  # stale statistics, far from what these weights produce
+        lyr.moving_mean.assign(np.full(lyr.moving_mean.shape, 5.0, "float32"))
+        lyr.moving_variance.assign(np.full(lyr.moving_variance.shape, 50.0, "float32"))
+    xb = x / 127.5 - 1.0  # the backbone's own input range (the model's preprocessing layers do this)
+
+    def gap() -> float:  # backbone only: the head's dropout would make training mode random
+        return float(np.abs(base(xb, training=False).numpy() - base(xb, training=True).numpy()).max())
+
+    before = gap()
+    assert recalibrate_batchnorm(model, [(x, None)]) == 1
+    assert before > 0.5 and gap() < 1e-3, (before, gap())
+    assert all(lyr.momentum == 0.9 for lyr in bns)
+
+    # Several batches: the moving mean is the plain average of the batch means (not a decayed one).
+    inp = keras.Input((3,))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    tiny = keras.Model(inp, bn(inp))
+    batches = [np.full((4, 3), v, "float32") for v in (1.0, 2.0, 6.0, 100.0)]
+    assert recalibrate_batchnorm(tiny, batches, max_batches=3) == 3
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), [3.0, 3.0, 3.0], rtol=1e-6)
+    assert bn.momentum == 0.99

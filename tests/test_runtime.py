@@ -110,13 +110,12 @@ def _has_tensorrt() -> bool:
 
 
 @pytest.mark.gpu
-@needs_tf
 @pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and an NVIDIA GPU")
 @pytest.mark.parametrize("graph", [True, False])
-def test_tensorrt_matches_onnxruntime(tiny_bundle, images, graph):
+def test_tensorrt_matches_onnxruntime(onnx_bundle, images, graph):
     from edgecat.export.tensorrt import build_engine
 
-    bundle = Bundle.open(tiny_bundle)
+    bundle = Bundle.open(onnx_bundle)
     build_engine(bundle, "fp32")
     with open_runtime(bundle, "onnxruntime") as rt:
         ref = rt.infer(images)
@@ -130,11 +129,10 @@ def test_tensorrt_matches_onnxruntime(tiny_bundle, images, graph):
 
 
 @pytest.mark.gpu
-@needs_tf
 @pytest.mark.skipif(not has_gpu(), reason="needs ONNX Runtime with CUDA")
-def test_onnxruntime_cuda_matches_cpu(tiny_bundle, images):
-    with open_runtime(tiny_bundle, "onnxruntime") as rt:
+def test_onnxruntime_cuda_matches_cpu(onnx_bundle, images):
+    with open_runtime(onnx_bundle, "onnxruntime") as rt:
         ref = rt.infer(images)
-    with open_runtime(tiny_bundle, "onnxruntime-cuda") as rt:
+    with open_runtime(onnx_bundle, "onnxruntime-cuda") as rt:
         got = rt.infer(images)
     np.testing.assert_allclose(got, ref, atol=1e-3)

@@ -31,6 +31,8 @@ _BOOL = {"augment", "tensorboard"}
 @click.option("--val-split", type=float, help="Validation fraction for single-folder data (default 0.2).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
 @click.option("--patience", type=int, help="Early-stopping patience in epochs (default 3).")
+@click.option("--bn-recalibrate", type=click.IntRange(min=0),
+              help="Full schedule: batches used to recompute BatchNorm statistics before each validation (default 16, 0 off).")
 @click.option("--threshold", type=float, help="Decision threshold stored in the bundle (default 0.5).")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), help="float16 compute (auto: on GPUs).")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs (default on).")
