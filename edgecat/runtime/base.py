@@ -17,6 +17,14 @@ import numpy as np
 from edgecat.bundle import Bundle
 
 
+def as_model_input(batch: np.ndarray, uint8: bool) -> np.ndarray:
+    """An NHWC batch (a single HWC image becomes a batch of one), contiguous, in the graph's input dtype."""
+    batch = np.asarray(batch)
+    if batch.ndim == 3:
+        batch = batch[None]
+    return np.ascontiguousarray(batch.astype(np.uint8 if uint8 else np.float32, copy=False))
+
+
 def physical_cores() -> int:
     """Threads default to physical cores: hyper-threads slow down conv-heavy inference."""
     try:

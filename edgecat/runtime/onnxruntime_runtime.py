@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgecat.errors import EdgecatError, MissingDependencyError
-from edgecat.runtime.base import Runtime, physical_cores
+from edgecat.runtime.base import Runtime, as_model_input, physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,7 @@ class OnnxRuntimeCPU(Runtime):
         self.output_names = ["probabilities"] if "probabilities" in outputs else outputs[:1]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch)
-        if batch.ndim == 3:
-            batch = batch[None]
-        want = np.uint8 if self.input_type == "tensor(uint8)" else np.float32
-        return np.ascontiguousarray(batch.astype(want, copy=False))
+        return as_model_input(batch, uint8=self.input_type == "tensor(uint8)")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self.output_names, {self.input_name: batch})[0]

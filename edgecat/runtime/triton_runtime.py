@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import numpy as np
 
 from edgecat.errors import EdgecatError, MissingDependencyError
 from edgecat.export.triton import artifact_precision, is_engine, model_name, servable_artifacts
-from edgecat.runtime.base import Runtime
+from edgecat.runtime.base import Runtime, as_model_input
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +116,7 @@ class TritonRuntime(Runtime):
         return f"triton/{self.precision} ({self.model_name})"
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch)
-        if batch.ndim == 3:
-            batch = batch[None]
-        want = np.uint8 if self.input_datatype == "UINT8" else np.float32
-        return np.ascontiguousarray(batch.astype(want, copy=False))
+        return as_model_input(batch, uint8=self.input_datatype == "UINT8")
 
     def _infer_once(self, batch: np.ndarray) -> np.ndarray:
         from tritonclient.utils import InferenceServerException, np_to_triton_dtype
