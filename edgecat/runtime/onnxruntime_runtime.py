@@ -100,6 +100,16 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
         cuda = {"use_tf32": "0" if self.precision == "fp32" else "1"}
         return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
+    def gpu_memory_bytes(self) -> int | None:
+        """Device memory in use (all processes) through cuda-python when it is installed."""
+        try:
+            from edgecat.runtime.tensorrt_runtime import cuda_check, import_cudart
+
+            free, total = cuda_check(import_cudart().cudaMemGetInfo())
+        except Exception:  # noqa: BLE001 - a missing cuda-python only leaves the column empty
+            return None
+        return int(total) - int(free)
+
 
 class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
     backend = "onnxruntime-trt"
