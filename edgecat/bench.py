@@ -222,6 +222,16 @@ def image_set(bundle: Bundle, images: str | Path | None, workdir: Path, n_synthe
     files = imaging.list_images([root])
     if not files:
         raise EdgecatError(f"no images in {root} (looked for {', '.join(sorted(imaging.IMAGE_EXTENSIONS))})")
+    from edgecat.data import check_images  # cached by path+size+mtime: repeat runs cost nothing
+
+    checks = check_images([str(f) for f in files])
+    bad = [f for f in files if checks[str(f)].status == "skipped"]
+    if bad:
+        log.warning("bench: leaving out %d unreadable image(s) in %s, e.g. %s (%s)", len(bad), root,
+                    bad[0].name, checks[str(bad[0])].reason)
+        files = [f for f in files if checks[str(f)].status != "skipped"]
+        if not files:
+            raise EdgecatError(f"no readable images in {root} ({len(bad)} corrupt or not images)")
     index = {c.lower(): i for i, c in enumerate(bundle.classes)}
     labels: list[int | None] = []
     for f in files:

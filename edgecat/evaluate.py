@@ -44,6 +44,7 @@ class EvalResult:
     y_true: np.ndarray
     probs: np.ndarray
     plots: dict[str, str] = field(default_factory=dict)
+    metrics_file: Path | None = None
 
 
 def _load(path: str, size: tuple[int, int]) -> np.ndarray | str:
@@ -150,8 +151,10 @@ def evaluate_bundle(
 ) -> EvalResult:
     """Evaluate on ``data`` (a labelled folder) or the bundle's own validation split.
 
-    With ``write``, metrics go to metrics.json and the manifest (under the backend/precision key
-    for non-Keras runs) and plots to ``plots/``.
+    With ``write``, metrics go to the manifest and plots to ``plots/``: Keras on the bundle's own
+    split is the training result (``metrics.json``, ``confusion_matrix.png``, key ``validation``);
+    any other run gets its own files and key (``metrics-onnxruntime-int8.json``, key
+    ``onnxruntime/int8``) so it never overwrites the training figures.
     """
     from edgecat.data import checked, discover
     from edgecat.runtime import default_backend, open_runtime
@@ -188,19 +191,52 @@ def evaluate_bundle(
     metrics.update({"data": source, "backend": backend, "model_precision": precision})
     result = EvalResult(metrics, files, y, probs)
     if write:
-        if plots:
-            from edgecat.plots import plot_confusion, plot_grid
-
-            pdir = bundle.path / "plots"
-            suffix = "" if backend in ("keras", "keras-predict") else f"-{backend}-{precision}"
-            result.plots["confusion_matrix"] = str(plot_confusion(
-                metrics["confusion_matrix"], bundle.classes, pdir / f"confusion_matrix{suffix}.png"))
-            result.plots["grid"] = str(plot_grid(files, y, probs, bundle, pdir / f"val_grid{suffix}.png"))
-            metrics["plots"] = {k: Path(v).relative_to(bundle.path).as_posix() for k, v in result.plots.items()}
-        write_json(bundle.path / "metrics.json", metrics)
-        key = "validation" if backend in ("keras", "keras-predict") and not data else f"{backend}/{precision}"
-        bundle.manifest.setdefault("metrics", {})[key] = {
-            k: metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "data")
-        }
-        bundle.save()
+        own = backend in ("keras", "keras-predict") and not data  # the training result itself
+        _record(bundle, result, files, own, plots)
     return result
+
+
+def evaluate_dataset(bundle: Bundle, model: Any, dataset: Any, source: str, plots: bool = True) -> EvalResult:
+    """The training result for data that is not files on disk (TensorFlow Datasets): the Keras
+    model over a batched ``(images 0-255, labels)`` tf.data set, recorded like :func:`evaluate_bundle`."""
+    probs, ys, samples = [], [], []
+    for x, y in dataset:
+        x = np.asarray(x)
+        probs.append(bundle.class_probs(model(x, training=False)))
+        ys.append(np.asarray(y).astype(int).ravel())
+        if len(samples) < 25:
+            samples.extend(np.clip(x[: 25 - len(samples)], 0, 255).astype(np.uint8))
+    if not ys:
+        raise EdgecatError(f"no validation images in {source}")
+    y, p = np.concatenate(ys), np.concatenate(probs)
+    metrics = compute_metrics(y, p, bundle.classes, bundle.threshold)
+    metrics.update({"data": source, "backend": "keras", "model_precision": "fp32"})
+    result = EvalResult(metrics, [f"{source}[{i}]" for i in range(len(y))], y, p)
+    n = len(samples)
+    _record(bundle, result, samples, own=True, plots=plots, grid=(y[:n], p[:n]))
+    return result
+
+
+def _record(bundle: Bundle, result: EvalResult, images: list[Any], own: bool, plots: bool,
+            grid: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Metrics file, plots and manifest entry; a run other than the training result gets its own
+    names (``-backend-precision``) so it never overwrites the training figures."""
+    metrics = result.metrics
+    backend, precision = metrics["backend"], metrics["model_precision"]
+    suffix = "" if own else f"-{backend}-{precision}"
+    if plots:
+        from edgecat.plots import plot_confusion, plot_grid
+
+        pdir = bundle.path / "plots"
+        result.plots["confusion_matrix"] = str(plot_confusion(
+            metrics["confusion_matrix"], bundle.classes, pdir / f"confusion_matrix{suffix}.png"))
+        gy, gp = grid if grid is not None else (result.y_true, result.probs)
+        result.plots["grid"] = str(plot_grid(images, gy, gp, bundle, pdir / f"val_grid{suffix}.png"))
+        metrics["plots"] = {k: Path(v).relative_to(bundle.path).as_posix() for k, v in result.plots.items()}
+    result.metrics_file = bundle.path / f"metrics{suffix}.json"
+    write_json(result.metrics_file, metrics)
+    key = "validation" if own else f"{backend}/{precision}"
+    bundle.manifest.setdefault("metrics", {})[key] = {
+        k: metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "data")
+    }
+    bundle.save()

@@ -32,10 +32,26 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iter
             raise IsADirectoryError(tmp_path)
         # mkstemp makes 0600 files; artifacts are shared (containers, services): honour the umask.
         os.chmod(tmp_path, 0o666 & ~_umask())
+        _fsync(tmp_path)  # the data is on disk before the name points at it (power cuts on a Jetson)
         os.replace(tmp_path, dest)
+        _fsync(dest.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (the rename); best effort where the filesystem refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -53,11 +69,15 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
         os.replace(tmp, dest)
+        _fsync(dest.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -116,9 +116,25 @@ def decode_bytes(data: np.ndarray, target: tuple[int, int] | None = None, what: 
     img = cv2.imdecode(data, _flags()[k])
     if img is None:
         return _decode_with_pillow(what, data)
+    if not _jpeg_ends_cleanly(data):
+        # libjpeg fills a truncated scan with grey and OpenCV returns it as if whole; Pillow
+        # raises instead, so a suspicious file is confirmed there (rare: only files whose last
+        # bytes are not the end-of-image marker, e.g. trailing camera data)
+        _decode_with_pillow(what, data)
     if img.ndim == 2:  # defensive: some codecs ignore the colour flag
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return img if _decodes_rgb() else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+
+
+def _jpeg_ends_cleanly(data: np.ndarray) -> bool:
+    """False for a JPEG whose last bytes (padding aside) are not the end-of-image marker."""
+    if data.size < 4 or data[:2].tobytes() != _JPEG_SOI:
+        return True  # not a JPEG: OpenCV/Pillow report other formats' truncation themselves
+    return data[-64:].tobytes().rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI)
 
 
 def decode_image(path: str | Path, target: tuple[int, int] | None = None,

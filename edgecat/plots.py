@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,10 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], dest: str | Path
     return _save(fig, Path(dest))
 
 
-def plot_grid(files: list[str], y_true: np.ndarray, probs: np.ndarray, bundle: Any,
+def plot_grid(files: Sequence[str | np.ndarray], y_true: np.ndarray, probs: np.ndarray, bundle: Any,
               dest: str | Path, n: int = 25, seed: int = 0) -> Path:
-    """A 5x5 grid of validation images with true and predicted labels; mistakes in red."""
+    """A 5x5 grid of validation images (files, or decoded RGB arrays) with true and predicted
+    labels; mistakes in red."""
     from edgecat import imaging
 
     plt = _plt()
@@ -83,7 +85,7 @@ def plot_grid(files: list[str], y_true: np.ndarray, probs: np.ndarray, bundle: A
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx):
         try:
-            img = imaging.decode_image(files[i])
+            img = files[i] if isinstance(files[i], np.ndarray) else imaging.decode_image(files[i])
         except Exception:  # noqa: BLE001 - a plot never fails a run
             continue
         true = bundle.classes[int(y_true[i])]

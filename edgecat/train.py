@@ -168,6 +168,7 @@ class Trainer:
         self.timings: dict[str, Any] = {}
         self.model: Any = None
         self.bundle: Bundle | None = None
+        self._val_ds_fn: Any = None  # builds the validation tf.data set (used again for TFDS metrics)
         self.current: str = ""
 
     # -------------------------------------------------------------------- checkpoint state
@@ -289,6 +290,7 @@ class Trainer:
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)
         train_ds_fn, val_ds_fn, classes = self._load_data()
+        self._val_ds_fn = val_ds_fn
         self.bundle = bundle = self._open_bundle(classes)
         bundle.manifest["data"] = self.data_info
         bundle.manifest["status"] = "training"
@@ -425,7 +427,7 @@ class Trainer:
     def _finish(self) -> TrainResult:
         import shutil
 
-        from edgecat.evaluate import evaluate_bundle
+        from edgecat.evaluate import evaluate_bundle, evaluate_dataset
         from edgecat.plots import plot_history
 
         bundle = self.bundle
@@ -437,7 +439,10 @@ class Trainer:
             self._save_best()
         write_json(bundle.path / "history.json", self.history)
         plot_history(self.history, bundle.path / "plots" / "history.png")
-        result = evaluate_bundle(bundle, backend="keras", write=True)
+        if self.dataset is None:  # TensorFlow Datasets: no files to re-read, use the val pipeline
+            result = evaluate_dataset(bundle, self.model, self._val_ds_fn(), self.cfg.data)
+        else:
+            result = evaluate_bundle(bundle, backend="keras", write=True)
         bundle = Bundle.open(bundle.path)  # evaluate saved metrics into the manifest
         bundle.manifest["training"] = {"schedule": self.schedule, "timings": self.timings,
                                        "best_val_loss": self.best_val_loss, "epochs": len(self.history)}

@@ -26,19 +26,22 @@ needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="needs the training e
 
 
 def has_gpu() -> bool:
-    try:
-        import onnxruntime as ort
+    """An NVIDIA GPU the driver can see. Not "a GPU package is installed": onnxruntime-gpu lists
+    its CUDA provider and the tensorrt wheel imports on machines without one."""
+    from edgecat.errors import EdgecatError
+    from edgecat.export.tensorrt import current_gpu
 
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return True
-    except ImportError:
-        pass
     try:
-        import tensorrt  # noqa: F401
-
-        return True
-    except ImportError:
+        current_gpu()
+    except EdgecatError:
         return False
+    return True
+
+
+def has_onnxruntime_cuda() -> bool:
+    import onnxruntime as ort
+
+    return has_gpu() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 @pytest.fixture(autouse=True)

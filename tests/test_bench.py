@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from conftest import needs_tf
+from conftest import has_gpu, needs_tf
 from edgecat.bench import SCHEMA, SCHEMA_VERSION, STAGES, BenchConfig, render_table, run_bench, write_plot
 from edgecat.cli import main
 from edgecat.errors import EdgecatError
@@ -62,8 +63,10 @@ def test_skip_reasons(report):
     no_int8 = _row(report, "onnxruntime", "int8", 1)
     assert no_int8.status == "skipped" and "onnx-int8" in no_int8.reason
     trt = _row(report, "tensorrt", "fp32", 1)
-    if trt.status == "skipped":  # no TensorRT / GPU / engine here: the reason is one line
-        assert trt.reason and "\n" not in trt.reason
+    if not has_gpu():  # no TensorRT / GPU / engine here: skipped (not failed), the reason is one line
+        assert trt.status == "skipped" and trt.reason and "\n" not in trt.reason
+    else:  # a GPU box: the tiny bundle has no engine, so still a one-line skip, never a failure
+        assert trt.status != "failed", trt.reason
 
 
 @needs_tf
@@ -111,6 +114,27 @@ def test_cli_errors_are_one_line(tiny_bundle, tmp_path):
         assert res.exit_code != 0
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], res.output
+
+
+@needs_tf
+def test_unreadable_images_are_left_out(tiny_bundle, synth_data, tmp_path):
+    from edgecat.bench import image_set
+    from edgecat.bundle import Bundle
+
+    folder = tmp_path / "imgs" / "cat"
+    folder.mkdir(parents=True)
+    good = sorted((synth_data / "validation" / "cat").iterdir())[:3]
+    for f in good:
+        shutil.copy(f, folder / f.name)
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    got = image_set(Bundle.open(tiny_bundle), tmp_path / "imgs", tmp_path)
+    assert sorted(p.name for p in got.files) == sorted(f.name for f in good)
+    assert got.labels == [0, 0, 0]  # class folder 'cat' -> index of 'cat'
+    for f in good:
+        (folder / f.name).unlink()
+    with pytest.raises(EdgecatError, match="no readable images"):
+        image_set(Bundle.open(tiny_bundle), tmp_path / "imgs", tmp_path)
 
 
 @needs_tf

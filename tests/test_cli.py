@@ -88,6 +88,7 @@ def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Pat
 
 @needs_tf
 def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
+    (tiny_bundle / "metrics.json").write_text('{"training": "result"}')
     code, out = _run("evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"),
                      "--backend", "onnxruntime", "--json")
     assert code == 0, out
@@ -98,6 +99,11 @@ def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
     code, out = _run("evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"), "--backend", "onnxruntime")
     assert code == 0, out
     assert "onnxruntime/fp32" in out and "ROC-AUC" in out
+    # another backend/data gets its own files; the training result stays as it was
+    saved = json.loads((tiny_bundle / "metrics-onnxruntime-fp32.json").read_text())
+    assert saved["backend"] == "onnxruntime" and saved["n"] == 12
+    assert (tiny_bundle / "plots" / "confusion_matrix-onnxruntime-fp32.png").stat().st_size > 0
+    assert json.loads((tiny_bundle / "metrics.json").read_text()) == {"training": "result"}
 
 
 def test_edge_side_imports_and_train_says_install_extra(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_cli_export_errors(tiny_bundle, tmp_path, synth_data):
     assert not (tiny_bundle / "model.int8.onnx").exists()
 
     r = _run("export", str(tiny_bundle), "--trt", "--batch", "8,1,4")
-    assert r.exit_code != 0 and "error:" in r.output
+    assert r.exit_code != 0 and "--batch wants MIN,OPT,MAX" in r.output
 
     r = _run("export", str(tiny_bundle), "--precision", "fp16")
     assert r.exit_code != 0 and "add --trt" in r.output

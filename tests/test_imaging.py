@@ -71,6 +71,20 @@ def test_pillow_fallback_and_errors(tmp_path):
         imaging.list_images([tmp_path / "nowhere"])
 
 
+def test_truncated_jpeg_is_refused_not_half_grey(tmp_path):
+    src = _jpeg(tmp_path / "whole.jpg", 240, 320)
+    data = src.read_bytes()
+    half = tmp_path / "half.jpg"
+    half.write_bytes(data[: len(data) // 2])
+    # OpenCV 5 refuses it itself; OpenCV 4 (JetPack) returns a half-grey image, so edgecat checks too
+    assert not imaging._jpeg_ends_cleanly(np.fromfile(str(half), np.uint8))
+    with pytest.raises(EdgecatError, match="truncated"):
+        imaging.decode_image(half)
+    padded = tmp_path / "padded.jpg"  # trailing bytes after the end marker: still a whole image
+    padded.write_bytes(data + b"\x00" * 10 + b"camera trailer")
+    np.testing.assert_array_equal(imaging.decode_image(padded), imaging.decode_image(src))
+
+
 def test_batch_and_listing(tmp_path):
     (tmp_path / "sub").mkdir()
     for i in range(3):

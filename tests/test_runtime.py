@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import has_gpu, needs_tf
+from conftest import has_gpu, has_onnxruntime_cuda, needs_tf
 from edgecat import imaging
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
@@ -129,7 +129,7 @@ def test_tensorrt_matches_onnxruntime(onnx_bundle, images, graph):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not has_gpu(), reason="needs ONNX Runtime with CUDA")
+@pytest.mark.skipif(not has_onnxruntime_cuda(), reason="needs ONNX Runtime with CUDA and a GPU")
 def test_onnxruntime_cuda_matches_cpu(onnx_bundle, images):
     with open_runtime(onnx_bundle, "onnxruntime") as rt:
         ref = rt.infer(images)

@@ -164,3 +164,25 @@ def test_existing_bundle_and_bad_resume(synth_data: Path, tmp_path: Path) -> Non
         train(_cfg(synth_data, tmp_path / "taken"))
     with pytest.raises(EdgecatError, match="nothing to resume"):
         train(make_config({"out": str(tmp_path / "taken"), "data": str(synth_data)}, resume=True), resume=True)
+
+
+@needs_tf
+def test_dataset_evaluation_records_the_training_result(tiny_bundle: Path) -> None:
+    """TFDS runs have no files to re-read: metrics, plots and the manifest entry come from the
+    validation tf.data set (the path `edgecat train --data tfds:cats_vs_dogs` ends with)."""
+    import keras
+    import tensorflow as tf
+
+    from edgecat.evaluate import evaluate_dataset
+
+    b = Bundle.open(tiny_bundle)
+    model = keras.models.load_model(tiny_bundle / "model.keras")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (20, *b.input_size, 3)).astype("float32")
+    y = np.array([0, 1] * 10, dtype="float32")
+    res = evaluate_dataset(b, model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), "tfds:test")
+    m = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert m["n"] == 20 and m["data"] == "tfds:test" and sum(map(sum, m["confusion_matrix"])) == 20
+    np.testing.assert_allclose(res.probs, b.class_probs(model.predict(x, verbose=0)), atol=1e-5)
+    assert (tiny_bundle / "plots" / "val_grid.png").stat().st_size > 0
+    assert Bundle.open(tiny_bundle).manifest["metrics"]["validation"]["n"] == 20

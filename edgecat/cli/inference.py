@@ -115,6 +115,8 @@ def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: 
     console.print(cm)
     for name, path in res.plots.items():
         console.print(f"{name}: {path}")
+    if res.metrics_file:
+        console.print(f"metrics: {res.metrics_file}")
 
 
 COMMANDS = [info_cmd, predict_cmd, evaluate_cmd]

@@ -335,7 +335,8 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
                 ) from exc
             batch, what = parity_images(bundle, extra_dirs=parity_dirs)
             ref = bundle.class_probs(onnx_outputs(src, batch))
-            got = bundle.class_probs(onnx_outputs(tmp, batch))
+            # the TensorRT flavour is checked as TensorRT computes it (see onnx.cpu_session)
+            got = bundle.class_probs(onnx_outputs(tmp, batch, simulate_qdq=flavour == "trt"))
         if supports_cache and not cache_used:
             written = Path(work) / "ranges.json"
             if written.exists():

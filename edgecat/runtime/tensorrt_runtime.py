@@ -96,6 +96,14 @@ class TensorRTRuntime(Runtime):
         self._shape_batch: int | None = None
         self.inputs: list[_Buffer] = []
         self.outputs: list[_Buffer] = []
+        try:
+            self._bind(trt, engine)
+        except BaseException:
+            self.close()  # the stream and any pinned/device buffers already made
+            raise
+
+    def _bind(self, trt: Any, engine: Any) -> None:
+        """Pinned host + device buffers for every I/O tensor at the profile's max batch."""
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         first_input = next((n for n in names if is_input[n]), None)
@@ -121,7 +129,11 @@ class TensorRTRuntime(Runtime):
         cudart = self._cudart
         nbytes = elements * dtype.itemsize
         host_ptr = int(cuda_check(cudart.cudaMallocHost(nbytes)))
-        device_ptr = int(cuda_check(cudart.cudaMalloc(nbytes)))
+        try:
+            device_ptr = int(cuda_check(cudart.cudaMalloc(nbytes)))
+        except EdgecatError:
+            cudart.cudaFreeHost(host_ptr)
+            raise
         raw = (ctypes.c_byte * nbytes).from_address(host_ptr)
         host = np.frombuffer(raw, dtype=dtype, count=elements)
         return _Buffer(name, dtype, host_ptr, device_ptr, elements, host)

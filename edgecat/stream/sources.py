@@ -434,9 +434,15 @@ class SourceThread:
         self._credits.release()  # unblock a reader waiting for a credit
 
     def join(self, timeout: float = 5.0) -> None:
+        """Wait for the capture thread; it releases the reader itself when it ends, so a read or a
+        reconnect still blocked in OpenCV never races a release from this thread."""
+        if self._thread.ident is None:  # never started: nothing else touches the reader
+            self.reader.close()
+            return
+        self._thread.join(timeout)
         if self._thread.is_alive():
-            self._thread.join(timeout)
-        self.reader.close()
+            log.warning("source %s did not stop within %.0f s (blocked in a read); it is released "
+                        "when that read returns", self.spec.uri, timeout)
 
     @property
     def total(self) -> int | None:
@@ -496,6 +502,8 @@ class SourceThread:
             self.error = exc
             log.error("source %s failed: %s", self.spec.uri, exc)
             self._finish(f"error: {exc}")
+        finally:
+            self.reader.close()  # in this thread: the only one that reads or reconnects
 
     def _capture_loop(self) -> None:
         reader, size = self.reader, self.cfg.model_size
