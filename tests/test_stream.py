@@ -262,6 +262,30 @@ def test_network_source_that_disappears_reconnects_then_ends(colour_bundle, tmp_
     assert len(rows) == summary.frames > 20 and {r["label"] for r in rows} == {"dog"}
 
 
+def test_display_without_gui_says_so_and_prints_results(monkeypatch, caplog):
+    """pip's headless OpenCV (and a box without $DISPLAY): one clear line, then text, never a crash."""
+    import logging
+
+    from edgecat.stream.overlay import Result
+    from edgecat.stream.sinks import DisplaySink
+    from edgecat.stream.sources import Frame
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    sink = parse_sink("display://")
+    assert isinstance(sink, DisplaySink)
+    with caplog.at_level(logging.INFO, logger="edgecat"):
+        sink.open()
+        img = np.zeros((48, 64, 3), np.uint8)
+        sink.write(Frame(0, 7, img, img, time.perf_counter()), Result(0, 7, "dog", 0.9, [0.1, 0.9], 3.0, 1.0,
+                                                                     time.time()), 30.0, None)
+        sink.close()
+    assert not sink.gui
+    warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warn) == 1 and "display:// cannot open a window" in warn[0] and "http://" in warn[0]
+    assert any("frame 7: dog 90.0%" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_leaves_complete_outputs(sig, tiny_bundle, video, tmp_path):
     events, out = tmp_path / "sig.jsonl", tmp_path / "sig.mp4"
