@@ -5,6 +5,7 @@ Built once per session and copied per test where a test writes into the bundle.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +26,7 @@ def has_tensorflow() -> bool:
 needs_tf = pytest.mark.skipif(not has_tensorflow(), reason="needs the training extra (TensorFlow)")
 
 
+@functools.cache  # probes the driver (and maybe nvidia-smi); asked by several skip marks
 def has_gpu() -> bool:
     """An NVIDIA GPU the driver can see. Not "a GPU package is installed": onnxruntime-gpu lists
     its CUDA provider and the tensorrt wheel imports on machines without one."""

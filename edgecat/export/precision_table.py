@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
+from edgecat.export.quantize import ARTIFACT, SIMULATED_FLAVOURS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("int8-trt", "onnx-int8-trt"),
 )
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
-SIMULATED = frozenset({"onnx-int8-trt"})
+SIMULATED = frozenset(ARTIFACT[f] for f in SIMULATED_FLAVOURS)
 EVAL_BATCH = 32
 DEFAULT_LIMIT = 1000
 

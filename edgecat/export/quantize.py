@@ -43,6 +43,9 @@ METHODS = ("minmax", "entropy", "percentile")
 FLAVOURS = ("cpu", "trt")
 ARTIFACT = {"cpu": "onnx-int8", "trt": "onnx-int8-trt"}
 FILES = {"cpu": "model.int8.onnx", "trt": "model.int8-trt.onnx"}
+#: flavours built for another engine, so judged as Q/DQ arithmetic (see onnx.cpu_session), not
+#: through this CPU's int8 kernels
+SIMULATED_FLAVOURS = frozenset({"trt"})
 
 
 @dataclass
@@ -335,8 +338,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
                 ) from exc
             batch, what = parity_images(bundle, extra_dirs=parity_dirs)
             ref = bundle.class_probs(onnx_outputs(src, batch))
-            # the TensorRT flavour is checked as TensorRT computes it (see onnx.cpu_session)
-            got = bundle.class_probs(onnx_outputs(tmp, batch, simulate_qdq=flavour == "trt"))
+            got = bundle.class_probs(onnx_outputs(tmp, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS))
         if supports_cache and not cache_used:
             written = Path(work) / "ranges.json"
             if written.exists():

@@ -103,12 +103,11 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
     def gpu_memory_bytes(self) -> int | None:
         """Device memory in use (all processes) through cuda-python when it is installed."""
         try:
-            from edgecat.runtime.tensorrt_runtime import cuda_check, import_cudart
+            from edgecat.runtime.tensorrt_runtime import device_memory_used, import_cudart
 
-            free, total = cuda_check(import_cudart().cudaMemGetInfo())
+            return device_memory_used(import_cudart())
         except Exception:  # noqa: BLE001 - a missing cuda-python only leaves the column empty
             return None
-        return int(total) - int(free)
 
 
 class OnnxRuntimeTensorRT(OnnxRuntimeCPU):

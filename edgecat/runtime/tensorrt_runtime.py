@@ -38,6 +38,12 @@ def import_cudart() -> Any:
     return cudart
 
 
+def device_memory_used(cudart: Any) -> int:
+    """Bytes in use on the current CUDA device (all processes), for bench's GPU memory column."""
+    free, total = cuda_check(cudart.cudaMemGetInfo())
+    return int(total) - int(free)
+
+
 def cuda_check(result: Any) -> Any:
     """Unpack a cuda-python ``(err, value...)`` tuple, turning an error into one line."""
     if isinstance(result, tuple):
@@ -204,9 +210,7 @@ class TensorRTRuntime(Runtime):
         return out.host[: int(np.prod(shape))].reshape(shape).astype(np.float32)
 
     def gpu_memory_bytes(self) -> int | None:
-        """Device memory in use on this GPU (all processes), for bench's report."""
-        free, total = cuda_check(self._cudart.cudaMemGetInfo())
-        return int(total) - int(free)
+        return device_memory_used(self._cudart)
 
     def close(self) -> None:
         if self._closed or not hasattr(self, "stream"):
