@@ -60,17 +60,20 @@ def synth_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data") / "split", per_class=24, size=64, layout="split")
 
 
-def untrained_model(backbone: str, size: int):
+def untrained_model(backbone: str, size: int, seed: int = 0):
     """A weights=None model whose outputs vary with the input.
 
     A random MobileNetV2 with initial BatchNorm statistics outputs a constant 0.5, which would let
     parity tests pass vacuously; setting the statistics from one batch (momentum 0) fixes that.
+    Weights are seeded, so every run tests the same model and a tolerance cannot pass on one
+    draw of the initializers and fail on the next.
     """
     import keras
     import numpy as np
 
     from edgecat.models import build_model
 
+    keras.utils.set_random_seed(seed)
     model, base = build_model(backbone, num_classes=2, img_size=size, weights=None, freeze_bn=False)
     bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in bns:

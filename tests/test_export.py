@@ -49,7 +49,11 @@ def test_onnx_fp32_one_image_input_and_parity(tiny_bundle):
 
 @needs_tf
 def test_onnx_fp32_resnet50_has_only_the_image_input(tmp_path):
-    root = _make_bundle(tmp_path / "r50", "resnet50", 32, None, onnx=True)
+    # 64 px, not 32: a random-weight ResNet50 at 32 px ends on a 1x1 map with BatchNorm statistics
+    # from 16 values per channel, and its ONNX-vs-Keras difference straddled 1e-4 (3.3e-5 to 1.9e-4
+    # over six weight seeds; ORT with graph fusion off differed as much). At 64 px eight seeds gave
+    # 2.5e-5 to 6.5e-5, so this checks the export and not the draw of the initializers.
+    root = _make_bundle(tmp_path / "r50", "resnet50", 64, None, onnx=True)
     b = Bundle.open(root)
     model = onnx.load(str(b.artifact_path("onnx-fp32")))
     assert [i.name for i in model.graph.input] == ["image"]

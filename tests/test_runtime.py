@@ -51,16 +51,38 @@ def test_cpu_runtimes_match_keras(tiny_bundle, images):
 
 
 @needs_tf
-@pytest.mark.parametrize("precision,tolerance", [("fp16", 5e-2), ("int8", 0.25)])
-def test_reduced_precision_onnx_close_to_keras(quantized_bundle, images, precision, tolerance):
+def test_fp16_onnx_close_to_keras(quantized_bundle, images):
     with open_runtime(quantized_bundle, "keras") as rt:
         ref = rt.infer(images)
-    with open_runtime(quantized_bundle, "onnxruntime", precision, threads=1) as rt:
+    with open_runtime(quantized_bundle, "onnxruntime", "fp16", threads=1) as rt:
         got = rt.infer(images)
-        assert rt.artifact_key == f"onnx-{precision}"
+        assert rt.artifact_key == "onnx-fp16"
         assert rt.model_bytes > 0
     assert got.shape == ref.shape
-    assert np.abs(got - ref).max() <= tolerance
+    assert np.abs(got - ref).max() <= 5e-2
+
+
+@needs_tf
+def test_int8_onnx_tracks_keras(quantized_bundle, synth_data):
+    """INT8 of a random-weight model is judged on all 48 synthetic images by how well it follows
+    Keras, not by a max difference: over eight weight seeds the max ranged 0.15-0.31 with the
+    quantizer working, so a max bound is either flaky or too loose to catch anything. A broken
+    quantization (measured: calibration images at 2% brightness, ranges far from deployment's)
+    flattens the output: std ratio <= 0.20, correlation NaN to 0.12, mean |diff| 0.09-0.34, against
+    0.84-1.12, 0.59-0.88 and 0.05-0.08 when it works."""
+    files = imaging.list_images([synth_data / "train", synth_data / "validation"])
+    batch = imaging.to_batch([imaging.load_for_model(f, (48, 48)) for f in files], dtype="uint8")
+    with open_runtime(quantized_bundle, "keras") as rt:
+        ref = rt.infer(batch)[:, 1]
+    with open_runtime(quantized_bundle, "onnxruntime", "int8", threads=1) as rt:
+        got = rt.infer(batch)[:, 1]
+        assert rt.artifact_key == "onnx-int8"
+        assert rt.model_bytes > 0
+    assert len(got) == len(batch) == 48
+    assert ref.std() > 0.02  # Keras' outputs vary, so tracking them means something
+    assert got.std() / ref.std() >= 0.5
+    assert np.corrcoef(got, ref)[0, 1] >= 0.4
+    assert np.abs(got - ref).mean() <= 0.12
 
 
 @needs_tf
