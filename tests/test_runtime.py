@@ -12,10 +12,25 @@ from edgecat.errors import EdgecatError
 from edgecat.runtime import BACKENDS, default_backend, open_runtime
 
 
+def _batch(files) -> np.ndarray:
+    """The tiny bundle's input: 48 px uint8 RGB through the deployment image path."""
+    return imaging.to_batch([imaging.load_for_model(f, (48, 48)) for f in files], dtype="uint8")
+
+
 @pytest.fixture(scope="module")
 def images(synth_data) -> np.ndarray:
-    files = imaging.list_images([synth_data / "validation"])[:6]
-    return imaging.to_batch([imaging.load_for_model(f, (48, 48)) for f in files], dtype="uint8")
+    return _batch(imaging.list_images([synth_data / "validation"])[:6])
+
+
+def _keras_and_onnx(bundle, batch: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keras' probabilities and the ``onnx-<precision>`` artifact's on the same batch."""
+    with open_runtime(bundle, "keras") as rt:
+        ref = rt.infer(batch)
+    with open_runtime(bundle, "onnxruntime", precision, threads=1) as rt:
+        got = rt.infer(batch)
+        assert rt.artifact_key == f"onnx-{precision}"
+        assert rt.model_bytes > 0
+    return ref, got
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +67,7 @@ def test_cpu_runtimes_match_keras(tiny_bundle, images):
 
 @needs_tf
 def test_fp16_onnx_close_to_keras(quantized_bundle, images):
-    with open_runtime(quantized_bundle, "keras") as rt:
-        ref = rt.infer(images)
-    with open_runtime(quantized_bundle, "onnxruntime", "fp16", threads=1) as rt:
-        got = rt.infer(images)
-        assert rt.artifact_key == "onnx-fp16"
-        assert rt.model_bytes > 0
+    ref, got = _keras_and_onnx(quantized_bundle, images, "fp16")
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= 5e-2
 
@@ -70,14 +80,8 @@ def test_int8_onnx_tracks_keras(quantized_bundle, synth_data):
     quantization (measured: calibration images at 2% brightness, ranges far from deployment's)
     flattens the output: std ratio <= 0.20, correlation NaN to 0.12, mean |diff| 0.09-0.34, against
     0.84-1.12, 0.59-0.88 and 0.05-0.08 when it works."""
-    files = imaging.list_images([synth_data / "train", synth_data / "validation"])
-    batch = imaging.to_batch([imaging.load_for_model(f, (48, 48)) for f in files], dtype="uint8")
-    with open_runtime(quantized_bundle, "keras") as rt:
-        ref = rt.infer(batch)[:, 1]
-    with open_runtime(quantized_bundle, "onnxruntime", "int8", threads=1) as rt:
-        got = rt.infer(batch)[:, 1]
-        assert rt.artifact_key == "onnx-int8"
-        assert rt.model_bytes > 0
+    batch = _batch(imaging.list_images([synth_data / "train", synth_data / "validation"]))
+    ref, got = (p[:, 1] for p in _keras_and_onnx(quantized_bundle, batch, "int8"))
     assert len(got) == len(batch) == 48
     assert ref.std() > 0.02  # Keras' outputs vary, so tracking them means something
     assert got.std() / ref.std() >= 0.5
