@@ -34,6 +34,9 @@ class TrainConfig:
     augment: bool = True
     #: "auto" (when stage 1 has no augmentation) | "on" | "off"
     feature_cache: str = "auto"
+    #: augmented views of each training image whose frozen-layer outputs the feature cache keeps
+    #: (epoch e trains on view e mod N, so N >= epochs sees what uncached training sees)
+    cache_views: int = 3
     val_split: float = 0.2
     seed: int = 42
     patience: int = 3
