@@ -25,3 +25,12 @@ def require_tensorflow() -> None:
             f"TensorFlow/Keras is not installed ({exc.name}); install the training extra: "
             "pip install 'edgecat[train]'"
         ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message ('' when it has none): library errors
+    often carry pages of context that do not belong in a one-line error."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

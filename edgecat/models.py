@@ -76,12 +76,22 @@ def preprocessing_layers(mode: str) -> list[Any]:
     raise EdgecatError(f"unknown preprocessing mode '{mode}'")
 
 
-def resolve_weights(weights: str | None) -> tuple[str | None, Path | None]:
-    """``imagenet`` | ``none`` | PATH (a Keras weights file or a bundle) -> (keras arg, local path)."""
+def resolve_weights(weights: str | None, spec: Backbone | None = None,
+                    size: int | None = None) -> tuple[str | None, Path | None]:
+    """``imagenet`` | ``none`` | PATH (a Keras weights file or a bundle) -> (keras arg, local path).
+
+    ``imagenet`` becomes the local official file when one is found (see :mod:`edgecat.weights`), so
+    an offline machine with the file in place never tries a download; without ``spec`` it stays a
+    plain Keras download."""
     if weights is None or str(weights).lower() in ("none", "null", "random", ""):
         return None, None
     if str(weights).lower() == "imagenet":
-        return "imagenet", None
+        if spec is None:
+            return "imagenet", None
+        from edgecat.weights import locate_imagenet
+
+        local = locate_imagenet(spec.constructor, int(size or spec.default_size))
+        return (None, local) if local is not None else ("imagenet", None)
     path = Path(weights)
     if not path.exists():
         raise EdgecatError(
@@ -128,7 +138,7 @@ def build_model(
     size = int(img_size or spec.default_size)
     if size < spec.min_size:
         raise EdgecatError(f"--img-size {size} is too small for {spec.name} (minimum {spec.min_size})")
-    kw_weights, local = resolve_weights(weights)
+    kw_weights, local = resolve_weights(weights, spec, size)
     ctor: Callable[..., Any] = getattr(keras.applications, spec.constructor)
     try:
         base = ctor(input_shape=(size, size, 3), include_top=False, weights=kw_weights)

@@ -69,7 +69,7 @@ def image_dataset(
     if training:
         ds = ds.shuffle(min(len(split), 4096), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if training and augment:
+    if augment:  # also unshuffled: the feature cache keeps augmented views in file order
         aug = augmentation(seed)
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
@@ -128,7 +128,7 @@ def tfds_pipeline(ds: Any, size: tuple[int, int], batch_size: int, *, training: 
     if training:
         ds = ds.shuffle(4096, seed=seed)
     ds = ds.batch(batch_size)
-    if training and augment:
+    if augment:  # also unshuffled: the feature cache keeps augmented views in file order
         aug = augmentation(seed)
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -49,6 +49,30 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
     timings: dict[str, Any] = field(default_factory=dict)
+    #: the history row of the epoch whose model was kept (lowest val_loss)
+    kept: dict[str, Any] = field(default_factory=dict)
+
+
+def history_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which epoch was kept, and per stage its epochs, seconds per epoch and best validation
+    accuracy (so stage 2's gain over stage 1 reads off the manifest)."""
+    scored = [r for r in history if "val_loss" in r]
+    kept = min(scored, key=lambda r: r["val_loss"]) if scored else {}
+    stages: dict[str, Any] = {}
+    for row in history:
+        st = stages.setdefault(row["stage"], {"epochs": 0, "seconds": 0.0, "best_val_accuracy": None})
+        st["epochs"] += 1
+        st["seconds"] = round(st["seconds"] + float(row.get("seconds", 0.0)), 2)
+        acc = row.get("val_accuracy")
+        if acc is not None and (st["best_val_accuracy"] is None or acc > st["best_val_accuracy"]):
+            st["best_val_accuracy"] = acc
+    for st in stages.values():
+        st["seconds_per_epoch"] = round(st["seconds"] / max(1, st["epochs"]), 2)
+    out: dict[str, Any] = {"epochs": len(history), "kept": kept, "stages": stages}
+    if "stage1" in stages and "stage2" in stages and None not in (
+            stages["stage1"]["best_val_accuracy"], stages["stage2"]["best_val_accuracy"]):
+        out["stage2_gain"] = round(stages["stage2"]["best_val_accuracy"] - stages["stage1"]["best_val_accuracy"], 4)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -121,13 +145,23 @@ def _compile(model: Any, lr: float, num_classes: int) -> None:
 def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
     import keras
 
+    from edgecat.progress import bar
+
     class EdgecatCheckpoint(keras.callbacks.Callback):
-        """Per epoch: history, last weights (for --resume), and the best model into the bundle."""
+        """Per epoch: a bar with ETA on a terminal, then one log line, history, last weights (for
+        --resume) and the best model into the bundle. Keras' own output is off (verbose=0), so each
+        epoch is reported once."""
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.t0 = time.perf_counter()
+            self._bar = bar(f"{phase.name} epoch {epoch + 1}/{phase.epochs}", self.params.get("steps"))
+            self._advance = self._bar.__enter__()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self._advance(1)
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self._bar.__exit__(None, None, None)
             trainer.epoch_end(phase, epoch, dict(logs or {}), time.perf_counter() - self.t0)
 
     return EdgecatCheckpoint()
@@ -147,6 +181,18 @@ def _make_bn_callback(model: Any, train_ds_fn: Any, max_batches: int) -> Any:
             log.debug("BatchNormalization statistics recomputed on %d batches in %.1f s", n, time.perf_counter() - t0)
 
     return RecalibrateBatchNorm()
+
+
+def _dead_run(path: Path) -> bool:
+    """A folder left by a run that failed (or died in set-up) with no model and nothing to resume."""
+    import json
+
+    try:
+        manifest = json.loads((path / "edgecat.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("status") in ("failed", "training") and not (path / "model.keras").exists() \
+        and not (path / CHECKPOINT_DIR / STATE_FILE).exists()
 
 
 class Trainer:
@@ -170,6 +216,10 @@ class Trainer:
         self.bundle: Bundle | None = None
         self._val_ds_fn: Any = None  # builds the validation tf.data set (used again for TFDS metrics)
         self.current: str = ""
+        self._cache: Any = None  # edgecat.feature_cache.FeatureCache, built on first use
+        self._split: Any = None
+        self._cache_built_in = ""
+        self.cache_info: dict[str, Any] = {}
 
     # -------------------------------------------------------------------- checkpoint state
     @property
@@ -263,7 +313,12 @@ class Trainer:
             return bundle
         out = Path(cfg.out) if cfg.out else default_out(cfg, self.size)
         if (out / "edgecat.json").exists():
-            raise EdgecatError(f"{out} already holds a bundle; pick another --out, or --resume to continue it")
+            if not _dead_run(out):
+                raise EdgecatError(f"{out} already holds a bundle; pick another --out, or --resume to continue it")
+            log.info("%s holds a run that failed before it saved a model: starting it again", out)
+            import shutil
+
+            shutil.rmtree(out)
         cfg_dict = self.cfg.to_dict() | {"schedule": self.schedule, "img_size": self.size, "out": str(out)}
         return Bundle.create(out, name=cfg.name or out.name, backbone=self.spec.name,
                              input_size=(self.size, self.size), classes=classes,
@@ -289,11 +344,35 @@ class Trainer:
 
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)
+        weights = "none" if self.resume else self._resolved_weights()  # offline: fail before any work
         train_ds_fn, val_ds_fn, classes = self._load_data()
         self._val_ds_fn = val_ds_fn
-        self.bundle = bundle = self._open_bundle(classes)
+        self.bundle = self._open_bundle(classes)
+        try:
+            strategy = self._prepare(weights, classes)
+            self._run_phases(train_ds_fn, val_ds_fn, strategy, len(classes))
+            return self._finish()
+        except TrainingInterrupted:
+            raise
+        except BaseException as exc:
+            self._mark_failed(exc)
+            raise
+
+    def _resolved_weights(self) -> str:
+        from edgecat.models import resolve_weights
+
+        kw, local = resolve_weights(self.cfg.weights, self.spec, self.size)
+        return str(local) if local is not None else (kw or "none")
+
+    def _prepare(self, weights: str, classes: list[str]) -> Any:
+        """Bundle bookkeeping, devices and the model (restored from the checkpoint on resume)."""
+        from edgecat.models import build_model
+
+        cfg, bundle = self.cfg, self.bundle
+        assert bundle is not None
         bundle.manifest["data"] = self.data_info
         bundle.manifest["status"] = "training"
+        bundle.manifest.pop("error", None)
         bundle.save()
         if self.dataset is not None:
             from edgecat.splits import write_splits
@@ -301,23 +380,24 @@ class Trainer:
             write_splits(bundle, self.dataset)
             write_json(bundle.path / "data_report.json", self.dataset.checks)
         strategy = self._setup_devices()
-        from edgecat.models import build_model
-
-        weights = "none" if self.resume else cfg.weights
         with strategy.scope():
             self.model, self.base = build_model(
                 self.spec.name, num_classes=len(classes), img_size=self.size, weights=weights,
                 head=cfg.head, dropout=cfg.dropout, freeze_bn=self.schedule != "full")
-        done_phase, done_epochs = None, 0
         if self.resume:
             self.model.load_weights(str(self.ckpt / "last.weights.h5"))
             self.history = list(self.state.get("history", []))
             self.best_val_loss = float(self.state.get("best_val_loss", float("inf")))
             self.timings = dict(self.state.get("timings", {}))
-            done_phase, done_epochs = self.state.get("phase"), int(self.state.get("epochs_done", 0))
-            log.info("resuming %s after %s epoch %d (optimizer state restarts)", bundle.path, done_phase, done_epochs)
+            log.info("resuming %s after %s epoch %s (optimizer state restarts)", bundle.path,
+                     self.state.get("phase"), self.state.get("epochs_done"))
         bundle.manifest["versions"] = tool_versions("tensorflow", "keras", "numpy")
         bundle.save()
+        return strategy
+
+    def _run_phases(self, train_ds_fn: Any, val_ds_fn: Any, strategy: Any, num_classes: int) -> None:
+        done_phase = self.state.get("phase") if self.resume else None
+        done_epochs = int(self.state.get("epochs_done", 0)) if self.resume else 0
         names = [p.name for p in self.phases]
         try:
             with sigterm_as_interrupt():
@@ -331,10 +411,21 @@ class Trainer:
                     if start >= phase.epochs:
                         continue
                     self.current = phase.name
-                    self._run_phase(phase, start, train_ds_fn, val_ds_fn, strategy, len(classes))
+                    self._run_phase(phase, start, train_ds_fn, val_ds_fn, strategy, num_classes)
         except KeyboardInterrupt:
             self._finish_interrupted()
-        return self._finish()
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """A run that died is recorded as failed, so its folder can be reused with the same --out."""
+        from edgecat.errors import first_line
+
+        bundle = self.bundle
+        if bundle is None:
+            return
+        with contextlib.suppress(Exception):
+            bundle.manifest["status"] = "failed"
+            bundle.manifest["error"] = first_line(exc) or type(exc).__name__
+            bundle.save()
 
     def _run_phase(self, phase: Phase, start: int, train_ds_fn: Any, val_ds_fn: Any,
                    strategy: Any, num_classes: int) -> None:
@@ -356,57 +447,71 @@ class Trainer:
         if cfg.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(
                 log_dir=str(self.bundle.path / "logs" / phase.name), profile_batch=0))
-        use_cache = phase.trainable == "frozen" and (
-            cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and not cfg.augment))
+        use_cache = self._cache_ready(phase, train_ds_fn, val_ds_fn)
         t0 = time.perf_counter()
         if use_cache:
-            self._fit_on_features(phase, start, train_ds_fn, val_ds_fn, callbacks, num_classes)
+            self._fit_cached(phase, start, callbacks, num_classes)
         else:
             with strategy.scope():
                 _compile(self.model, phase.lr, num_classes)
             self.model.fit(train_ds_fn(cfg.augment), validation_data=val_ds_fn(), epochs=phase.epochs,
-                           initial_epoch=start, callbacks=callbacks, verbose=2)
+                           initial_epoch=start, callbacks=callbacks, verbose=0)
         epochs_run = [r for r in self.history if r["stage"] == phase.name]
         self.timings[phase.name] = {
             "seconds": round(time.perf_counter() - t0, 2),
             "epochs": len(epochs_run),
             "seconds_per_epoch": round(sum(r["seconds"] for r in epochs_run) / max(1, len(epochs_run)), 2),
             "feature_cache": use_cache,
-            **self.timings.pop(phase.name + "_features", {}),
         }
+        if use_cache and self._cache_built_in == phase.name:
+            self.timings[phase.name]["feature_extraction_seconds"] = self.cache_info["seconds"]
 
-    def _fit_on_features(self, phase: Phase, start: int, train_ds_fn: Any, val_ds_fn: Any,
-                         callbacks: list[Any], num_classes: int) -> None:
-        """Stage 1 without augmentation: backbone features once, then the head on them."""
-        import numpy as np
-        import tensorflow as tf
-
-        from edgecat.models import split_at_pool
+    # -------------------------------------------------------------------- feature cache
+    def _cache_ready(self, phase: Phase, train_ds_fn: Any, val_ds_fn: Any) -> bool:
+        """Build the feature cache on first use (both stages' quantities in one pass); whether this
+        phase trains on it. See :mod:`edgecat.feature_cache`."""
+        from edgecat import feature_cache as fc
 
         cfg = self.cfg
-        features, head = split_at_pool(self.model)
-        extract = tf.function(lambda x: features(x, training=False))
+        if phase.trainable == "full" or cfg.feature_cache == "off":
+            return False
+        if self._cache is None:
+            stage2 = next((p for p in self.phases if p.trainable == "partial" and p.epochs > 0), None)
+            cut = max(0, len(self.base.layers) - int(cfg.unfreeze)) if stage2 else None
+            split = fc.split_frozen(self.model, self.base, cut)
+            views = max(1, min(int(cfg.cache_views), max(p.epochs for p in self.phases))) if cfg.augment else 1
+            n_train = len(self.dataset.train) if self.dataset is not None else None
+            n_val = len(self.dataset.val) if self.dataset is not None else 0
+            if split.tail is not None and (n_train is None or not fc.fits_in_memory(
+                    fc.cache_bytes(split, views, n_train, n_val))):
+                log.info("feature cache: the stage-2 boundary activations would not fit in memory; "
+                         "stage 2 feeds images")
+                split = fc.split_frozen(self.model, self.base, None)
+            train_ds = train_ds_fn(cfg.augment, shuffle=False)  # one dataset: decoded once, augmented per pass
+            from edgecat.progress import bar
 
-        def collect(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-            fs, ys = [], []
-            for x, y in ds:
-                fs.append(extract(x).numpy())
-                ys.append(y.numpy())
-            return np.concatenate(fs), np.concatenate(ys)
+            total = (views * n_train + n_val) if n_train is not None else None
+            with bar("feature cache", total) as advance:
+                self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, advance)
+            self._split = split
+            self.cache_info = self._cache.info
+            self._cache_built_in = phase.name
+        if phase.trainable == "frozen":
+            return True
+        return self._split.tail is not None
 
-        t0 = time.perf_counter()
-        ftr, ytr = collect(train_ds_fn(False, shuffle=False))
-        fval, yval = collect(val_ds_fn())
-        secs = time.perf_counter() - t0
-        log.info("stage 1 feature cache: %d + %d images through the frozen backbone in %.1fs",
-                 len(ftr), len(fval), secs)
-        self.timings[phase.name + "_features"] = {"feature_extraction_seconds": round(secs, 2)}
-        train = tf.data.Dataset.from_tensor_slices((ftr, ytr)).shuffle(len(ftr), seed=cfg.seed)
-        train = train.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
-        val = tf.data.Dataset.from_tensor_slices((fval, yval)).batch(cfg.batch_size)
-        _compile(head, phase.lr, num_classes)
-        head.fit(train, validation_data=val, epochs=phase.epochs, initial_epoch=start,
-                 callbacks=callbacks, verbose=2)
+    def _fit_cached(self, phase: Phase, start: int, callbacks: list[Any], num_classes: int) -> None:
+        from edgecat.feature_cache import view_batches
+
+        cache, split = self._cache, self._split
+        if phase.trainable == "frozen":
+            model, views, val_x = split.head, cache.pooled, cache.val_pooled
+        else:
+            model, views, val_x = split.tail, cache.boundary, cache.val_boundary
+        _compile(model, phase.lr, num_classes)
+        data = view_batches(views, cache.labels, self.cfg.batch_size, self.cfg.seed, start)
+        model.fit(data, validation_data=(val_x, cache.val_labels), validation_batch_size=self.cfg.batch_size,
+                  epochs=phase.epochs, initial_epoch=start, callbacks=callbacks, verbose=0)
 
     # -------------------------------------------------------------------- endings
     def _finish_interrupted(self) -> None:
@@ -444,12 +549,19 @@ class Trainer:
         else:
             result = evaluate_bundle(bundle, backend="keras", write=True)
         bundle = Bundle.open(bundle.path)  # evaluate saved metrics into the manifest
+        summary = history_summary(self.history)
         bundle.manifest["training"] = {"schedule": self.schedule, "timings": self.timings,
-                                       "best_val_loss": self.best_val_loss, "epochs": len(self.history)}
+                                       "best_val_loss": self.best_val_loss, "epochs": len(self.history),
+                                       "stages": summary["stages"], "feature_cache": self.cache_info or None}
+        bundle.manifest["history_summary"] = summary  # replaces an earlier run's "interrupted_in"
         bundle.manifest["status"] = "complete"
         bundle.save()
         shutil.rmtree(self.ckpt, ignore_errors=True)
-        return TrainResult(bundle.path, result.metrics, self.history, self.timings)
+        kept = summary.get("kept") or {}
+        if kept:
+            log.info("kept epoch %d (%s epoch %d, lowest val_loss %.4f, val_acc %.4f)", kept["epoch"], kept["stage"],
+                     kept["stage_epoch"], kept["val_loss"], kept.get("val_accuracy", float("nan")))
+        return TrainResult(bundle.path, result.metrics, self.history, self.timings, kept)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:

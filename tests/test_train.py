@@ -40,9 +40,13 @@ def test_two_stage_with_feature_cache(synth_data: Path, tmp_path: Path) -> None:
     assert b.manifest["status"] == "complete"
     assert [r["stage"] for r in res.history] == ["stage1", "stage2"]
     assert res.timings["stage1"]["feature_cache"] is True
-    assert res.timings["stage2"]["feature_cache"] is False
+    assert res.timings["stage2"]["feature_cache"] is True  # the unfrozen tail trains on cached activations
     assert "feature_extraction_seconds" in res.timings["stage1"]
     assert b.manifest["training"]["schedule"] == "two-stage"
+    cache = b.manifest["training"]["feature_cache"]
+    assert cache["views"] == 1 and cache["train_images"] == 36 and cache["boundary"].endswith("_add")
+    kept = b.manifest["history_summary"]["kept"]
+    assert kept["val_loss"] == min(r["val_loss"] for r in res.history) and res.kept == kept
     assert b.manifest["config"]["stage2_lr"] == pytest.approx(1e-5)
     for f in ["model.keras", "history.json", "metrics.json", "splits.json", "data_report.json",
               "plots/history.png", "plots/confusion_matrix.png", "plots/val_grid.png"]:
@@ -56,20 +60,70 @@ def test_two_stage_with_feature_cache(synth_data: Path, tmp_path: Path) -> None:
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
 
 
-def test_feature_cache_trains_the_full_models_head(synth_data: Path, tmp_path: Path) -> None:
-    """The head trained on cached features is the exported model's head (shared layers)."""
+def test_feature_cache_trains_the_full_models_layers(synth_data: Path, tmp_path: Path) -> None:
+    """Head (stage 1) and unfrozen tail (stage 2) trained on cached outputs are the model's own
+    layers; layers before the cut keep the weights the run started from."""
+    from edgecat.models import recalibrate_batchnorm
+    from edgecat.train import Trainer
+
+    snaps: dict[str, Any] = {}
+
+    def snapshot(trainer: Trainer) -> dict[str, Any]:
+        base = trainer.model.get_layer("backbone")
+        out = {n: [w.copy() for w in base.get_layer(n).get_weights()] for n in ("Conv1", "Conv_1")}
+        return out | {"head": trainer.model.get_layer("probabilities").get_weights()[0].copy()}
+
+    class Snapshots(Trainer):
+        def _prepare(self, weights: str, classes: list[str]) -> Any:
+            strategy = super()._prepare(weights, classes)
+            # a random MobileNetV2 with initial BatchNorm statistics saturates every ReLU6 (no
+            # gradient reaches the tail): statistics from one batch make it a working network
+            x = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
+            recalibrate_batchnorm(self.base, [x], 1)
+            snaps["init"] = snapshot(self)
+            return strategy
+
+        def epoch_end(self, phase: Any, epoch: int, logs: dict[str, Any], seconds: float) -> None:
+            snaps[phase.name] = snapshot(self)
+            super().epoch_end(phase, epoch, logs, seconds)
+
+    Snapshots(_cfg(synth_data, tmp_path / "run", schedule="two-stage", augment=False, stage1_lr=1e-2,
+                   stage2_lr=1e-2)).run()
+    init = snaps["init"]
+
+    def same(a: list[Any], b: list[Any]) -> bool:
+        return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+    assert same(snaps["stage2"]["Conv1"], init["Conv1"]), "a layer before the cut changed"
+    assert same(snaps["stage1"]["Conv_1"], init["Conv_1"]), "stage 1 trained the backbone"
+    assert not same(snaps["stage2"]["Conv_1"], init["Conv_1"]), "stage 2 did not train the unfrozen tail"
+    assert not np.array_equal(snaps["stage1"]["head"], init["head"]), "stage 1 did not train the model's head"
+
+
+def test_cached_tail_computes_what_the_model_computes() -> None:
+    """The split is exact: model(x) == tail(boundary(x)); the boundary carries every live tensor."""
     import keras
 
-    from edgecat.train import train
+    from edgecat.feature_cache import boundary_index, split_frozen, view_batches
+    from edgecat.models import build_model
 
-    res = train(_cfg(synth_data, tmp_path / "run", schedule="two-stage", augment=False, stage2_epochs=0,
-                     stage1_lr=1e-2))
-    model = keras.models.load_model(str(res.bundle / "model.keras"))
-    dense = model.get_layer("probabilities").get_weights()[0]
-    fresh, _ = __import__("edgecat.models", fromlist=["build_model"]).build_model(
-        "mobilenet_v2", img_size=32, weights="none")
-    assert not np.allclose(dense, fresh.get_layer("probabilities").get_weights()[0])
-    assert [r["stage"] for r in res.history] == ["stage1"]
+    keras.utils.set_random_seed(0)
+    model, base = build_model("mobilenet_v2", img_size=32, weights="none")
+    cut = len(base.layers) - 40
+    b = boundary_index(base, cut)
+    assert cut - 15 < b < cut
+    split = split_frozen(model, base, cut)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    bnd, pooled = split.extractor(x)
+    np.testing.assert_allclose(split.tail(bnd).numpy(), model(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(split.head(pooled).numpy(), model(x).numpy(), atol=1e-5)
+    views = np.arange(3 * 4).reshape(3, 4, 1).astype("float16")
+    data = view_batches(views, np.zeros(4), batch_size=4, seed=0, first_epoch=1)
+    seen = []
+    for _ in range(3):
+        seen.append(sorted(data[0][0].ravel().tolist()))
+        data.on_epoch_end()
+    assert seen == [[4, 5, 6, 7], [8, 9, 10, 11], [0, 1, 2, 3]]  # epoch e trains on view e mod 3
 
 
 def test_full_schedule_with_augmentation(synth_data: Path, tmp_path: Path) -> None:
@@ -110,7 +164,9 @@ def test_interrupt_in_stage2_then_resume(synth_data: Path, tmp_path: Path) -> No
     done = Trainer(cfg2, resume=True).run()
     assert [r["stage"] for r in done.history] == ["stage1", "stage2", "stage2"]
     assert [r["stage_epoch"] for r in done.history] == [1, 1, 2]
-    assert Bundle.open(out).manifest["status"] == "complete"
+    after = Bundle.open(out).manifest
+    assert after["status"] == "complete"
+    assert "interrupted_in" not in after["history_summary"] and after["history_summary"]["epochs"] == 3
 
 
 def test_sigterm_keeps_a_loadable_bundle(synth_data: Path, tmp_path: Path) -> None:
@@ -158,12 +214,28 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 def test_existing_bundle_and_bad_resume(synth_data: Path, tmp_path: Path) -> None:
     from edgecat.train import make_config, train
 
-    Bundle.create(tmp_path / "taken", name="t", backbone="mobilenet_v2", input_size=(32, 32),
-                  classes=["cat", "dog"], preprocessing="tf")
+    taken = Bundle.create(tmp_path / "taken", name="t", backbone="mobilenet_v2", input_size=(32, 32),
+                          classes=["cat", "dog"], preprocessing="tf")
+    taken.manifest["status"] = "complete"  # a finished run is never replaced (a dead one would be)
+    taken.save()
     with pytest.raises(EdgecatError, match="already holds a bundle"):
         train(_cfg(synth_data, tmp_path / "taken"))
     with pytest.raises(EdgecatError, match="nothing to resume"):
         train(make_config({"out": str(tmp_path / "taken"), "data": str(synth_data)}, resume=True), resume=True)
+
+
+def test_failed_run_is_marked_and_its_folder_reused(synth_data: Path, tmp_path: Path) -> None:
+    from edgecat.train import train
+
+    bad = tmp_path / "broken.weights.h5"
+    bad.write_bytes(b"not an HDF5 file")
+    out = tmp_path / "run"
+    with pytest.raises(EdgecatError, match="cannot load weights"):
+        train(_cfg(synth_data, out, weights=str(bad), schedule="two-stage"))
+    failed = json.loads((out / "edgecat.json").read_text())
+    assert failed["status"] == "failed" and "cannot load weights" in failed["error"]
+    res = train(_cfg(synth_data, out, schedule="two-stage", stage2_epochs=0, augment=False))
+    assert Bundle.open(res.bundle).manifest["status"] == "complete"
 
 
 @needs_tf
