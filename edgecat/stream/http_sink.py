@@ -20,6 +20,7 @@ A camera view is private, so the sink is closed by default:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import ipaddress
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import socket
 import threading
 import time
@@ -53,6 +55,7 @@ PATHS = ("/", "/index.html", "/stats.json", "/frame.jpg", "/stream.mjpg")
 MAX_VIEWERS = 4
 MAX_CONNECTIONS = 16  # viewers + page and stats requests; beyond this a connection gets 503 at once
 WRITE_TIMEOUT = 5.0
+SEND_BUFFER = 256 * 1024
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edgecat live</title>
@@ -129,6 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.sink.write_timeout  # reads and writes: a stalled client is dropped
         super().setup()
+        # a bounded kernel buffer per client (no autotuning to megabytes): a viewer that stops reading
+        # is found within a few frames, and memory stays bounded; plenty for a LAN
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
     def log_message(self, fmt: str, *args: Any) -> None:  # route access logs to logging, not stderr
         log.debug("http %s - %s", self.address_string(), redact(fmt % args))
@@ -211,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
             while not sink.closed:
                 seq, jpeg = sink.wait_jpeg(source, seq, timeout=1.0)
                 if jpeg is None:
+                    if self._client_gone():  # no frames to write: notice a closed viewer anyway
+                        break
                     continue
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                                  .encode() + jpeg + b"\r\n")
@@ -221,6 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             sink.remove_viewer()
+
+
+    def _client_gone(self) -> bool:
+        """Whether the viewer closed its end (readable with nothing to read), so its slot frees."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 class _Server(ThreadingHTTPServer):
@@ -413,7 +431,9 @@ class HttpSink(Sink):
                     self._cond.notify_all()
 
     def stats(self, stats: dict[str, Any]) -> None:
-        self._stats = {**stats, "last": [self._last[k] for k in sorted(self._last)]}
+        with self._cond:
+            self._stats = {**stats, "last": [self._last[k] for k in sorted(self._last)]}
+            self._cond.notify_all()
 
     def current_stats(self) -> dict[str, Any]:
         return {**self._stats, "watchers": self.watchers, "closed": self.closed}
