@@ -231,7 +231,6 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             sink.remove_viewer()
 
-
     def _client_gone(self) -> bool:
         """Whether the viewer closed its end (readable with nothing to read), so its slot frees."""
         try:
