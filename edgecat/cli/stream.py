@@ -13,7 +13,8 @@ from edgecat.cli.common import console, print_json
               help="0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, a video file or an image folder. "
                    "Repeat for several sources (batched into one inference call).")
 @click.option("--sink", "sinks", multiple=True,
-              help="display://, out.mp4, http://:8080, jsonl://events.jsonl. Repeatable. Default: display://.")
+              help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
+                   "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
