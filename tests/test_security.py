@@ -312,4 +312,3 @@ def test_stalled_viewer_is_dropped_without_slowing_the_pipeline(bundle, tmp_path
     assert len(during) / (t1 - t0) >= 0.7 * base_rate, (len(during), t1 - t0, base_rate)
     assert gaps.max() < 0.5 * view.write_timeout, gaps.max()
     assert view.watchers == 0
-    print(f"stall {t1 - t0:.2f} s, {len(during)} frames, base {base_rate:.1f} FPS, max gap {gaps.max():.3f} s")
