@@ -3,6 +3,13 @@
 Everything a deployed model needs (weights, exported graphs, class names, input contract, threshold)
 lives in one folder described by ``edgecat.json``, so preprocessing can never drift between training
 and deployment. Every artifact is listed with its sha256; a file that does not match is refused.
+
+A bundle may come from someone else, so it is checked on open, before anything else is read or
+written: the manifest against :mod:`edgecat.bundle_schema` (one line naming the bad field), every
+artifact name for staying inside the folder, and no file or folder at the top of the bundle may be a
+symlink that resolves outside it. A listed artifact whose file was deleted (to save space, or left
+behind when copying to a device) is *missing*, not broken: commands that do not need it work, and
+the one that does says which command re-makes it.
 """
 
 from __future__ import annotations
@@ -10,20 +17,59 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecat import __version__
+from edgecat.bundle_schema import FORMAT, FORMAT_VERSION, check_file_name, first_problem
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import sha256_file, write_json
+from edgecat.redact import redact_obj
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "edgecat.json"
-FORMAT = "edgecat-bundle"
-FORMAT_VERSION = 1
+
+# How each artifact is made again when its file is gone ({b}: the bundle path).
+REMAKE = {
+    "keras": "train it again (`edgecat train`); the Keras model cannot be re-made from the exports",
+    "onnx-fp32": "edgecat export {b} --onnx",
+    "onnx-fp16": "edgecat export {b} --fp16",
+    "onnx-int8": "edgecat export {b} --int8 --calib DIR",
+    "onnx-int8-trt": "edgecat export {b} --int8 --calib DIR",
+}
+
+
+def remake_hint(bundle: str | Path, key: str) -> str:
+    """The command that re-makes artifact ``key`` of ``bundle``."""
+    if key.startswith("trt-"):
+        return f"edgecat export {bundle} --trt --precision {key[4:]}"
+    return REMAKE.get(key, "edgecat export {b}").format(b=bundle)
+
+
+def _outside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (following symlinks) resolves outside ``root``."""
+    try:
+        path.resolve(strict=False).relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return True
+    return False
+
+
+def check_contained(root: Path, names: list[str]) -> None:
+    """Refuse a bundle whose manifest, listed files or top-level entries resolve outside ``root``."""
+    entries = [root / MANIFEST, *(root / n for n in names)]
+    try:
+        entries += [Path(e.path) for e in os.scandir(root) if e.is_symlink()]
+    except OSError as exc:
+        raise EdgecatError(f"cannot read bundle folder {root}: {exc.strerror or exc}") from None
+    for p in entries:
+        if (p.is_symlink() or p.parent != root) and _outside(p, root):
+            raise EdgecatError(f"bundle {root}: {p.relative_to(root).as_posix()} points outside the bundle "
+                               "folder (a symlink); a bundle must hold its own files: copy the file in")
 
 
 def now_iso() -> str:
@@ -51,6 +97,7 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     _verified: set[str] = field(default_factory=set, repr=False)
+    problems: dict[str, str] = field(default_factory=dict, repr=False)  # key -> why, from verify()
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -65,6 +112,8 @@ class Bundle:
         mpath = path / MANIFEST
         if not mpath.exists():
             raise EdgecatError(f"not a bundle: {path} has no {MANIFEST} (train one with `edgecat train`)")
+        if _outside(mpath, path):
+            raise EdgecatError(f"bundle {path}: {MANIFEST} points outside the bundle folder (a symlink)")
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -72,14 +121,15 @@ class Bundle:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise EdgecatError(f"{mpath} is not an edgecat manifest")
         version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise EdgecatError(
                 f"{mpath} has bundle format {version}; this edgecat reads up to {FORMAT_VERSION} "
                 "(upgrade edgecat)"
             )
-        for key in ("input", "classes", "artifacts"):
-            if key not in manifest:
-                raise EdgecatError(f"{mpath} lacks '{key}'")
+        problem = first_problem(manifest)
+        if problem:
+            raise EdgecatError(f"bad bundle manifest {mpath}: {problem}")
+        check_contained(path, [e["file"] for e in manifest["artifacts"].values()])
         return cls(path=path, manifest=manifest)
 
     @classmethod
@@ -172,19 +222,42 @@ class Bundle:
         return self.manifest["artifacts"]
 
     # ----------------------------------------------------------------- artifacts
-    def has(self, key: str) -> bool:
+    def lists(self, key: str) -> bool:
+        """Whether the manifest lists ``key`` (its file may have been deleted: see :meth:`has`)."""
         return key in self.artifacts
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is listed and its file is there: what every command asks before using one."""
+        entry = self.artifacts.get(key)
+        return entry is not None and (self.path / entry["file"]).exists()
+
+    def missing(self) -> list[str]:
+        """Listed artifacts whose files are gone."""
+        return [k for k in self.artifacts if not self.has(k)]
+
+    def _file(self, key: str, entry: dict[str, Any]) -> Path:
+        """The artifact's path, after checking its name and that it stays inside the bundle."""
+        try:
+            check_file_name(entry.get("file", ""))
+        except ValueError as exc:
+            raise EdgecatError(f"bundle {self.path}: artifact '{key}' file {exc}") from None
+        path = self.path / entry["file"]
+        if _outside(path, self.path):
+            raise EdgecatError(f"bundle {self.path}: {entry['file']} points outside the bundle folder (a symlink)")
+        return path
 
     def artifact_path(self, key: str, verify: bool = True) -> Path:
         """Path of an artifact, after checking it exists and matches the manifest's sha256."""
         entry = self.artifacts.get(key)
         if entry is None:
             have = ", ".join(sorted(self.artifacts)) or "none"
-            raise EdgecatError(f"bundle {self.path} has no '{key}' artifact (it has: {have})")
-        path = self.path / entry["file"]
+            raise EdgecatError(f"bundle {self.path} has no '{key}' artifact (it has: {have}); make it: "
+                               f"{remake_hint(self.path, key)}")
+        path = self._file(key, entry)
         if not path.exists():
             raise EdgecatError(
-                f"bundle {self.path} lists {entry['file']} but the file is missing"
+                f"bundle {self.path} lists {entry['file']} but the file is missing; re-make it: "
+                f"{remake_hint(self.path, key)}"
             )
         if verify and key not in self._verified:
             digest = sha256_file(path)
@@ -203,7 +276,10 @@ class Bundle:
         # relative to the working directory when the bundle was opened by a relative path.
         if not path.is_absolute() and path.parts[: len(self.path.parts)] != self.path.parts:
             path = self.path / path
-        rel = path.relative_to(self.path).as_posix()
+        try:
+            rel = check_file_name(path.relative_to(self.path).as_posix())
+        except ValueError as exc:
+            raise EdgecatError(f"an artifact must be a file inside the bundle {self.path}: {path}") from exc
         entry = {
             "file": rel,
             "sha256": sha256_file(path),
@@ -220,24 +296,26 @@ class Bundle:
     def remove_artifact(self, key: str, delete_file: bool = False) -> None:
         entry = self.artifacts.pop(key, None)
         if entry and delete_file:
-            (self.path / entry["file"]).unlink(missing_ok=True)
+            self._file(key, entry).unlink(missing_ok=True)
         self.save()
 
     def verify(self) -> dict[str, str]:
-        """Check every artifact: returns key -> 'ok' | problem, for `edgecat info`."""
+        """Check every artifact: key -> 'ok' | 'missing' | 'mismatch' (the reasons: :attr:`problems`)."""
         out: dict[str, str] = {}
+        self.problems = {}
         for key in self.artifacts:
             try:
                 self._verified.discard(key)
                 self.artifact_path(key)
                 out[key] = "ok"
             except EdgecatError as exc:
-                out[key] = str(exc)
+                out[key] = "missing" if not self.has(key) else "mismatch"
+                self.problems[key] = str(exc)
         return out
 
     def save(self) -> None:
         self.manifest["updated"] = now_iso()
-        write_json(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, redact_obj(self.manifest))  # no URI password is ever stored
 
     # ----------------------------------------------------------------- helpers
     def labels_from_probs(self, probs: Any) -> list[str]:

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from click.testing import CliRunner
+
 from edgecat.bundle import MANIFEST, Bundle
+from edgecat.cli import main
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_path, write_json
 
@@ -42,10 +45,11 @@ def test_changed_artifact_is_refused(tmp_path: Path) -> None:
     fresh = Bundle.open(b.path)
     with pytest.raises(EdgecatError, match="does not match the bundle manifest"):
         fresh.artifact_path("model")
-    assert "sha256 differs" in fresh.verify()["model"]
+    assert fresh.verify()["model"] == "mismatch" and "sha256 differs" in fresh.problems["model"]
     (b.path / "model.bin").unlink()
     with pytest.raises(EdgecatError, match="file is missing"):
         Bundle.open(b.path).artifact_path("model")
+    assert Bundle.open(b.path).verify() == {"model": "missing"}  # gone is not the same as changed
     with pytest.raises(EdgecatError, match="no 'onnx-fp32' artifact"):
         Bundle.open(b.path).artifact_path("onnx-fp32")
 
@@ -112,3 +116,120 @@ def test_bundle_opened_by_a_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
     b.add_artifact("same", "extra.bin")
     assert b.artifacts["extra"]["file"] == b.artifacts["same"]["file"] == "extra.bin"
     assert Bundle.open(tmp_path / "runs" / "b").verify() == {"model": "ok", "extra": "ok", "same": "ok"}
+
+
+# ------------------------------------------------------------------ untrusted bundles (issue 14)
+def _edit_manifest(path: Path, edit) -> None:
+    m = json.loads((path / MANIFEST).read_text())
+    edit(m)
+    (path / MANIFEST).write_text(json.dumps(m))
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[int, float]]:
+    return {str(p): (p.lstat().st_size, p.lstat().st_mtime) for r in roots for p in r.rglob("*")}
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m.update(classes="cat"), "classes"),
+    (lambda m: m.update(threshold="0.5"), "threshold"),
+    (lambda m: m.update(format_version="1"), "format_version"),
+    (lambda m: m["input"].update(shape=[64, 64]), "input.shape"),
+    (lambda m: m.pop("artifacts"), "artifacts"),
+    (lambda m: m["artifacts"]["model"].update(sha256="abc"), "artifacts.model.sha256"),
+    (lambda m: m["artifacts"]["model"].pop("file"), "artifacts.model.file"),
+])
+def test_bad_manifest_is_one_line_naming_the_field(tmp_path: Path, edit, field: str) -> None:
+    b = _bundle(tmp_path)
+    _edit_manifest(b.path, edit)
+    with pytest.raises(EdgecatError) as err:
+        Bundle.open(b.path)
+    msg = str(err.value)
+    assert "\n" not in msg and f"field '{field}'" in msg, msg
+
+
+@pytest.mark.parametrize("name, why", [
+    ("../outside.bin", "leaves the bundle"),
+    ("sub/../../outside.bin", "leaves the bundle"),
+    ("ABSOLUTE", "absolute path"),
+    ("..\\outside.bin", "backslash"),
+    ("link.bin", "points outside"),
+])
+def test_crafted_bundle_refused_by_info_predict_export(tmp_path: Path, name: str, why: str) -> None:
+    """A manifest entry that leads out of the folder: every command stops on open, and nothing inside
+    or outside the bundle was read (the outside file is unreadable) or written."""
+    b = _bundle(tmp_path)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"weights" * 100)  # same content: a hash check alone would accept it
+    if name == "ABSOLUTE":
+        name = str(outside)
+    if name == "link.bin":
+        (b.path / "link.bin").symlink_to(outside)
+    _edit_manifest(b.path, lambda m: m["artifacts"]["model"].update(file=name))
+    outside.chmod(0)  # reading it would fail with a different error than the refusal checked below
+    image = tmp_path / "img.png"
+    image.write_bytes(b"")
+    before = _snapshot(tmp_path)
+    try:
+        with pytest.raises(EdgecatError, match=why):
+            Bundle.open(b.path)
+        for args in (["info", str(b.path)], ["predict", str(b.path), str(image)],
+                     ["export", str(b.path), "--fp16"]):
+            result = CliRunner().invoke(main, args)
+            lines = [ln for ln in result.output.splitlines() if ln.strip()]
+            assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+            assert lines[0].startswith("error:") and why in lines[0], (args, lines)
+    finally:
+        outside.chmod(0o600)
+    assert _snapshot(tmp_path) == before
+
+
+def test_artifact_outside_cannot_be_added(tmp_path: Path) -> None:
+    b = _bundle(tmp_path)
+    (tmp_path / "elsewhere.bin").write_bytes(b"x")
+    with pytest.raises(EdgecatError, match="inside the bundle"):
+        b.add_artifact("x", tmp_path / "elsewhere.bin")
+
+
+def test_manifest_never_stores_a_uri_password(tmp_path: Path) -> None:
+    b = _bundle(tmp_path)
+    b.manifest["config"]["source"] = "rtsp://admin:s3cret@cam.local/live"
+    b.save()
+    text = (b.path / MANIFEST).read_text()
+    assert "s3cret" not in text and "rtsp://admin:***@cam.local/live" in text
+
+
+def test_missing_artifact_is_reported_and_named_with_its_fix(tmp_path: Path) -> None:
+    b = _bundle(tmp_path)
+    (b.path / "model.fp16.onnx").write_bytes(b"half")
+    b.add_artifact("onnx-fp16", "model.fp16.onnx", precision="fp16")
+    (b.path / "model.fp16.onnx").unlink()  # deleted to save space
+    again = Bundle.open(b.path)
+    assert not again.has("onnx-fp16") and again.lists("onnx-fp16") and again.missing() == ["onnx-fp16"]
+    assert again.verify() == {"model": "ok", "onnx-fp16": "missing"}
+    with pytest.raises(EdgecatError, match=r"re-make it: edgecat export .* --fp16"):
+        again.artifact_path("onnx-fp16")
+    result = CliRunner().invoke(main, ["info", str(b.path)])
+    assert result.exit_code == 0, result.output
+    assert "missing" in result.stdout and "mismatch" not in result.stdout
+    assert "--fp16" in result.stderr
+
+
+def test_export_int8_ignores_a_missing_fp16(tiny_bundle: Path, synth_data: Path) -> None:
+    """Issue 13: `export --int8` used to calibrate and then fail on the deleted model.fp16.onnx."""
+    import shutil
+
+    b = Bundle.open(tiny_bundle)
+    shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.fp16.onnx")
+    b.add_artifact("onnx-fp16", "model.fp16.onnx", precision="fp16", format="onnx")
+    (tiny_bundle / "model.fp16.onnx").unlink()
+    result = CliRunner().invoke(main, ["export", str(tiny_bundle), "--int8", "--calib", str(synth_data / "train"),
+                                       "--calib-size", "16"])
+    assert result.exit_code == 0, result.output
+    after = Bundle.open(tiny_bundle)
+    assert after.verify() == {"keras": "ok", "onnx-fp32": "ok", "onnx-fp16": "missing", "onnx-int8": "ok",
+                              "onnx-int8-trt": "ok"}
+    rows = [r["precision"] for r in after.manifest["metrics"]["precision_table"]["rows"]]
+    assert rows == ["fp32", "int8", "int8-trt"]  # the missing FP16 is left out, not an error
+    predict = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(synth_data / "validation"),
+                                        "--precision", "fp16", "--backend", "onnxruntime"])
+    assert predict.exit_code == 2 and f"edgecat export {tiny_bundle} --fp16" in predict.output

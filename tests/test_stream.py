@@ -331,3 +331,18 @@ def test_cli_bad_uri_is_one_line(colour_bundle):
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unsupported source")
+
+
+@pytest.mark.parametrize("size", [(160, 120), (320, 240), (640, 480), (1920, 1080)])
+def test_overlay_text_scales_with_the_frame(size):
+    """Issue 13: the label was ~6 px tall at 320x240. Its letters are now >= 1/20 of the frame height
+    (never under 12 px) and the panel stays inside the frame."""
+    from edgecat.stream.overlay import Result, draw_overlay
+
+    w, h = size
+    out = draw_overlay(np.full((h, w, 3), 60, np.uint8), Result(0, 0, "dog", 0.93, [0.07, 0.93], 12.3, 1.0, 0.0), 29.7)
+    green = np.where((out[:, :, 1] == 200) & (out[:, :, 0] == 80))[0]  # the probability bar
+    white = np.where((out[: green.min()] > 180).all(axis=2).any(axis=1))[0]  # the label, above the bar
+    label_px = white.max() - white.min() + 1
+    assert label_px >= max(12, h / 20), label_px
+    assert out.shape == (h, w, 3) and (out[h // 2:, w // 2:] == 60).all()  # the picture itself is untouched

@@ -56,11 +56,11 @@ def test_stats_endpoint_and_mjpeg_with_urllib(live_stream):
     assert chunk.count(b"\xff\xd8") >= 2  # at least two JPEGs arrived on one connection
 
 
-def test_page_in_headless_chromium(live_stream, tmp_path):
+def test_page_in_headless_chromium(request, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    url, _ = live_stream
+    url, _ = request.getfixturevalue("live_stream")  # only once the browser is known to be there
     shot = tmp_path / "live-view.png"
     with sync_api.sync_playwright() as p:
         # Playwright gives the browser its own temporary profile (it refuses --user-data-dir in args)

@@ -53,4 +53,27 @@ def test_env_example_arguments_parse_as_stream_options():
     args = [env["EDGECAT_BUNDLE"], "--source", env["EDGECAT_SOURCE"], *shlex.split(env["EDGECAT_STREAM_ARGS"])]
     ctx = stream.make_context("stream", args)
     assert ctx.params["sources"] == (env["EDGECAT_SOURCE"],)
-    assert "http://:8080" in ctx.params["sinks"] and ctx.params["smooth"] == 5
+    assert "http://0.0.0.0:8080" in ctx.params["sinks"] and ctx.params["smooth"] == 5
+
+
+def test_secrets_live_in_a_root_only_env_file(monkeypatch):
+    """The camera password and the live view's token come from the env file, never the command line;
+    the guide and the unit install that file with mode 0600, and the network live view refuses to
+    start without a token when there is no terminal to show one on (as under systemd)."""
+    import edgecat.stream.http_sink as http_sink
+    from edgecat.errors import EdgecatError
+    from edgecat.stream.sinks import parse_sink
+
+    env = read_env(ENV)
+    assert {"EDGECAT_RTSP_USER", "EDGECAT_RTSP_PASSWORD"} <= set(env)
+    assert "@" not in env["EDGECAT_SOURCE"] and not env["EDGECAT_RTSP_PASSWORD"]
+    assert "EDGECAT_HTTP_TOKEN" not in env  # made per device by the guide, never shipped
+    guide = (DEPLOY.parent / "README.md").read_text()
+    for text in (guide, UNIT.read_text()):
+        assert "install -D -m 600 -o root -g root deploy/systemd/edgecat-stream.env.example /etc/edgecat/stream.env" in text
+    assert "secrets.token_urlsafe" in guide and "EnvironmentFile=/etc/edgecat/stream.env" in UNIT.read_text()
+    sinks = [a for a in shlex.split(env["EDGECAT_STREAM_ARGS"]) if a.startswith("http://")]
+    monkeypatch.delenv("EDGECAT_HTTP_TOKEN", raising=False)
+    monkeypatch.setattr(http_sink, "show_on_terminal", lambda text: False)
+    with pytest.raises(EdgecatError, match="EDGECAT_HTTP_TOKEN"):
+        parse_sink(sinks[0].replace(":8080", ":0")).open()

@@ -17,6 +17,8 @@ import click
 
 from edgecat import __version__
 from edgecat.errors import EdgecatError
+from edgecat.redact import install as install_redaction
+from edgecat.redact import redact
 
 COMMAND_MODULES = (
     "edgecat.cli.train",
@@ -32,6 +34,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = RichHandler(show_path=False, show_time=False, rich_tracebacks=False, markup=False)
+    install_redaction(handler)  # no camera password or access token in any log line
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if verbose < 2:
@@ -51,7 +54,7 @@ class EdgecatGroup(click.Group):
         except EdgecatError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {redact(exc)}", fg="red", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.secho("interrupted", fg="yellow", err=True)
@@ -61,7 +64,7 @@ class EdgecatGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen input: still one line
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = (redact(exc).strip().splitlines() or [""])[0][:300]
             click.secho(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
                         fg="red", err=True)
             sys.exit(1)

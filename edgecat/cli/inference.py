@@ -40,12 +40,14 @@ def info_cmd(bundle: str, as_json: bool) -> None:
         table = Table("artifact", "file", "precision", "size", "check")
         for key, entry in b.artifacts.items():
             table.add_row(key, entry["file"], str(entry.get("precision", "")),
-                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", checks[key] if checks[key] == "ok" else "[red]mismatch[/]")
+                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", checks[key] if checks[key] == "ok" else f"[red]{checks[key]}[/]")
         console.print(table)
-    bad = [k for k, v in checks.items() if v != "ok"]
+    for k in (k for k, v in checks.items() if v == "missing"):  # deleted to save space: not an error
+        click.secho(f"note: {b.problems[k]}", fg="yellow", err=True)
+    bad = [k for k, v in checks.items() if v not in ("ok", "missing")]
     if bad:
         for k in bad:
-            click.secho(f"error: {checks[k]}", fg="red", err=True)
+            click.secho(f"error: {b.problems[k]}", fg="red", err=True)
         sys.exit(2)
 
 

@@ -13,7 +13,8 @@ from edgecat.cli.common import console, print_json
               help="0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, a video file or an image folder. "
                    "Repeat for several sources (batched into one inference call).")
 @click.option("--sink", "sinks", multiple=True,
-              help="display://, out.mp4, http://:8080, jsonl://events.jsonl. Repeatable. Default: display://.")
+              help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
+                   "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
@@ -33,13 +34,16 @@ from edgecat.cli.common import console, print_json
 @click.option("--camera-fps", type=float, default=None, help="Camera frame rate (V4L2, CSI).")
 @click.option("--flip", type=click.IntRange(0, 7), default=0, show_default=True,
               help="CSI flip-method (0 none, 2 rotate 180, 4 horizontal, 6 vertical).")
+@click.option("--credentials", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="netrc-format file (mode 0600) with camera users and passwords, instead of putting them in "
+                   "the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str,
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
-           width: int | None, height: int | None, camera_fps: float | None, flip: int,
+           width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,
            summary_json: str | None, as_json: bool) -> None:
     """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
 
@@ -52,7 +56,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
         sources=list(sources), sinks=list(sinks) or ["display://"], backend=backend, precision=precision,
         runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
         max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
-        jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip),
+        jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip), credentials=credentials,
     )
     summary = run_stream(bundle, cfg)
     if summary_json:

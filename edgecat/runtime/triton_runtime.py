@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from edgecat.errors import EdgecatError, MissingDependencyError
 from edgecat.export.triton import artifact_precision, is_engine, model_name, servable_artifacts
+from edgecat.redact import redact
 from edgecat.runtime.base import Runtime, as_model_input
 
 log = logging.getLogger(__name__)
@@ -24,12 +26,25 @@ URL_ENV = "EDGECAT_TRITON_URL"
 
 
 def server_url(url: str | None = None) -> str:
-    """host:port as tritonclient.http wants it (an http:// prefix is accepted and dropped)."""
+    """host:port as tritonclient.http wants it (an http:// prefix is accepted and dropped, and so are
+    credentials: see :func:`server_credentials`)."""
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     for prefix in ("http://", "https://"):
         if url.startswith(prefix):
             url = url[len(prefix):]
-    return url.rstrip("/")
+    return url.rpartition("@")[2].rstrip("/")
+
+
+def server_credentials(url: str | None = None) -> tuple[str, str] | None:
+    """(user, password) from ``http://user:password@host:8000`` (a server behind basic auth), or None.
+
+    They go to the server as an HTTP basic-auth header only; every message shows the bare host:port.
+    """
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
 
 
 class TritonRuntime(Runtime):
@@ -60,6 +75,11 @@ class TritonRuntime(Runtime):
             self.client = httpclient.InferenceServerClient(
                 url=self.url, connection_timeout=timeout, network_timeout=timeout
             )
+            credentials = server_credentials(self.options.get("url"))
+            if credentials:
+                from tritonclient.http.auth import BasicAuth
+
+                self.client.register_plugin(BasicAuth(*credentials))
             live = self.client.is_server_live()
         except (InferenceServerException, OSError, ValueError) as exc:
             raise EdgecatError(
@@ -148,5 +168,5 @@ class TritonRuntime(Runtime):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = redact(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]

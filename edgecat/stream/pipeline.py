@@ -24,6 +24,7 @@ import numpy as np
 
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
+from edgecat.redact import redact
 from edgecat.runtime import Runtime, default_backend, open_runtime
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.sinks import Sink, parse_sink
@@ -51,6 +52,8 @@ class StreamConfig:
     jsonl_changes: bool = False
     camera: CameraOptions = field(default_factory=CameraOptions)
     output_fps: float | None = None  # frame rate of video sinks (default: the first source's)
+    credentials: str | None = None  # netrc-format file with camera passwords (see stream.credentials)
+    http_token: str | None = None  # live view access token (default: $EDGECAT_HTTP_TOKEN, or generated)
 
 
 @dataclass
@@ -136,9 +139,10 @@ class Streamer:
             raise EdgecatError("--max-fps must be > 0")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.cfg = cfg
-        self.specs = [parse_source(s) for s in cfg.sources]  # bad URIs fail before anything opens
-        self.sinks: list[Sink] = [parse_sink(s, fps=cfg.output_fps or 30.0, jsonl_changes=cfg.jsonl_changes)
-                                  for s in cfg.sinks]
+        # bad URIs fail before anything opens
+        self.specs = [parse_source(s, cfg.credentials) for s in cfg.sources]
+        self.sinks: list[Sink] = [parse_sink(s, fps=cfg.output_fps or 30.0, jsonl_changes=cfg.jsonl_changes,
+                                             token=cfg.http_token) for s in cfg.sinks]
         self._runtime = runtime
         self._own_runtime = runtime is None
         self._stop = threading.Event()
@@ -218,7 +222,7 @@ class Streamer:
                 try:
                     s.close()
                 except Exception as exc:  # noqa: BLE001 - close the others regardless
-                    log.error("closing %s failed: %s", s.uri, exc)
+                    log.error("closing %s failed: %s", redact(s.uri), redact(exc))
             if self._own_runtime and runtime is not None:
                 runtime.close()
 
@@ -247,7 +251,7 @@ class Streamer:
                 if item is Ended:
                     active.remove(th)
                     if th.error is not None and not isinstance(th.error, EdgecatError):
-                        log.error("source %s stopped: %s", th.spec.uri, th.error)
+                        log.error("source %s stopped: %s", th.spec.uri, redact(th.error))
                     else:
                         log.info("source %s: %s", th.spec.uri, th.stats.ended)
                 elif item is not None:

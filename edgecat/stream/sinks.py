@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from edgecat.errors import EdgecatError
+from edgecat.redact import redact
 from edgecat.stream.overlay import Result
 from edgecat.stream.sources import Frame
 
@@ -198,8 +199,12 @@ class DisplaySink(Sink):
             cv2.destroyAllWindows()
 
 
-def parse_sink(uri: str, *, fps: float = 30.0, jsonl_changes: bool = False) -> Sink:
-    """``display://``, ``http://[HOST]:PORT``, ``jsonl://FILE`` (or a ``.jsonl`` path), a video file."""
+def parse_sink(uri: str, *, fps: float = 30.0, jsonl_changes: bool = False, token: str | None = None) -> Sink:
+    """``display://``, ``http://[HOST]:PORT``, ``jsonl://FILE`` (or a ``.jsonl`` path), a video file.
+
+    ``http://:PORT`` listens on loopback only; naming another host (``http://0.0.0.0:PORT``) is how
+    the live view is opened to the network, and then it requires the access ``token``.
+    """
     text = str(uri).strip()
     if text in ("display", "display://") or text.startswith("display://"):
         return DisplaySink(text)
@@ -208,8 +213,9 @@ def parse_sink(uri: str, *, fps: float = 30.0, jsonl_changes: bool = False) -> S
 
         m = re.fullmatch(r"http://([^:/]*):(\d+)/?", text)
         if not m:
-            raise EdgecatError(f"bad http sink '{uri}': expected http://:PORT or http://HOST:PORT")
-        return HttpSink(m.group(1) or "0.0.0.0", int(m.group(2)))
+            raise EdgecatError(f"bad http sink '{redact(uri)}': expected http://:PORT (this machine only) or "
+                               "http://HOST:PORT (e.g. http://0.0.0.0:8080: the network, with an access token)")
+        return HttpSink(m.group(1) or "127.0.0.1", int(m.group(2)), token=token)
     if text.startswith("jsonl://"):
         path = text[len("jsonl://"):]
         if not path:
@@ -218,10 +224,10 @@ def parse_sink(uri: str, *, fps: float = 30.0, jsonl_changes: bool = False) -> S
     if text.startswith("file://"):
         text = text[len("file://"):]
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
-        raise EdgecatError(f"unsupported sink '{uri}': use display://, http://:PORT, jsonl://FILE or out.mp4")
+        raise EdgecatError(f"unsupported sink '{redact(uri)}': use display://, http://:PORT, jsonl://FILE or out.mp4")
     path = Path(text)
     if path.suffix.lower() == ".jsonl":
         return JsonlSink(path, jsonl_changes)
     if path.suffix.lower() in FOURCC:
         return VideoSink(path, fps)
-    raise EdgecatError(f"unsupported sink '{uri}': a video file must end in .mp4/.avi/.mkv/.mov")
+    raise EdgecatError(f"unsupported sink '{redact(uri)}': a video file must end in .mp4/.avi/.mkv/.mov")

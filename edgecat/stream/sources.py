@@ -29,6 +29,7 @@ import numpy as np
 
 from edgecat.errors import EdgecatError
 from edgecat.imaging import IMAGE_EXTENSIONS, bgr_to_rgb, decode_image, list_images, resize
+from edgecat.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,26 @@ NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp
 READ_AHEAD = 1  # frames a file source decodes ahead: decode overlaps inference, no queueing latency
 
 
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+
+
 @lru_cache(maxsize=1)
 def _cv2():
-    """OpenCV with its own WARN chatter off: a failed open is reported once, as our own line."""
+    """OpenCV with its own and FFmpeg's chatter off unless -v: a failed open is reported once, as our
+    own (redacted) line, not as ``[tcp @ 0x...] Connection refused`` on the user's terminal.
+
+    OpenCV's FFmpeg backend reads OPENCV_FFMPEG_LOGLEVEL once, when the first capture opens (checked
+    with opencv-python-headless 5.0: setting it later, or cv2.utils.logging, does not silence FFmpeg),
+    so it is set here, before any capture; a value the user set wins.
+    """
+    verbose = logging.getLogger("edgecat").isEnabledFor(logging.DEBUG)
+    if not verbose:
+        os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, "-8")  # AV_LOG_QUIET
     import cv2
 
     try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if verbose
+                                      else cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # pragma: no cover - very old OpenCV
         pass
     return cv2
@@ -133,14 +147,18 @@ class Frame:
 class SourceSpec:
     """A parsed source URI."""
 
-    uri: str
+    uri: str  # what is shown (logs, errors, summaries, pages): credentials masked
     kind: str  # v4l2 | csi | network | file | gst | folder
-    target: Any  # device index, sensor id, URL, path or pipeline string
-    live: bool
+    target: Any = field(repr=False)  # device index, sensor id, URL (with credentials), path or pipeline
+    live: bool = False
 
 
-def parse_source(uri: str) -> SourceSpec:
-    """Classify a source URI; a bad one is a one-line EdgecatError."""
+def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
+    """Classify a source URI; a bad one is a one-line EdgecatError.
+
+    Network URIs without a user get one from ``credentials`` (a netrc file) or the environment (see
+    :mod:`edgecat.stream.credentials`); ``SourceSpec.uri`` is always the redacted form.
+    """
     text = str(uri).strip()
     if not text:
         raise EdgecatError("empty --source")
@@ -158,14 +176,16 @@ def parse_source(uri: str) -> SourceSpec:
         pipeline = text[4:].lstrip("/").strip() if text.startswith("gst://") else text[4:].strip()
         if not pipeline:
             raise EdgecatError("empty GStreamer pipeline: use gst:'videotestsrc ! videoconvert ! appsink'")
-        return SourceSpec(text, "gst", pipeline, True)
+        return SourceSpec(redact(text), "gst", pipeline, True)
     if text.lower().startswith(NETWORK_SCHEMES):
-        return SourceSpec(text, "network", text, True)
+        from edgecat.stream.credentials import with_credentials
+
+        return SourceSpec(redact(text), "network", with_credentials(text, credentials), True)
     if text.startswith("file://"):
         text = text[len("file://"):]
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
         raise EdgecatError(
-            f"unsupported source '{uri}': use 0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, "
+            f"unsupported source '{redact(uri)}': use 0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, "
             "a video file or an image folder"
         )
     path = Path(text)
@@ -226,7 +246,7 @@ class CaptureReader(FrameReader):
         if spec.kind in ("csi", "gst"):
             require_gstreamer(spec.uri)
             pipeline = csi_pipeline(spec.target, self.camera) if spec.kind == "csi" else spec.target
-            log.debug("GStreamer pipeline: %s", pipeline)
+            log.debug("GStreamer pipeline: %s", redact(pipeline))
             return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
         if spec.kind == "network":
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
@@ -253,7 +273,7 @@ class CaptureReader(FrameReader):
             if kind == "network":
                 raise EdgecatError(f"cannot open stream {self.spec.uri} (unreachable, wrong path or credentials)")
             if kind == "gst":
-                raise EdgecatError(f"GStreamer pipeline did not open: {self.spec.target} "
+                raise EdgecatError(f"GStreamer pipeline did not open: {redact(self.spec.target)} "
                                    "(it must end in appsink and produce BGR)")
             raise EdgecatError(f"cannot open video file {self.spec.target}: not a video OpenCV can decode")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -500,8 +520,8 @@ class SourceThread:
             self._capture_loop()
         except BaseException as exc:  # noqa: BLE001 - reported by the pipeline, never a silent thread death
             self.error = exc
-            log.error("source %s failed: %s", self.spec.uri, exc)
-            self._finish(f"error: {exc}")
+            log.error("source %s failed: %s", self.spec.uri, redact(exc))
+            self._finish(f"error: {redact(exc)}")
         finally:
             self.reader.close()  # in this thread: the only one that reads or reconnects
 
