@@ -23,7 +23,7 @@ pytestmark = [
                        reason=f"needs real photos and ImageNet weights in {SHARED} (not on this machine)"),
 ]
 
-SIZE = 96
+SIZE = 128  # 96 px gave 0.90 on the held-out set: too close to the bar to tell anything apart
 PER_CLASS = {"train": 100, "validation": 40, "test": 50}
 
 
@@ -53,7 +53,9 @@ def _held_out_accuracy(photos: Path, weights: str, out: Path) -> float:
                       tensorboard=False, out=str(out))
     result = train(cfg)
     assert result.timings["stage1"]["feature_cache"], "stage 1 should run on the feature cache"
-    return evaluate_bundle(result.bundle, data=str(photos / "test"), backend="keras").metrics["accuracy"]
+    acc = evaluate_bundle(result.bundle, data=str(photos / "test"), backend="keras").metrics["accuracy"]
+    print(f"held-out accuracy ({weights}): {acc:.3f}")
+    return acc
 
 
 def test_pretrained_features_classify_held_out_photos(photos: Path, tmp_path: Path) -> None:
