@@ -34,7 +34,26 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 class EdgecatGroup(click.Group):
-    """Turns user errors into one line and an exit code instead of a traceback."""
+    """Turns user errors into one line and an exit code instead of a traceback; usage errors
+    (a bad option value, an unknown option) are one line too, naming the option."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+            click.secho(f"error: {exc.format_message()}{hint}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.secho("interrupted", fg="yellow", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -24,15 +24,31 @@ GLOBAL_GROUP = "Global options"
 
 
 class GroupedOption(click.Option):
-    """An option with a ``group`` (a heading in --help) and optional hidden alias spellings."""
+    """An option with a ``group`` (a heading in --help) and ``aliases``: old spellings that keep
+    working but are not shown in --help."""
 
-    def __init__(self, *args: Any, group: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, group: str | None = None, aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group = group
+        self.aliases = tuple(aliases)
+        self.opts.extend(a for a in self.aliases if a not in self.opts)
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return " / ".join(f"'{o}'" for o in self.opts if o not in self.aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if not self.aliases:
+            return super().get_help_record(ctx)
+        shown = self.opts
+        self.opts = [o for o in shown if o not in self.aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
 
 
 def option(*decls: str, group: str | None = None, **kwargs: Any) -> Any:
-    """``click.option`` with a help heading: ``@option("--seed", group="Data", ...)``."""
+    """``click.option`` with a help heading and hidden aliases: ``@option("--batch", aliases=("--batch-size",))``."""
     kwargs.setdefault("cls", GroupedOption)
     return click.option(*decls, group=group, **kwargs)
 
@@ -163,15 +179,18 @@ def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     return out
 
 
-def choice_list(choices: tuple[str, ...] | list[str]) -> Any:
-    """Click callback for a comma list whose items must each be one of ``choices``."""
+def choice_list(choices: Any, name: str) -> Any:
+    """Click callback for a comma list whose items must each be one of ``choices`` (an iterable,
+    or a function returning one, so a heavy import waits until the option is used)."""
     def cb(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
         if value is None:
             return None
+        allowed = list(choices() if callable(choices) else choices)
         items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
-        bad = [v for v in items if v not in choices]
+        bad = [v for v in items if v not in allowed]
         if bad or not items:
-            raise click.BadParameter(f"'{','.join(bad) or value}' is not one of {', '.join(choices)}", ctx, param)
+            raise click.BadParameter(f"unknown {name} '{','.join(bad) or value}' (choose from: {', '.join(allowed)})",
+                                     ctx, param)
         return items
     return cb
 
