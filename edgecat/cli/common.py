@@ -63,6 +63,8 @@ class EdgecatCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         groups: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
+            if not isinstance(param, click.Option):
+                continue  # arguments are in the usage line and the docstring
             record = param.get_help_record(ctx)
             if record is None:
                 continue
