@@ -66,9 +66,9 @@ def run_files(runtime: Any, files: list[str], batch_size: int = 32,
     chunks = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     prog = None
     if progress and len(files) > batch_size:
-        from rich.progress import Progress
+        from edgecat.log import progress as stderr_progress  # shares the log's console: no collisions
 
-        prog = Progress(transient=True)
+        prog = stderr_progress()
         task = prog.add_task("predicting", total=len(files))
         prog.start()
     try:
@@ -102,6 +102,12 @@ def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = 
         raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")
     with open_runtime(bundle, backend or default_backend(bundle, precision), precision, **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size)
+    return to_predictions(bundle, files, probs, ok, errors)
+
+
+def to_predictions(bundle: Bundle, files: list[str], probs: np.ndarray, ok: list[int],
+                   errors: dict[int, str]) -> list[Prediction]:
+    """:func:`run_files`' output as one Prediction per file, in order; unreadable ones carry ``error``."""
     labels = bundle.labels_from_probs(probs) if len(probs) else []
     by_index = {i: (labels[k], probs[k]) for k, i in enumerate(ok)}
     out = []

@@ -112,15 +112,14 @@ def apply_global(ctx: click.Context, **values: Any) -> None:
 
 
 def device_to_cuda(device: str) -> str:
-    """``--device`` value -> CUDA_VISIBLE_DEVICES: ``0``, ``1``, ``0,1``, ``cuda:1`` or ``cpu`` (no GPU)."""
-    value = str(device).strip().lower()
-    if value == "cpu":
-        return "-1"
-    ids = [v.strip().removeprefix("cuda:") for v in value.split(",")]
-    if not ids or not all(i.isdigit() for i in ids):
-        raise click.BadParameter(f"'{device}' is not a GPU index (0, 1, ...), cuda:N or cpu",
-                                 param_hint="'--device'")
-    return ",".join(ids)
+    """``--device`` value -> CUDA_VISIBLE_DEVICES; a bad value is a usage error naming the option."""
+    from edgecat.api import cuda_devices
+    from edgecat.errors import EdgecatError
+
+    try:
+        return cuda_devices(device)
+    except EdgecatError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--device'") from None
 
 
 def _callback(key: str) -> Any:
