@@ -33,13 +33,13 @@ def _backends() -> list[str]:
               help="Images to time end to end; class folders named like the bundle's classes add accuracy. "
                    "Default: synthetic JPEGs.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
-@click.option("--iters", type=click.IntRange(min=1), default=None, show_default="100 or 10 s, whichever first",
+@option("--iters", type=click.IntRange(min=1), default=None, show_default="100 or 10 s, whichever first",
               help="Timed runs per measurement.")
 @click.option("--seconds", type=float, default=None, help="Time per measurement instead of --iters.")
 @click.option("--target-ms", type=float, default=50.0, show_default=True, help="p99 per-image target.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, show_default="physical cores",
+@option("--threads", type=click.IntRange(min=1), default=None, show_default="physical cores",
               help="CPU threads for ONNX Runtime.")
-@click.option("--spinning/--no-spinning", default=None, show_default="spinning",
+@option("--spinning/--no-spinning", default=None, show_default="spinning",
               help="ONNX Runtime worker threads spin between ops (off for a CPU shared with other jobs).")
 @click.option("--url", default=None, help="Triton server for --backend triton (host:port).")
 @click.option("--reduced-decode", is_flag=True, default=None,

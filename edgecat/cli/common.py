@@ -33,6 +33,12 @@ class GroupedOption(click.Option):
         self.aliases = tuple(aliases)
         self.opts.extend(a for a in self.aliases if a not in self.opts)
 
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if isinstance(self.show_default, str) and "default" in extra:  # "[default: 32]", not "(32)"
+            extra["default"] = self.show_default
+        return extra
+
     def get_error_hint(self, ctx: click.Context) -> str:
         return " / ".join(f"'{o}'" for o in self.opts if o not in self.aliases)
 

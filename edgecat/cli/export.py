@@ -18,16 +18,16 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=1e-2, show_default=True,
               help="Largest probability difference FP16 may show against FP32.")
 @click.option("--int8", is_flag=True, help="Add INT8 QDQ models: model.int8.onnx (CPU) and model.int8-trt.onnx (TensorRT).")
-@click.option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
+@option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
               help="Folder of calibration images.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Calibration images to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
-@click.option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
+@option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
               help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
-@click.option("--precision", default=None, callback=choice_list(("fp32", "fp16", "int8"), "precision"),
+@option("--precision", default=None, callback=choice_list(("fp32", "fp16", "int8"), "precision"),
               show_default="fp32,fp16, plus int8 if the bundle has INT8", help="TensorRT engine precisions, comma list.")
 @option("--batch-profile", "batch", default="1,8,32", aliases=("--batch",), metavar="MIN,OPT,MAX",
         help="TensorRT engine batch sizes: smallest, tuned-for and largest.")

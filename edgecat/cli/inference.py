@@ -13,8 +13,7 @@ from rich.table import Table
 
 from edgecat.cli.common import command, console, option
 
-BACKEND_HELP = ("Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt.  "
-                "[default: onnxruntime if exported, else keras]")
+BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
 PRECISION = click.Choice(["fp32", "fp16", "int8"])
 
 
@@ -25,8 +24,8 @@ def _backend_choice() -> click.Choice:
 
 
 def backend_option() -> object:
-    return click.option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP,
-                        metavar="BACKEND")
+    return option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP, metavar="BACKEND",
+                  show_default="onnxruntime if exported, else keras")
 
 
 def batch_option() -> object:
@@ -121,8 +120,8 @@ def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precis
     "edgecat evaluate runs/cats --data data/cats-only --json > metrics.json",
 ])
 @click.argument("bundle", type=click.Path())
-@click.option("--data", type=click.Path(), help="Labelled folder: class folders (one class is fine: accuracy only).  "
-                                                 "[default: the bundle's validation split]")
+@option("--data", type=click.Path(), show_default="the bundle's validation split",
+        help="Labelled folder: class folders (one class is fine: accuracy only).")
 @backend_option()
 @click.option("--precision", default="fp32", type=PRECISION, help="Model precision (fp16/int8 after edgecat export).")
 @batch_option()
