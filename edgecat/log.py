@@ -69,6 +69,8 @@ def setup_logging(verbosity: int = 1, quiet: bool = False) -> None:
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         quiet_tensorflow_import()
+    else:  # -vv given after the subcommand: undo what the group's default set up
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowFinder)]
     for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)
 
