@@ -65,6 +65,10 @@ def setup_logging(verbosity: int = 1, quiet: bool = False) -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     if verbosity < 2:
+        # FFmpeg's "[tcp @ 0x...] Connection refused" and OpenCV's "[ WARN:0@...]" lines: edgecat
+        # reports a source it cannot open in its own words
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
         # Keras/TF UserWarnings (dataset shuffling hints, retracing) are noise for a CLI user.
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

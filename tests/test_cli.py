@@ -341,3 +341,13 @@ def test_help_pages_have_examples_groups_and_defaults() -> None:
         assert group in train_help
     assert "[default: 32]" in train_help and "(default" not in train_help
     assert "[default: 1,8,32]" in _invoke("export", "-h").output
+
+
+@needs_tf
+def test_unreachable_rtsp_source_is_one_edgecat_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    """FFmpeg's own "[tcp @ 0x...] Connection refused" and OpenCV's WARN lines are not leaked."""
+    res = subprocess.run([sys.executable, "-m", "edgecat", "stream", str(tiny_bundle), "--source",
+                          "rtsp://127.0.0.1:9/cam", "--reconnect", "0", "--sink", f"jsonl://{tmp_path / 'e.jsonl'}"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "[tcp @" not in res.stderr and "Connection refused" not in res.stderr and "WARN:" not in res.stderr, res.stderr
+    assert "rtsp://127.0.0.1:9/cam" in res.stderr + res.stdout
