@@ -500,7 +500,8 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
 
             if backend in KERAS_BACKENDS and precision != "fp32":
                 res = BenchResult(backend, precision, batch, status="skipped",
-                                  reason=f"{backend} runs fp32 only", target_ms=cfg.target_ms)
+                                  reason=f"{backend} runs fp32 only ({precision}: --backend onnxruntime or tensorrt)",
+                                  target_ms=cfg.target_ms)
             else:
                 log.debug("bench %s/%s/b%d", backend, precision, batch)
                 res = _one(bundle, backend, precision, batch, images, cfg, sub)

@@ -33,6 +33,13 @@ def batch_option() -> object:
                   help="Images per inference call.")
 
 
+def _check_cell(problem: str) -> str:
+    """A verification result as a short word: ok, missing (a listed file is gone) or mismatch."""
+    if problem == "ok":
+        return "ok"
+    return "[yellow]missing[/]" if "missing" in problem or "not found" in problem else "[red]mismatch[/]"
+
+
 def _metric(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -62,7 +69,7 @@ def info_cmd(bundle: str, as_json: bool) -> None:
         table = Table("artifact", "file", "precision", "size", "check")
         for key, entry in b.artifacts.items():
             table.add_row(escape(key), escape(entry["file"]), str(entry.get("precision", "")),
-                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", checks[key] if checks[key] == "ok" else "[red]mismatch[/]")
+                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", _check_cell(checks[key]))
         console.print(table)
     bad = [k for k, v in checks.items() if v != "ok"]
     if bad:
