@@ -26,6 +26,22 @@ from edgecat.errors import EdgecatError
 PathLike = str | os.PathLike
 
 
+def _ensure_logging() -> None:
+    """Long calls (train, export, benchmark) report progress as the CLI does, on stderr, unless
+    the program has set up logging itself (then its handlers decide)."""
+    import logging
+
+    if logging.getLogger().handlers or logging.getLogger("edgecat").handlers:
+        return
+    from rich.logging import RichHandler
+
+    from edgecat.log import stderr_console
+
+    logger = logging.getLogger("edgecat")
+    logger.addHandler(RichHandler(console=stderr_console(), show_path=False, show_time=False, markup=False))
+    logger.setLevel(logging.INFO)
+
+
 def _bundle(bundle: Any) -> Any:
     from edgecat.bundle import Bundle
 
@@ -185,6 +201,7 @@ def export(bundle: PathLike, **plan: Any) -> Any:
 
     from edgecat.export.pipeline import ExportPlan, run_export
 
+    _ensure_logging()
     known = {f.name for f in dataclasses.fields(ExportPlan)}
     unknown = sorted(set(plan) - known)
     if unknown:
@@ -199,6 +216,7 @@ def benchmark(bundle: PathLike | Any, **settings: Any) -> Any:
 
     from edgecat.bench import BenchConfig, run_bench
 
+    _ensure_logging()
     known = {f.name for f in dataclasses.fields(BenchConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -230,6 +248,7 @@ def train(data: PathLike | None = None, config: PathLike | None = None, resume: 
     from edgecat.train import make_config
     from edgecat.train import train as run_training
 
+    _ensure_logging()
     if data is not None:
         settings["data"] = str(data)
     cfg = make_config(settings, str(config) if config else None, resume)

@@ -149,12 +149,14 @@ def test_json_on_stdout_is_pure_json_while_logs_go_to_stderr(tiny_bundle: Path, 
 def test_logging_goes_to_stderr_console() -> None:
     import logging
 
-    from edgecat.log import setup_logging, stderr_console
+    from edgecat.log import progress, setup_logging, stderr_console
 
     setup_logging(1)
     handlers = logging.getLogger().handlers
     assert len(handlers) == 1 and handlers[0].console is stderr_console()
     assert stderr_console().stderr is True
+    # progress bars draw on the same console, so a log line is printed above a bar, not into it
+    assert progress().console is stderr_console()
 
 
 def test_quiet_and_verbose_work_after_the_subcommand() -> None:
