@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from edgecat import __version__
-from edgecat.cli.common import apply_global, device_to_cuda, global_options
+from edgecat.cli.common import apply_global, global_options
 from edgecat.errors import EdgecatError
 
 COMMAND_MODULES = (
@@ -24,13 +24,6 @@ COMMAND_MODULES = (
     "edgecat.cli.stream",
     "edgecat.cli.checks",
 )
-
-
-def setup_logging(verbose: int, quiet: bool) -> None:
-    """Kept for callers of the old name: logging now lives in :mod:`edgecat.log` (stderr)."""
-    from edgecat.log import setup_logging as _setup
-
-    _setup(verbose, quiet)
 
 
 class EdgecatGroup(click.Group):
@@ -97,8 +90,6 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool, device: str
       edgecat bench runs/cats --backend onnxruntime --precision fp32,fp16,int8
       edgecat stream runs/cats --source 0 --sink display://
     """
-    if device is not None:
-        device_to_cuda(device)  # a bad value is a usage error before any work
     apply_global(ctx, verbose=verbose, quiet=quiet, debug=debug, device=device)
 
 

@@ -153,22 +153,6 @@ def global_options() -> list[click.Option]:
 
 
 # ---------------------------------------------------------------------------------- parsers
-def parse_list(value: str | None, *, cast: type = str, name: str = "value", option: str | None = None) -> list[Any]:
-    """'a,b,c' -> ['a', 'b', 'c']; a bad item is a usage error naming ``option``."""
-    if value is None or value == "":
-        return []
-    out = []
-    for item in str(value).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            out.append(cast(item))
-        except ValueError as exc:
-            raise click.BadParameter(f"bad {name} '{item}'", param_hint=f"'{option}'" if option else None) from exc
-    return out
-
-
 def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     """Click callback for comma lists of whole numbers >= 1 (``--batch 1,8,32``); errors name the option."""
     if value is None:
