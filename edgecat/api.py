@@ -28,15 +28,17 @@ PathLike = str | os.PathLike
 
 def _ensure_logging() -> None:
     """Long calls (train, export, benchmark) report progress as the CLI does, on stderr, unless
-    the program has set up logging itself (then its handlers decide)."""
+    the program has set up logging itself (then its handlers decide, and TensorFlow's start-up
+    lines are left alone)."""
     import logging
 
     if logging.getLogger().handlers or logging.getLogger("edgecat").handlers:
         return
     from rich.logging import RichHandler
 
-    from edgecat.log import stderr_console
+    from edgecat.log import quiet_tensorflow_import, stderr_console
 
+    quiet_tensorflow_import()  # TensorFlow's C++ start-up lines, as in the CLI
     logger = logging.getLogger("edgecat")
     logger.addHandler(RichHandler(console=stderr_console(), show_path=False, show_time=False, markup=False))
     logger.setLevel(logging.INFO)
@@ -250,7 +252,8 @@ def train(data: PathLike | None = None, config: PathLike | None = None, resume: 
 
     _ensure_logging()
     if data is not None:
-        settings["data"] = str(data)
+        settings["data"] = data
+    settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
     cfg = make_config(settings, str(config) if config else None, resume)
     if exist_ok and cfg.out and not resume:
         replace_bundle_dir(cfg.out)
