@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 _STDERR_CONSOLE: Any = None
+_QUIET = False  # -q: no progress bars either
 
 #: C++ log lines TensorFlow prints while it loads (absl prefix "I0000 00:00:..." and friends)
 _TF_NOISE = re.compile(
@@ -43,12 +44,13 @@ def stderr_console() -> Any:
 
 
 def progress(*columns: Any, **kwargs: Any) -> Any:
-    """A rich Progress on the shared stderr console, transient, and silent when stderr is not a terminal."""
+    """A rich Progress on the shared stderr console, transient, and silent when stderr is not a
+    terminal or with -q."""
     from rich.progress import Progress
 
     console = stderr_console()
     kwargs.setdefault("transient", True)
-    kwargs.setdefault("disable", not console.is_terminal)
+    kwargs.setdefault("disable", _QUIET or not console.is_terminal)
     return Progress(*columns, console=console, **kwargs)
 
 
@@ -57,6 +59,8 @@ def setup_logging(verbosity: int = 1, quiet: bool = False) -> None:
     chatter, warnings and TensorFlow's start-up lines let through)."""
     from rich.logging import RichHandler
 
+    global _QUIET
+    _QUIET = quiet
     level = logging.WARNING if quiet or verbosity < 1 else (logging.DEBUG if verbosity > 1 else logging.INFO)
     handler = RichHandler(console=stderr_console(), show_path=False, show_time=False, rich_tracebacks=False,
                           markup=False)
