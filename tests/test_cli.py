@@ -353,3 +353,8 @@ def test_unreachable_rtsp_source_is_one_edgecat_line(tiny_bundle: Path, tmp_path
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "[tcp @" not in res.stderr and "Connection refused" not in res.stderr and "WARN:" not in res.stderr, res.stderr
     assert "rtsp://127.0.0.1:9/cam" in res.stderr + res.stdout
+
+
+def test_bare_command_shows_help_not_an_error() -> None:
+    res = _invoke()
+    assert res.exit_code == 2 and "Usage:" in res.output and "error:" not in res.output

@@ -16,6 +16,9 @@ from edgecat import __version__
 from edgecat.cli.common import apply_global, global_options
 from edgecat.errors import EdgecatError
 
+#: Click >= 8.2 raises this (a UsageError) for a bare `edgecat`; it is the help page, not an error
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 COMMAND_MODULES = (
     "edgecat.cli.train",
     "edgecat.cli.inference",
@@ -36,6 +39,9 @@ class EdgecatGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # plain `edgecat`: the help page, as Click shows it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
             click.secho(f"error: {exc.format_message()}{hint}", fg="red", err=True)
