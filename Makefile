@@ -1,26 +1,35 @@
-# Two entry points: `make demo` and `make test`. Each creates .venv and installs what it needs.
+# Two entry points: `make demo` and `make test`. Each creates .venv and installs only what it needs:
+# the demo the training extra, the tests the training and test extras (pytest, playwright, hadolint).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-test checks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(VENV)/.installed-train: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[train]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install -q -e ".[train,test]"
-	touch $(STAMP)
+	touch $@ $(VENV)/.installed-train
 
-install: $(STAMP)
+install: $(VENV)/.installed-train
 
-demo: $(STAMP)
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-train
 	$(PY) -m edgecat.demo --out demo
 
-test: $(STAMP)
+checks: $(VENV)/.installed-train
+	$(PY) -m edgecat checks
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 clean:

@@ -500,7 +500,8 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
 
             if backend in KERAS_BACKENDS and precision != "fp32":
                 res = BenchResult(backend, precision, batch, status="skipped",
-                                  reason=f"{backend} runs fp32 only", target_ms=cfg.target_ms)
+                                  reason=f"{backend} runs fp32 only ({precision}: --backend onnxruntime or tensorrt)",
+                                  target_ms=cfg.target_ms)
             else:
                 log.debug("bench %s/%s/b%d", backend, precision, batch)
                 res = _one(bundle, backend, precision, batch, images, cfg, sub)
@@ -518,42 +519,86 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
 
 
 # ----------------------------------------------------------------------------------- output
-def render_table(report: BenchReport) -> Any:
-    """A rich table in the spirit of Ultralytics' benchmark table; skip/fail reasons as notes below."""
-    from rich.console import Group
+#: wide layout: one row per run, every figure in one line (needs ~135 columns)
+WIDE_COLUMNS = ("backend", "prec", "batch", "status", "MB", "acc", "model p50", "e2e p50", "e2e p99",
+                "decode/pre/infer/post", "FPS", "vs keras-predict", "target")
+#: narrow layout (80-130 columns): latency and verdict first, then where the time goes
+LATENCY_COLUMNS = ("backend", "prec", "batch", "status", "model\np50", "e2e\np50", "e2e\np99", "FPS", "target")
+DETAIL_COLUMNS = ("run", "MB", "acc", "decode", "prep", "infer", "post", "vs keras\npredict")
+
+
+def _key(header: str) -> str:
+    """Column header (maybe on two lines) -> the key of the figure it shows."""
+    return "vs keras-predict" if header.startswith("vs keras") else header.replace("\n", " ")
+
+
+def _fmt(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _cells(r: BenchResult, note: int | None) -> dict[str, str]:
+    """Every figure of one row as text, keyed by what it is (layouts pick and name columns)."""
+    if r.status != "ok":
+        colour = "yellow" if r.status == "skipped" else "red"
+        return {"backend": r.backend, "prec": r.precision, "batch": str(r.batch),
+                "status": f"[{colour}]{r.status} [{note}][/]"}
+    e2e, st = r.end_to_end, r.stages_ms or {}
+    return {
+        "backend": r.backend, "prec": r.precision, "batch": str(r.batch), "status": "[green]ok[/]",
+        "MB": _fmt(r.model_mb, ".1f"), "acc": _fmt(r.accuracy, ".3f"),
+        "model p50": _fmt(r.model_only.p50 if r.model_only else None),
+        "e2e p50": _fmt(e2e.p50 if e2e else None), "e2e p99": _fmt(e2e.p99 if e2e else None),
+        "decode/pre/infer/post": "/".join(f"{st[s]:.2f}" for s in STAGES) if st else "-",
+        "decode": _fmt(st.get("decode")), "prep": _fmt(st.get("preprocess")),
+        "infer": _fmt(st.get("inference")), "post": _fmt(st.get("postprocess")),
+        "FPS": _fmt(r.fps, ".0f"),
+        "vs keras-predict": f"{r.speedup_vs_keras_predict:.1f}x" if r.speedup_vs_keras_predict else "-",
+        "target": "[green]pass[/]" if r.passed else "[red]FAIL[/]", "run": r.label,
+    }
+
+
+def _table(columns: tuple[str, ...], rows: list[dict[str, str]], title: str | None) -> Any:
+    from rich import box
     from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in columns:
+        key = _key(col)
+        left = key in ("backend", "prec", "status", "target", "run")
+        table.add_column(col, justify="left" if left else "right", no_wrap=key not in ("backend", "run"),
+                         min_width=max(len(part) for part in col.split("\n")))
+    for row in rows:
+        table.add_row(*(row.get(_key(c), "-") for c in columns))
+    return table
+
+
+def render_table(report: BenchReport, width: int | None = None) -> Any:
+    """A rich table in the spirit of Ultralytics' benchmark table, readable at ``width`` columns:
+    one wide table where it fits, else a latency table and a where-the-time-goes table. Rows that
+    did not run say why in numbered notes below."""
+    from rich.console import Console, Group
     from rich.text import Text
 
     target = report.config.get("target_ms", DEFAULT_TARGET_MS)
     b = report.bundle
-    table = Table(title=f"edgecat bench: {b['name']} ({b['backbone']} {b['input_size'][0]}x{b['input_size'][1]}) "
-                        f"- ms per image, target p99 <= {target:g} ms", title_justify="left")
-    for col, just in (("backend", "left"), ("prec", "left"), ("batch", "right"), ("status", "left"),
-                      ("MB", "right"), ("acc", "right"), ("model p50", "right"), ("e2e p50", "right"),
-                      ("e2e p99", "right"), ("decode/pre/infer/post", "right"), ("FPS", "right"),
-                      ("vs keras-predict", "right"), ("target", "left")):
-        table.add_column(col, justify=just, no_wrap=col != "status")  # type: ignore[arg-type]
-
-    def f(x: float | None, fmt: str = ".2f") -> str:
-        return "-" if x is None else format(x, fmt)
-
+    title = (f"edgecat bench: {b['name']} ({b['backbone']} {b['input_size'][0]}x{b['input_size'][1]}), "
+             f"ms per image, target p99 <= {target:g} ms")
     notes: list[str] = []
+    rows = []
     for r in report.results:
         if r.status != "ok":
-            colour = "yellow" if r.status == "skipped" else "red"
-            notes.append(f"[{len(notes) + 1}] {r.label}: {r.reason}")
-            table.add_row(r.backend, r.precision, str(r.batch), f"[{colour}]{r.status} [{len(notes)}][/]",
-                          *(["-"] * 9))
-            continue
-        e2e = r.end_to_end
-        stages = "/".join(f"{r.stages_ms[s]:.2f}" for s in STAGES) if r.stages_ms else "-"
-        speed = f"{r.speedup_vs_keras_predict:.1f}x" if r.speedup_vs_keras_predict else "-"
-        verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
-        table.add_row(r.backend, r.precision, str(r.batch), "[green]ok[/]", f(r.model_mb, ".1f"),
-                      f(r.accuracy, ".3f"), f(r.model_only.p50 if r.model_only else None),
-                      f(e2e.p50 if e2e else None), f(e2e.p99 if e2e else None), stages,
-                      f(r.fps, ".0f"), speed, verdict)
-    return Group(table, *(Text(n, style="dim") for n in notes))
+            notes.append(f"[{len(notes) + 1}] {r.label} {r.status}: {r.reason}")
+        rows.append(_cells(r, len(notes) if r.status != "ok" else None))
+    note_text = [Text(n, style="dim") for n in notes]
+    wide = _table(WIDE_COLUMNS, rows, title)
+    needed = Console(width=1000).measure(wide).maximum
+    if width is None or needed <= width:
+        return Group(wide, *note_text)
+    parts = [_table(LATENCY_COLUMNS, rows, title)]
+    ok_rows = [row for row, r in zip(rows, report.results) if r.status == "ok"]
+    if ok_rows:
+        parts.append(_table(DETAIL_COLUMNS, ok_rows, "where the time goes (ms per image), size, accuracy"))
+    return Group(*parts, *note_text)
 
 
 def write_plot(report: BenchReport, path: str | Path) -> Path:

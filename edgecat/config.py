@@ -4,75 +4,96 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from edgecat.errors import EdgecatError
 
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Rate = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
-@dataclass
+
+# A pydantic dataclass: the fields, defaults and ``dataclasses`` behaviour of before, plus types
+# and ranges checked the moment a config is made, i.e. before any image is read or model built.
+@dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """Every number of the schedule; see ``edgecat train --help`` for what each one means."""
 
     data: str = ""
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
-    img_size: int | None = None
-    batch_size: int = 32
+    img_size: Optional[Annotated[int, Field(ge=16)]] = None  # noqa: UP007 - evaluated by pydantic on 3.10
+    batch_size: Positive = 32
     #: "two-stage" | "full"; None picks two-stage, or full when weights are none
-    schedule: str | None = None
-    stage1_epochs: int = 3
-    stage1_lr: float = 1e-3
-    stage2_epochs: int = 3
-    stage2_lr: float = 1e-5
-    unfreeze: int = 100
-    full_epochs: int = 6
-    full_lr: float = 1e-3
-    head: str = "gap"
-    dropout: float = 0.2
+    schedule: Optional[Literal["two-stage", "full"]] = None  # noqa: UP007
+    stage1_epochs: Count = 3
+    stage1_lr: Rate = 1e-3
+    stage2_epochs: Count = 3
+    stage2_lr: Rate = 1e-5
+    unfreeze: Count = 100
+    full_epochs: Count = 6
+    full_lr: Rate = 1e-3
+    head: Literal["gap", "dense256"] = "gap"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
     augment: bool = True
     #: "auto" (when stage 1 has no augmentation) | "on" | "off"
-    feature_cache: str = "auto"
+    feature_cache: Literal["auto", "on", "off"] = "auto"
     #: augmented views of each training image whose frozen-layer outputs the feature cache keeps
     #: (epoch e trains on view e mod N, so N >= epochs sees what uncached training sees)
-    cache_views: int = 3
-    val_split: float = 0.2
+    cache_views: Positive = 3
+    val_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     seed: int = 42
-    patience: int = 3
+    patience: Count = 3
     #: full schedule: training batches used to recompute BatchNormalization statistics before each validation (0: off)
-    bn_recalibrate: int = 16
-    threshold: float = 0.5
-    out: str | None = None
-    name: str | None = None
+    bn_recalibrate: Count = 16
+    threshold: Fraction = 0.5
+    out: Optional[str] = None  # noqa: UP007
+    name: Optional[str] = None  # noqa: UP007
     #: "auto" (on when a GPU is present) | "on" | "off"
-    mixed_precision: str = "auto"
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build and validate; a wrong type or range is one line naming the setting."""
         names = cls.field_names()
         norm = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(norm) - names)
         if unknown:
-            raise EdgecatError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**norm)
+            raise EdgecatError(f"unknown training setting(s): {', '.join(unknown)} "
+                               f"(known: {', '.join(sorted(names))})")
+        try:
+            return cls(**norm)
+        except ValidationError as exc:
+            raise EdgecatError(describe(exc)) from None
 
     def merged(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with the non-None ``overrides`` applied (flags given on the command line)."""
         values = self.to_dict()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.from_dict(values)
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``invalid training setting batch_size='16x': ...``."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        msg = err.get("msg", "invalid").replace("Input should be", "should be")
+        parts.append(f"{field}={err.get('input')!r}: {msg}")
+    return "invalid training setting " + "; ".join(parts)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

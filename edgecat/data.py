@@ -118,13 +118,13 @@ def _from_class_dirs(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def _check_classes(groups: dict[str, list[Path]], where: Path) -> None:
+def _check_classes(groups: dict[str, list[Path]], where: Path, min_classes: int = 2) -> None:
     if not groups:
         raise EdgecatError(f"no class folders or labelled images in {where}")
     empty = [c for c, files in groups.items() if not files]
     if empty:
         raise EdgecatError(f"class folder(s) with no images in {where}: {', '.join(empty)}")
-    if len(groups) < 2:
+    if len(groups) < min_classes:  # evaluation scores a one-class set (accuracy); training cannot learn one
         raise EdgecatError(
             f"only one class ({next(iter(groups))}) in {where}: a classifier needs at least two"
         )
@@ -183,7 +183,7 @@ def discover(
     if train_dir is not None or val_dir is not None:
         if evaluation and val_dir is not None:
             groups, layout = _groups(val_dir)
-            _check_classes(groups, val_dir)
+            _check_classes(groups, val_dir, min_classes=1)
             classes = sorted(groups)
             return Dataset(classes, Split(), _to_split(groups, classes), str(root), layout + "/validation")
         if train_dir is None:
@@ -203,7 +203,7 @@ def discover(
     groups, layout = _groups(root)
     if not groups or all(not v for v in groups.values()):
         raise EdgecatError(f"no images found in {root} (expected class folders or cat.1.jpg-style files)")
-    _check_classes(groups, root)
+    _check_classes(groups, root, min_classes=1 if evaluation else 2)
     classes = sorted(groups)
     if evaluation:
         return Dataset(classes, Split(), _to_split(groups, classes), str(root), layout)

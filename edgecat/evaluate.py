@@ -66,9 +66,9 @@ def run_files(runtime: Any, files: list[str], batch_size: int = 32,
     chunks = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     prog = None
     if progress and len(files) > batch_size:
-        from rich.progress import Progress
+        from edgecat.log import progress as stderr_progress  # shares the log's console: no collisions
 
-        prog = Progress(transient=True)
+        prog = stderr_progress()
         task = prog.add_task("predicting", total=len(files))
         prog.start()
     try:
@@ -100,8 +100,14 @@ def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = 
     files = [str(p) for p in imaging.list_images(paths)]
     if not files:
         raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")
-    with open_runtime(bundle, backend or default_backend(bundle), precision, **options) as rt:
+    with open_runtime(bundle, backend or default_backend(bundle, precision), precision, **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size)
+    return to_predictions(bundle, files, probs, ok, errors)
+
+
+def to_predictions(bundle: Bundle, files: list[str], probs: np.ndarray, ok: list[int],
+                   errors: dict[int, str]) -> list[Prediction]:
+    """:func:`run_files`' output as one Prediction per file, in order; unreadable ones carry ``error``."""
     labels = bundle.labels_from_probs(probs) if len(probs) else []
     by_index = {i: (labels[k], probs[k]) for k, i in enumerate(ok)}
     out = []
@@ -135,12 +141,21 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
         "threshold": threshold if binary else None,
         "positive_class": classes[1] if binary else None,
     }
+    present = sorted(set(y_true.tolist()))
+    if len(present) < 2:  # a cats-only test set: accuracy is meaningful, class-balance metrics are not
+        for key in ("precision", "recall", "f1"):
+            out[key] = None
+        out["roc_auc"] = None
+        only = classes[present[0]] if present else "none"
+        out["note"] = (f"only one class ({only}) in the data: accuracy only; precision, recall, F1 and "
+                       "ROC-AUC need images of both classes")
+        return out
     try:
         if binary:
             out["roc_auc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
         else:
             out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr"))
-    except ValueError:  # one class only in y_true
+    except ValueError:  # a class of the model absent from y_true (multi-class)
         out["roc_auc"] = None
     return out
 
@@ -177,7 +192,7 @@ def evaluate_bundle(
         files = [f for f, _ in pairs]
         y = np.asarray([lab for _, lab in pairs])
         source = "bundle validation split"
-    backend = backend or default_backend(bundle)
+    backend = backend or default_backend(bundle, precision)
     with open_runtime(bundle, backend, precision, **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size, progress=True)
     for i, err in errors.items():

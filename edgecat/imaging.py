@@ -165,7 +165,9 @@ def _decode_with_pillow(path: Path | str, data: np.ndarray | None = None) -> np.
         with Image.open(src) as im:
             im.load()
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:  # its message names the BytesIO, not the file
+        raise EdgecatError(f"cannot decode image {path}: not an image format OpenCV or Pillow can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise EdgecatError(f"cannot decode image {path}: {exc}") from exc
 
 

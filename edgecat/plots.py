@@ -28,11 +28,22 @@ def _save(fig: Any, dest: Path) -> Path:
     return dest
 
 
-def plot_history(history: list[dict[str, Any]], dest: str | Path) -> Path:
-    """Accuracy and loss over every epoch of every stage, with the stage boundaries marked."""
+def best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch training keeps: the lowest validation loss (the first one on a tie)."""
+    scored = [(r["val_loss"], i) for i, r in enumerate(history)
+              if isinstance(r.get("val_loss"), (int, float)) and np.isfinite(r["val_loss"])]
+    return history[min(scored)[1]]["epoch"] if scored else None
+
+
+def plot_history(history: list[dict[str, Any]], dest: str | Path, best: int | None = None) -> Path:
+    """Accuracy and loss over every epoch of every stage: whole-number epoch ticks, the stage
+    boundaries, and the kept epoch (``best``, default: lowest validation loss) marked."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] for r in history]
+    best = best if best is not None else best_epoch(history)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for prefix, style in (("", "-o"), ("val_", "-s")):
             vals = [r.get(prefix + metric, np.nan) for r in history]
@@ -43,29 +54,47 @@ def plot_history(history: list[dict[str, Any]], dest: str | Path) -> Path:
                 x = epochs[i] - 0.5
                 ax.axvline(x, color="grey", ls="--", lw=1)
                 ax.text(x, ax.get_ylim()[1], f" {stages[i]}", va="top", ha="left", fontsize=8, color="grey")
+        if best is not None and best in epochs:
+            val = history[epochs.index(best)].get("val_" + metric, np.nan)
+            ax.axvline(best, color="tab:green", lw=1, alpha=0.6)
+            ax.plot([best], [val], "*", color="tab:green", ms=13, zorder=5,
+                    label=f"kept: epoch {best} (val {metric} {val:.3f})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if history:
-        fig.suptitle("training: " + " → ".join(dict.fromkeys(r["stage"] for r in history)))
+        fig.suptitle("training: " + " → ".join(dict.fromkeys(r["stage"] for r in history))
+                     + (f"; kept epoch {best} (lowest validation loss)" if best is not None else ""))
     return _save(fig, Path(dest))
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], dest: str | Path) -> Path:
+    """Counts and the row-normalised view (each true class sums to 1: per-class recall) side by
+    side, with accuracy and the number of images in the title."""
     plt = _plt()
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.2 * len(classes) + 2))
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                    color="white" if m[i, j] > m.max() / 2 else "black")
-    ax.set_title("confusion matrix")
+    m = np.asarray(matrix, dtype=np.int64)
+    n = int(m.sum())
+    accuracy = float(np.trace(m)) / n if n else float("nan")
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
+    side = 1.2 * len(classes) + 2.5
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 0.5, side - 0.5))
+    for ax, values, title, fmt in ((axes[0], m, "counts", "{:d}"), (axes[1], norm, "normalised by true class", "{:.2f}")):
+        top = values.max() if values.size and values.max() > 0 else 1
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=top if values is m else 1.0)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                v = values[i, j]
+                ax.text(j, i, fmt.format(int(v) if values is m else float(v)), ha="center", va="center",
+                        color="white" if v > (top if values is m else 1.0) / 2 else "black")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"confusion matrix: accuracy {accuracy:.3f} ({int(np.trace(m))} of {n} images)")
     return _save(fig, Path(dest))
 
 

@@ -145,7 +145,7 @@ def _compile(model: Any, lr: float, num_classes: int) -> None:
 def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
     import keras
 
-    from edgecat.progress import bar
+    from edgecat.log import bar
 
     class EdgecatCheckpoint(keras.callbacks.Callback):
         """Per epoch: a bar with ETA on a terminal, then one log line, history, last weights (for
@@ -488,7 +488,7 @@ class Trainer:
                          "stage 2 feeds images")
                 split = fc.split_frozen(self.model, self.base, None)
             train_ds = train_ds_fn(cfg.augment, shuffle=False)  # one dataset: decoded once, augmented per pass
-            from edgecat.progress import bar
+            from edgecat.log import bar
 
             total = (views * n_train + n_val) if n_train is not None else None
             with bar("feature cache", total) as advance:

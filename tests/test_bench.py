@@ -170,3 +170,46 @@ def test_bench_runs_without_tensorflow(tiny_bundle_src):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "('keras', 'skipped', 'TensorFlow not installed')" in out.stdout
     assert "('onnxruntime', 'ok', None)" in out.stdout
+
+
+def _render(report, width):
+    from rich.console import Console
+
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    console.print(render_table(report, width))
+    return console.export_text()
+
+
+@needs_tf
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_table_is_readable_at_terminal_widths(report, width):
+    from edgecat.bench import DETAIL_COLUMNS, LATENCY_COLUMNS, WIDE_COLUMNS
+
+    text = _render(report, width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width, text
+    assert "…" not in text, text  # nothing squeezed into an ellipsis
+    wide = "decode/pre/infer/post" in text
+    headers = WIDE_COLUMNS if wide else LATENCY_COLUMNS + DETAIL_COLUMNS
+    for header in headers:  # two-line headers: each of their lines is there, whole
+        for part in header.split("\n"):
+            assert part in text, (width, header, text)
+    assert wide == (width >= 200)
+    # every row is there with its status; rows that did not run say why below the table
+    assert text.count(" ok ") >= sum(r.status == "ok" for r in report.results)
+    skipped = [r for r in report.results if r.status != "ok"]
+    assert skipped
+    for i, r in enumerate(skipped, 1):
+        assert f"{r.status} [{i}]" in text
+        note = next(line for line in lines if line.startswith(f"[{i}] {r.label}"))
+        assert r.status in note
+    assert "onnx-int8" in text  # the int8 rows' reason: the export they need
+
+
+@needs_tf
+def test_bench_exits_non_zero_when_no_row_ran(tiny_bundle):
+    res = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--backend", "onnxruntime", "--precision", "int8",
+                                    "--iters", "1", "--warmup", "0"])
+    assert res.exit_code != 0
+    assert "no backend ran" in res.stderr and "skipped [1]" in res.stdout
+    assert "edgecat export" in res.stdout  # the skip reason carries the fix

@@ -105,7 +105,7 @@ def test_errors_are_one_line(tiny_bundle):
         open_runtime(tiny_bundle, "nope")
     with pytest.raises(EdgecatError, match="unknown precision"):
         open_runtime(tiny_bundle, "onnxruntime", "int4")
-    with pytest.raises(EdgecatError, match="no 'onnx-int8' artifact"):
+    with pytest.raises(EdgecatError, match="needs onnx-int8.*edgecat export .* --int8 --calib DIR"):
         open_runtime(tiny_bundle, "onnxruntime", "int8")
     with pytest.raises(EdgecatError, match="fp32 only"):
         open_runtime(tiny_bundle, "keras", "fp16")

@@ -7,18 +7,18 @@ traceback. Each subcommand group lives in its own module and exports ``COMMANDS`
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
-import warnings
 from typing import Any
 
 import click
 
 from edgecat import __version__
+from edgecat.cli.common import apply_global, global_options
 from edgecat.errors import EdgecatError
-from edgecat.redact import install as install_redaction
 from edgecat.redact import redact
+
+#: Click >= 8.2 raises this (a UsageError) for a bare `edgecat`; it is the help page, not an error
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 COMMAND_MODULES = (
     "edgecat.cli.train",
@@ -26,27 +26,34 @@ COMMAND_MODULES = (
     "edgecat.cli.export",
     "edgecat.cli.bench",
     "edgecat.cli.stream",
+    "edgecat.cli.checks",
 )
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    from rich.logging import RichHandler
-
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = RichHandler(show_path=False, show_time=False, rich_tracebacks=False, markup=False)
-    install_redaction(handler)  # no camera password or access token in any log line
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    if verbose < 2:
-        # Keras/TF UserWarnings (dataset shuffling hints, retracing) are noise for a CLI user.
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
-
-
 class EdgecatGroup(click.Group):
-    """Turns user errors into one line and an exit code instead of a traceback."""
+    """Turns user errors into one line and an exit code instead of a traceback; usage errors
+    (a bad option value, an unknown option) are one line too, naming the option."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # plain `edgecat`: the help page, as Click shows it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+            click.secho(f"error: {exc.format_message()}{hint}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.secho("interrupted", fg="yellow", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -70,19 +77,30 @@ class EdgecatGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=EdgecatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EdgecatGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+             epilog="Options -v, -q, --debug and --device also work after the command name "
+                    "(edgecat bench runs/x -q). Run 'edgecat COMMAND -h' for a command's options and examples.")
 @click.version_option(__version__, prog_name="edgecat")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-v", "--verbose", count=True, show_default=False, help="More logging (-vv: debug, library warnings, TensorFlow's start-up lines).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--device", default=None, metavar="N|cpu",
+              help="GPU to use (sets CUDA_VISIBLE_DEVICES): 0, 1, cuda:1, or cpu to hide every GPU.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
-    """edgecat: train an image classifier and take it to the edge."""
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    setup_logging(verbose + 1, quiet)
+def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool, device: str | None) -> None:
+    """edgecat: train an image classifier and take it to the edge.
+
+    \b
+    Typical flow:
+      edgecat train --data data/cats-vs-dogs --out runs/cats
+      edgecat export runs/cats --fp16 --int8 --calib data/cats-vs-dogs/train
+      edgecat bench runs/cats --backend onnxruntime --precision fp32,fp16,int8
+      edgecat stream runs/cats --source 0 --sink display://
+    """
+    apply_global(ctx, verbose=verbose, quiet=quiet, debug=debug, device=device)
 
 
 for _name in COMMAND_MODULES:
     for _cmd in importlib.import_module(_name).COMMANDS:
+        _cmd.params.extend(global_options())
         main.add_command(_cmd)

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import click
 
-from edgecat.cli.common import console, parse_list
+from edgecat.cli.common import choice_list, command, console, option
 
 
-@click.command()
+@command(examples=[
+    "edgecat export runs/cats                                  # ONNX FP32",
+    "edgecat export runs/cats --fp16 --int8 --calib data/train  # + FP16 and INT8",
+    "edgecat export runs/cats --trt --precision fp16,int8 --triton models/",
+])
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
 @click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 inside, fp32 input/output).")
 @click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=1e-2, show_default=True,
               help="Largest probability difference FP16 may show against FP32.")
 @click.option("--int8", is_flag=True, help="Add INT8 QDQ models: model.int8.onnx (CPU) and model.int8-trt.onnx (TensorRT).")
-@click.option("--calib", type=click.Path(), default=None,
-              help="Folder of calibration images (default: the bundle's training files, if on this machine).")
+@option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
+              help="Folder of calibration images.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Calibration images to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True)
-@click.option("--eval", "eval_dir", type=click.Path(), default=None,
-              help="Labelled folder for the precision table (default: the bundle's validation files).")
+              show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
+@option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
+              help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
-@click.option("--precision", default=None,
-              help="Engine precisions, e.g. fp32,fp16,int8 (default fp32,fp16, plus int8 if the bundle has INT8).")
-@click.option("--batch", default="1,8,32", show_default=True, help="Engine batch profile MIN,OPT,MAX.")
+@option("--precision", default=None, callback=choice_list(("fp32", "fp16", "int8"), "precision"),
+              show_default="fp32,fp16, plus int8 if the bundle has INT8", help="TensorRT engine precisions, comma list.")
+@option("--batch-profile", "batch", default="1,8,32", aliases=("--batch",), metavar="MIN,OPT,MAX",
+        help="TensorRT engine batch sizes: smallest, tuned-for and largest.")
 @click.option("--workspace", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="TensorRT workspace in GB.")
 @click.option("--triton", "triton_dir", type=click.Path(), default=None, help="Write a Triton model repository here.")
@@ -35,7 +40,7 @@ from edgecat.cli.common import console, parse_list
               help="Triton max_batch_size.")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
-           calib_method: str, eval_dir: str | None, trt: bool, precision: str | None, batch: str,
+           calib_method: str, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
            opset: int) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
@@ -46,7 +51,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
     plan = ExportPlan(
         onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
         eval_dir=eval_dir, trt=trt,
-        precisions=parse_list(precision, name="precision") if precision else None,
+        precisions=precision or None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
         max_batch=max_batch, opset=opset,
     )

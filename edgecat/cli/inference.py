@@ -8,14 +8,43 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from edgecat.cli.common import console
+from edgecat.cli.common import command, console, option
 
-BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt (default: onnxruntime if exported, else keras)."
+BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
+PRECISION = click.Choice(["fp32", "fp16", "int8"])
 
 
-@click.command("info")
+def _backend_choice() -> click.Choice:
+    from edgecat.runtime import BACKENDS
+
+    return click.Choice(list(BACKENDS))
+
+
+def backend_option() -> object:
+    return option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP, metavar="BACKEND",
+                  show_default="onnxruntime if exported, else keras")
+
+
+def batch_option() -> object:
+    return option("--batch", "batch_size", default=32, type=click.IntRange(min=1), aliases=("--batch-size",),
+                  help="Images per inference call.")
+
+
+def _check_cell(problem: str) -> str:
+    """A verification result as a short word: ok, missing (a listed file is gone) or mismatch."""
+    if problem == "ok":
+        return "ok"
+    return "[yellow]missing[/]" if "missing" in problem or "not found" in problem else "[red]mismatch[/]"
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+@command("info", examples=["edgecat info runs/cats", "edgecat info runs/cats --json"])
 @click.argument("bundle", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def info_cmd(bundle: str, as_json: bool) -> None:
@@ -28,19 +57,19 @@ def info_cmd(bundle: str, as_json: bool) -> None:
         click.echo(json.dumps(b.manifest | {"verification": checks}, indent=2, default=str))
     else:
         inp = b.manifest["input"]
-        console.print(f"[bold]{b.name}[/]  ({b.path})  status: {b.manifest.get('status')}")
+        console.print(f"[bold]{escape(b.name)}[/]  ({escape(str(b.path))})  status: {b.manifest.get('status')}")
         console.print(f"backbone {b.backbone}, input {inp['shape']} {inp['layout']} {inp['color']} "
                       f"{inp['range'][0]:g}-{inp['range'][1]:g} {inp['dtype']}, preprocessing in model: "
                       f"{inp['preprocessing']}")
-        console.print(f"classes {b.classes}, threshold {b.threshold}")
+        console.print(escape(f"classes {b.classes}, threshold {b.threshold}"))
         for key, m in b.manifest.get("metrics", {}).items():
-            if isinstance(m, dict) and "accuracy" in m:
-                console.print(f"metrics [{key}]: accuracy {m['accuracy']:.4f} f1 {m.get('f1', 0):.4f} "
-                              f"roc_auc {m.get('roc_auc')}")
+            if isinstance(m, dict) and "accuracy" in m:  # labels like [validation] are text, not markup
+                console.print(escape(f"metrics [{key}]: accuracy {_metric(m['accuracy'])} f1 {_metric(m.get('f1'))} "
+                                     f"roc_auc {_metric(m.get('roc_auc'))} (n={m.get('n')})"))
         table = Table("artifact", "file", "precision", "size", "check")
         for key, entry in b.artifacts.items():
-            table.add_row(key, entry["file"], str(entry.get("precision", "")),
-                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", checks[key] if checks[key] == "ok" else f"[red]{checks[key]}[/]")
+            table.add_row(escape(key), escape(entry["file"]), str(entry.get("precision", "")),
+                          f"{entry.get('bytes', 0) / 1e6:.1f} MB", _check_cell(checks[key]))
         console.print(table)
     for k in (k for k, v in checks.items() if v == "missing"):  # deleted to save space: not an error
         click.secho(f"note: {b.problems[k]}", fg="yellow", err=True)
@@ -51,16 +80,21 @@ def info_cmd(bundle: str, as_json: bool) -> None:
         sys.exit(2)
 
 
-@click.command("predict")
+@command("predict", examples=[
+    "edgecat predict runs/cats photo.jpg more_photos/",
+    "edgecat predict runs/cats photos/ --precision int8 --format csv > labels.csv",
+    "edgecat predict runs/cats photo.jpg --format json | jq .",
+])
 @click.argument("bundle", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", help=BACKEND_HELP)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "csv"]))
+@backend_option()
+@click.option("--precision", default="fp32", type=PRECISION, help="Model precision (fp16/int8 after edgecat export).")
+@batch_option()
+@click.option("--format", "fmt", default="table", type=click.Choice(["table", "json", "csv"]),
+              help="table for people; json or csv (stdout only, logs on stderr) for programs.")
 def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precision: str,
                 batch_size: int, fmt: str) -> None:
-    """Classify image files or folders."""
+    """Classify image files or folders with BUNDLE."""
     from edgecat.evaluate import predict_paths
 
     preds = predict_paths(bundle, list(paths), backend=backend, precision=precision, batch_size=batch_size)
@@ -79,9 +113,9 @@ def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precis
         table = Table("file", "label", "probability")
         for p in preds:
             if p.error:
-                table.add_row(p.file, "[red]error[/]", p.error)
+                table.add_row(escape(p.file), "[red]error[/]", escape(p.error))
             else:
-                table.add_row(p.file, p.label or "", f"{p.probability:.4f}")
+                table.add_row(escape(p.file), escape(p.label or ""), f"{p.probability:.4f}")
         console.print(table)
     failed = [p for p in preds if p.error]
     if failed:
@@ -89,13 +123,18 @@ def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precis
         sys.exit(1)
 
 
-@click.command("evaluate")
+@command("evaluate", examples=[
+    "edgecat evaluate runs/cats",
+    "edgecat evaluate runs/cats --data data/test --backend onnxruntime --precision int8",
+    "edgecat evaluate runs/cats --data data/cats-only --json > metrics.json",
+])
 @click.argument("bundle", type=click.Path())
-@click.option("--data", type=click.Path(), help="Labelled folder (default: the bundle's validation split).")
-@click.option("--backend", help=BACKEND_HELP)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+@option("--data", type=click.Path(), show_default="the bundle's validation split",
+        help="Labelled folder: class folders (one class is fine: accuracy only).")
+@backend_option()
+@click.option("--precision", default="fp32", type=PRECISION, help="Model precision (fp16/int8 after edgecat export).")
+@batch_option()
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (stdout; logs go to stderr).")
 def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: str,
                  batch_size: int, as_json: bool) -> None:
     """Accuracy, precision, recall, F1, ROC-AUC, confusion matrix and plots on a labelled set."""
@@ -106,14 +145,15 @@ def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: 
     if as_json:
         click.echo(json.dumps(m, indent=2, default=str))
         return
-    console.print(f"[bold]{m['backend']}/{m['model_precision']}[/] on {m['data']} ({m['n']} images)")
+    console.print(f"[bold]{m['backend']}/{m['model_precision']}[/] on {escape(str(m['data']))} ({m['n']} images)")
     table = Table("accuracy", "precision", "recall", "F1", "ROC-AUC")
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    table.add_row(f"{m['accuracy']:.4f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", auc)
+    table.add_row(*(_metric(m[k]) for k in ("accuracy", "precision", "recall", "f1", "roc_auc")))
     console.print(table)
-    cm = Table("true \\ predicted", *m["classes"])
+    if m.get("note"):
+        console.print(f"[yellow]note[/]: {escape(m['note'])}")
+    cm = Table("true \\ predicted", *map(escape, m["classes"]))
     for name, row in zip(m["classes"], m["confusion_matrix"]):
-        cm.add_row(name, *map(str, row))
+        cm.add_row(escape(name), *map(str, row))
     console.print(cm)
     for name, path in res.plots.items():
         console.print(f"{name}: {path}")

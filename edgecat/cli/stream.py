@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
-from edgecat.cli.common import console, print_json
+from edgecat.cli.common import command, console, print_json
 
 
-@click.command()
+@command(examples=[
+    "edgecat stream runs/cats --source 0 --sink display://",
+    "edgecat stream runs/cats --source rtsp://cam/stream --sink http://:8080 --sink jsonl://events.jsonl",
+    "edgecat stream runs/cats --source clip.mp4 --duration 10 --sink out.mp4 --json > summary.json",
+])
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--source", "sources", multiple=True, required=True,
               help="0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, a video file or an image folder. "
@@ -16,7 +20,8 @@ from edgecat.cli.common import console, print_json
               help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Model precision (fp16/int8 after edgecat export).")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--threshold", type=float, default=None,
               help="Decision threshold (binary; default: the bundle's) or minimum probability (N classes).")

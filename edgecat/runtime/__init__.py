@@ -31,22 +31,66 @@ def runtime_class(backend: str) -> type[Runtime]:
     return getattr(importlib.import_module(module), cls)
 
 
+#: the ONNX model each ONNX Runtime precision runs
+ONNX_ARTIFACT = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
+KERAS_BACKENDS = ("keras", "keras-predict")
+
+
+def required_artifact(backend: str, precision: str) -> str | None:
+    """Manifest key of the ONNX/Keras model ``backend`` runs at ``precision`` (None: not checked here)."""
+    if backend in KERAS_BACKENDS:
+        return "keras"
+    if backend.startswith("onnxruntime"):
+        return ONNX_ARTIFACT[precision]
+    return None  # TensorRT engines: load_engine says what to build, after checking TensorRT is here
+
+
+def export_command(bundle: Bundle, key: str) -> str:
+    """The command that adds artifact ``key`` to ``bundle``: the fix an error message should carry."""
+    base = f"edgecat export {bundle.path}"
+    if key == "onnx-fp32":
+        return base
+    if key == "onnx-fp16":
+        return f"{base} --fp16"
+    if key in ("onnx-int8", "onnx-int8-trt"):
+        return f"{base} --int8 --calib DIR"
+    return f"edgecat train ... --out {bundle.path}"
+
+
+def check_runnable(bundle: Bundle, backend: str, precision: str) -> None:
+    """Refuse, with the command that fixes it, a backend/precision the bundle has no model for."""
+    if backend in KERAS_BACKENDS and precision != "fp32":
+        raise EdgecatError(
+            f"the Keras model runs fp32 only; {precision} runs on ONNX Runtime or TensorRT once exported: "
+            f"{export_command(bundle, ONNX_ARTIFACT[precision])}, then --backend onnxruntime"
+        )
+    key = required_artifact(backend, precision)
+    if key is not None and not bundle.has(key):
+        raise EdgecatError(f"{backend} {precision} needs {key}, which {bundle.path} does not have yet: "
+                           f"run {export_command(bundle, key)}")
+
+
 def open_runtime(
     bundle: Bundle | str, backend: str = "onnxruntime", precision: str = "fp32", **options: Any
 ) -> Runtime:
-    """Open ``bundle`` with ``backend`` at ``precision``; every failure is an EdgecatError line."""
+    """Open ``bundle`` with ``backend`` at ``precision``; every failure is an EdgecatError line,
+    and a model the bundle lacks is named with the export command that makes it."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
     if precision not in PRECISIONS:
         raise EdgecatError(f"unknown precision '{precision}' (choose from: {', '.join(PRECISIONS)})")
-    return runtime_class(backend)(bundle, precision=precision, **options)
+    cls = runtime_class(backend)
+    check_runnable(bundle, backend, precision)
+    return cls(bundle, precision=precision, **options)
 
 
-def default_backend(bundle: Bundle) -> str:
-    """ONNX Runtime when the bundle has an ONNX model, else Keras (right after training)."""
-    if bundle.has("onnx-fp32"):
+def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
+    """ONNX Runtime when the bundle has an ONNX model or a precision Keras cannot run, else Keras
+    (right after training)."""
+    if bundle.has("onnx-fp32") or precision != "fp32":
         return "onnxruntime"
     return "keras"
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "Runtime", "default_backend", "open_runtime", "physical_cores", "runtime_class"]
+__all__ = ["BACKENDS", "PRECISIONS", "Runtime", "check_runnable", "default_backend", "export_command",
+           "open_runtime", "physical_cores", "required_artifact", "runtime_class"]

@@ -1,0 +1,62 @@
+"""`edgecat checks`: what can run here, found by real probes (no mocks), and the choice it leads to."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from click.testing import CliRunner
+
+from edgecat.checks import Checks, choose, run_checks, summary_lines
+from edgecat.cli import main
+
+
+def test_report_probes_this_machine(tmp_path) -> None:
+    import cv2
+    import onnxruntime as ort
+
+    report = run_checks(tmp_path)
+    assert report.onnxruntime["version"] == ort.__version__
+    assert report.onnxruntime["providers"] == ort.get_available_providers()
+    assert report.opencv["version"] == cv2.__version__
+    build = cv2.getBuildInformation()
+    assert report.opencv["ffmpeg"] == ("FFMPEG:" in build and "YES" in build.split("FFMPEG:")[1].split("\n")[0])
+    assert isinstance(report.opencv["gstreamer"], bool)
+    assert all(c.startswith("/dev/video") for c in report.cameras)
+    assert report.memory["disk_free_gb"] >= 0 and report.memory["ram_total_gb"] > 0
+    assert report.cpu["logical_cores"] >= 1
+    assert report.tensorrt["installed"] in (True, False)
+    assert report.gpu["found"] in (True, False)
+    assert report.choice["default_backend"] == "onnxruntime"
+    assert report.choice["fastest_backend"] in ("onnxruntime", "onnxruntime-cuda", "tensorrt")
+
+
+def _fake(**changes) -> Checks:
+    base = Checks(edgecat="0", python="3", platform="x", tensorflow={"installed": False},
+                  onnxruntime={"installed": True, "version": "1", "providers": ["CPUExecutionProvider"]},
+                  tensorrt={"installed": False, "version": None}, gpu={"found": False, "name": None},
+                  opencv={"installed": False}, cameras=[], memory={}, cpu={"flags": ["avx2"]})
+    return dataclasses.replace(base, **changes)
+
+
+def test_choice_follows_what_is_installed() -> None:
+    assert choose(_fake())["fastest_precision"] == "fp32"  # no VNNI: int8 gains little
+    assert choose(_fake(cpu={"flags": ["avx2", "avx512_vnni"]}))["fastest_precision"] == "int8"
+    gpu = {"found": True, "name": "Orin", "compute_capability": "8.7"}
+    cuda = {"installed": True, "version": "1", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    assert choose(_fake(gpu=gpu, onnxruntime=cuda))["fastest_backend"] == "onnxruntime-cuda"
+    pick = choose(_fake(gpu=gpu, onnxruntime=cuda, tensorrt={"installed": True, "version": "10.3"}))
+    assert pick["fastest_backend"] == "tensorrt" and "Orin" in pick["why"]
+    assert pick["bench"] == "edgecat bench BUNDLE --backend tensorrt --precision int8"
+
+
+def test_cli_table_and_json() -> None:
+    res = CliRunner().invoke(main, ["checks"])
+    assert res.exit_code == 0, res.output
+    for what, _ in summary_lines(run_checks()):
+        assert what in res.stdout
+    for needle in ("ONNX Runtime", "TensorRT", "GPU", "GStreamer", "FFmpeg", "cameras", "CPU", "fastest here"):
+        assert needle in res.stdout
+    res = CliRunner().invoke(main, ["checks", "--json"])
+    data = json.loads(res.stdout)
+    assert set(data) >= {"tensorflow", "onnxruntime", "tensorrt", "gpu", "opencv", "cameras", "memory", "cpu", "choice"}
