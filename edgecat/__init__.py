@@ -30,7 +30,7 @@ _LAZY = {
     "load": "edgecat.api", "Model": "edgecat.api", "train": "edgecat.api", "export": "edgecat.api",
     "predict": "edgecat.api", "evaluate": "edgecat.api", "benchmark": "edgecat.api", "checks": "edgecat.api",
     "set_device": "edgecat.api", "Bundle": "edgecat.bundle", "TrainConfig": "edgecat.config",
-    "Prediction": "edgecat.evaluate", "BenchReport": "edgecat.bench",
+    "Prediction": "edgecat.predict", "BenchReport": "edgecat.bench",
 }
 
 __all__ = ["__version__", "EdgecatError", "MissingDependencyError", *_LAZY]

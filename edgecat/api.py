@@ -121,11 +121,11 @@ class Model:
                 batch: int = 32) -> list[Any]:
         """Classify image files, folders, or RGB arrays (HxWx3 uint8, or a list of them).
 
-        Returns one :class:`edgecat.evaluate.Prediction` per image (``file``, ``label``,
+        Returns one :class:`edgecat.predict.Prediction` per image (``file``, ``label``,
         ``probability``, ``probs``; ``error`` for an unreadable file instead of an exception).
         """
         from edgecat import imaging
-        from edgecat.evaluate import run_files, to_predictions
+        from edgecat.predict import run_files, to_predictions
 
         rt = self.runtime(backend, precision)
         if isinstance(source, np.ndarray) and source.ndim == 3:

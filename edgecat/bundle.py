@@ -339,18 +339,3 @@ class Bundle:
         if self.binary and raw.shape[1] == 1:
             return np.concatenate([1.0 - raw, raw], axis=1)
         return raw
-
-    def summary(self) -> dict[str, Any]:
-        m = self.manifest
-        return {
-            "path": str(self.path),
-            "name": self.name,
-            "status": m.get("status"),
-            "backbone": self.backbone,
-            "input": m["input"],
-            "classes": self.classes,
-            "threshold": self.threshold,
-            "metrics": m.get("metrics", {}),
-            "artifacts": self.artifacts,
-            "versions": m.get("versions", {}),
-        }

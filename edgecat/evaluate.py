@@ -1,4 +1,4 @@
-"""Predict and evaluate through the runtime interface, so every backend is judged the same way.
+"""Evaluate through the runtime interface, so every backend is judged the same way.
 
 Images go through the shared edge image path (edgecat.imaging), i.e. exactly what deployment does;
 metrics come from scikit-learn.
@@ -7,34 +7,18 @@ metrics come from scikit-learn.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgecat import imaging
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import write_json
+from edgecat.predict import run_files
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    file: str
-    label: str | None
-    probability: float | None
-    probs: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"file": self.file, "label": self.label, "probability": self.probability, "probs": self.probs}
-        if self.error:
-            d["error"] = self.error
-        return d
 
 
 @dataclass
@@ -45,80 +29,6 @@ class EvalResult:
     probs: np.ndarray
     plots: dict[str, str] = field(default_factory=dict)
     metrics_file: Path | None = None
-
-
-def _load(path: str, size: tuple[int, int]) -> np.ndarray | str:
-    try:
-        return imaging.load_for_model(path, size)
-    except EdgecatError as exc:
-        return str(exc)
-
-
-def run_files(runtime: Any, files: list[str], batch_size: int = 32,
-              progress: bool = False) -> tuple[np.ndarray, list[int], dict[int, str]]:
-    """Class probabilities for ``files``; returns (probs of the readable ones, their indices, errors)."""
-    if batch_size < 1:
-        raise EdgecatError(f"batch size must be at least 1 (got {batch_size})")
-    size = runtime.input_size
-    probs: list[np.ndarray] = []
-    ok: list[int] = []
-    errors: dict[int, str] = {}
-    chunks = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
-    prog = None
-    if progress and len(files) > batch_size:
-        from edgecat.log import progress as stderr_progress  # shares the log's console: no collisions
-
-        prog = stderr_progress()
-        task = prog.add_task("predicting", total=len(files))
-        prog.start()
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch while this one runs
-            loaded = pool.map(lambda idx: [_load(files[i], size) for i in idx], chunks)
-            for idx, images in zip(chunks, loaded):
-                good = [(i, im) for i, im in zip(idx, images) if not isinstance(im, str)]
-                for i, im in zip(idx, images):
-                    if isinstance(im, str):
-                        errors[i] = im
-                if good:
-                    probs.append(runtime.infer(imaging.to_batch([im for _, im in good])))
-                    ok += [i for i, _ in good]
-                if prog is not None:
-                    prog.advance(task, len(idx))
-    finally:
-        if prog is not None:
-            prog.stop()
-    out = np.concatenate(probs) if probs else np.zeros((0, runtime.bundle.num_classes), np.float32)
-    return out, ok, errors
-
-
-def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = None,
-                  precision: str = "fp32", batch_size: int = 32, **options: Any) -> list[Prediction]:
-    """Predict every image in ``paths`` (files or folders); unreadable files get an ``error``."""
-    from edgecat.runtime import default_backend, open_runtime
-
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-    files = [str(p) for p in imaging.list_images(paths)]
-    if not files:
-        raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")
-    with open_runtime(bundle, backend or default_backend(bundle, precision), precision, **options) as rt:
-        probs, ok, errors = run_files(rt, files, batch_size)
-    return to_predictions(bundle, files, probs, ok, errors)
-
-
-def to_predictions(bundle: Bundle, files: list[str], probs: np.ndarray, ok: list[int],
-                   errors: dict[int, str]) -> list[Prediction]:
-    """:func:`run_files`' output as one Prediction per file, in order; unreadable ones carry ``error``."""
-    labels = bundle.labels_from_probs(probs) if len(probs) else []
-    by_index = {i: (labels[k], probs[k]) for k, i in enumerate(ok)}
-    out = []
-    for i, f in enumerate(files):
-        if i in by_index:
-            label, p = by_index[i]
-            idx = bundle.classes.index(label)
-            out.append(Prediction(f, label, float(p[idx]), {c: float(v) for c, v in zip(bundle.classes, p)}))
-        else:
-            out.append(Prediction(f, None, None, error=errors.get(i, "unreadable")))
-    return out
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],

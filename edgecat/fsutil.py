@@ -94,11 +94,6 @@ def write_json(dest: str | os.PathLike[str], data: Any) -> None:
     write_text(dest, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
-
-
 def _json_default(obj: Any) -> Any:
     # numpy scalars and arrays end up in metrics; keep json.dumps free of numpy imports elsewhere.
     if hasattr(obj, "tolist"):

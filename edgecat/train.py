@@ -263,7 +263,7 @@ class Trainer:
 
     # -------------------------------------------------------------------- data
     def _load_data(self) -> tuple[Any, Any, list[str]]:
-        from edgecat import pipeline
+        from edgecat import input_pipeline as pipeline
 
         cfg = self.cfg
         size = (self.size, self.size)

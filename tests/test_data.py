@@ -126,7 +126,7 @@ def test_checked_dataset_reports_exactly_the_bad_files(tmp_path: Path) -> None:
 
 @needs_tf
 def test_pipeline_decodes_every_checked_file(tmp_path: Path) -> None:
-    from edgecat.pipeline import image_dataset
+    from edgecat.input_pipeline import image_dataset
 
     root = make_dataset(tmp_path / "d", per_class=4, size=40, layout="split", val_fraction=0.5)
     _bad_files(root / "train" / "dog")
@@ -141,7 +141,7 @@ def test_pipeline_decodes_every_checked_file(tmp_path: Path) -> None:
 
 @needs_tf
 def test_tfds_offline_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from edgecat.pipeline import tfds_splits
+    from edgecat.input_pipeline import tfds_splits
 
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     with pytest.raises(EdgecatError, match="pass a local folder with --data"):

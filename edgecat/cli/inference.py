@@ -95,7 +95,7 @@ def info_cmd(bundle: str, as_json: bool) -> None:
 def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precision: str,
                 batch_size: int, fmt: str) -> None:
     """Classify image files or folders with BUNDLE."""
-    from edgecat.evaluate import predict_paths
+    from edgecat.predict import predict_paths
 
     preds = predict_paths(bundle, list(paths), backend=backend, precision=precision, batch_size=batch_size)
     if fmt == "json":

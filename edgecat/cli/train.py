@@ -10,7 +10,6 @@ from rich.table import Table
 from edgecat.cli.common import command, console, option
 from edgecat.config import TrainConfig
 
-_BOOL = {"augment", "tensorboard"}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
