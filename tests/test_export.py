@@ -162,6 +162,31 @@ def test_int8_without_calib_uses_bundle_splits(tiny_bundle, caplog):
     assert "no --calib given" in caplog.text
 
 
+@needs_tf
+def test_int8_replaces_unreadable_calibration_images(tiny_bundle, synth_data, tmp_path):
+    """`export --int8 --calib-size 16` on a folder where some of the drawn files are unreadable draws
+    readable replacements from the rest of the folder instead of failing (14 of 16)."""
+    from edgecat.export.quantize import calibration_set
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for f in sorted(p for p in (synth_data / "train").rglob("*") if p.is_file())[:20]:
+        shutil.copy(f, folder / f.name)
+    drawn = calibration_set(Bundle.open(tiny_bundle), folder, size=16).files
+    for f in drawn[:2]:
+        Path(f).write_bytes(b"not an image")
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(folder), "--calib-size", "16")
+    assert r.exit_code == 0, r.output
+    for key in ("onnx-int8", "onnx-int8-trt"):
+        cal = Bundle.open(tiny_bundle).artifacts[key]["calibration"]
+        assert cal["images"] == 16 and cal["replaced_unreadable"] == 2
+    # replacements run out: the error still says how many were readable
+    for f in sorted(folder.iterdir())[:6]:
+        f.write_bytes(b"broken")
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(folder), "--calib-size", "16")
+    assert r.exit_code != 0 and "too few readable calibration images: 14 of 16" in r.output
+
+
 # ------------------------------------------------------------------------------------ CLI
 @needs_tf
 def test_cli_export_errors(tiny_bundle, tmp_path, synth_data):

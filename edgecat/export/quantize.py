@@ -161,11 +161,11 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
                             min_images: int = MIN_CALIB_IMAGES) -> np.ndarray:
     """Decode + resize with the deployment image path. An unreadable file is skipped, logged and
     replaced by the next readable one from the rest of the folder (``cset.reserve``, a fixed order,
-    so the same folder always gives the same set); ``cset.files`` ends as the files actually used."""
+    so the same folder always gives the same set); ``cset.files`` ends as the files actually used and
+    ``cset.skipped`` lists the unreadable ones (kept across flavours sharing the set)."""
     from edgecat import imaging
 
     images, used = [], []
-    cset.skipped = []
     wanted = len(cset.files)
     queue = deque(cset.files)
     reserve = iter(cset.reserve)
@@ -179,7 +179,7 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
             log.warning("calibration: skipping %s", exc)
         if not queue and len(images) < wanted:
             queue.extend(itertools.islice(reserve, wanted - len(images)))
-    if cset.skipped:
+    if cset.skipped and len(images) == wanted:
         log.info("calibration: %d unreadable file(s) replaced from the rest of %s", len(cset.skipped), cset.source)
     cset.files = used
     if len(images) < min_images:
