@@ -233,6 +233,26 @@ def test_int8_without_calib_uses_bundle_splits(tiny_bundle, caplog):
     assert "no --calib given" in caplog.text
 
 
+@pytest.mark.parametrize("n", [16, 21, 40, 500])
+def test_calibration_is_fed_in_bounded_chunks(n):
+    """quantize_static runs collect_data per CalibStridedMinMax chunk (every method), so at most
+    CALIB_CHUNK_IMAGES images' activations are held; the chunks cover every image once, in equal batches."""
+    from edgecat.export.quantize import CALIB_CHUNK_IMAGES, _reader
+
+    images = np.arange(n, dtype=np.uint16).reshape(n, 1, 1, 1)
+    reader, stride = _reader(images, "image")
+    batches = len(reader)
+    assert batches % stride == 0
+    seen = []
+    for start in range(0, batches, stride):
+        reader.set_range(start, start + stride)
+        chunk = list(iter(reader.get_next, None))
+        assert sum(len(b["image"]) for b in chunk) <= CALIB_CHUNK_IMAGES
+        assert len({len(b["image"]) for b in chunk}) == 1
+        seen += [int(v) for b in chunk for v in b["image"].ravel()]
+    assert seen == list(range(n))
+
+
 @needs_tf
 def test_int8_replaces_unreadable_calibration_images(tiny_bundle, synth_data, tmp_path):
     """`export --int8 --calib-size 16` on a folder where some of the drawn files are unreadable draws
