@@ -4,8 +4,14 @@ Two flavours come from the same FP32 graph, because the fast path differs by tar
 
 - ``cpu`` (artifact ``onnx-int8``, ``model.int8.onnx``): uint8 activations, int8 per-channel weights.
   On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here, see DESIGN §3).
-- ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): symmetric int8 activations and
-  weights, the only Q/DQ form TensorRT builds from (TensorRT 11 has no calibrators at all).
+- ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): Q/DQ placed by TensorRT's
+  explicit-quantization rules as NVIDIA Model Optimizer places them (symmetric int8, zero points 0,
+  no int32 biases, per-channel Conv weights, Q/DQ only on the inputs of Conv/MatMul/Gemm and on the
+  residual input of each Add, preprocessing and GEMV heads in float), the only form TensorRT builds
+  from (TensorRT 11 has no calibrators at all). Model Optimizer itself is not used: nvidia-modelopt
+  0.47's ``[onnx]`` extra pins onnx~=1.21 and onnxruntime-gpu~=1.24 and pulls torch and CUDA 13
+  wheels, against this project's onnx 1.23 / onnxruntime 1.32. The file is checked against
+  :mod:`edgecat.export.trt_rules` before it is recorded.
 
 The calibration reader feeds raw 0-255 RGB batches exactly as deployment does: the model's own
 preprocessing is inside the graph. Tensor ranges are cached in ``calibration/`` keyed by model hash,
@@ -270,7 +276,7 @@ def flavour_options(flavour: str, method: str) -> dict[str, Any]:
 
 
 #: bump when the graph that is calibrated changes shape (tensor names), so old caches are not reused
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: chunked calibration; the TensorRT flavour calibrates only its Q/DQ inputs
 
 
 def cache_key(model_sha256: str, cset: CalibrationSet, method: str, flavour: str) -> str:
