@@ -134,6 +134,19 @@ def main() -> None:
         return
     if not Path("/usr/bin/time").exists():
         sys.exit("needs GNU time at /usr/bin/time (apt-get install time) for peak RSS")
+    from edgecat.errors import EdgecatError
+
+    try:
+        run_all(args)
+    except EdgecatError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def run_all(args: argparse.Namespace) -> None:
+    from edgecat.bundle import Bundle
+    from edgecat.export.precision_table import labelled_set
+
+    labelled_set(Bundle.open(args.bundle), args.eval, args.eval_limit)  # a bad --eval fails before calibrating
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecat-calib-table-") as work:
         for method in args.methods.split(","):

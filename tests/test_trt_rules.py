@@ -60,6 +60,12 @@ def test_trt_flavour_follows_tensorrt_rules(backbone, request, synth_data, tmp_p
     entry = Bundle.open(src).artifacts["onnx-int8-trt"]
     assert entry["quantization"]["quantize_bias"] is False
     assert entry["quantization"]["node_counts"]["QuantizeLinear"] == c["Q"]
+    # unquantized layers in FP16 in the file (Model Optimizer's high_precision_dtype), fp32 I/O kept
+    model = onnx.load(str(path))
+    assert entry["quantization"]["high_precision_dtype"] == "fp16" and model.opset_import[0].version == 19
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    scales = [i for i in model.graph.initializer if i.name.endswith("_scale")]
+    assert scales and all(i.data_type == TensorProto.FLOAT16 for i in scales)
 
 
 # ------------------------------------------------------------------------------ negative, real graphs

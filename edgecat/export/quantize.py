@@ -7,7 +7,8 @@ Two flavours come from the same FP32 graph, because the fast path differs by tar
 - ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): Q/DQ placed by TensorRT's
   explicit-quantization rules as NVIDIA Model Optimizer places them (symmetric int8, zero points 0,
   no int32 biases, per-channel Conv weights, Q/DQ only on the inputs of Conv/MatMul/Gemm and on the
-  residual input of each Add, preprocessing and GEMV heads in float), the only form TensorRT builds
+  residual input of each Add, preprocessing and GEMV heads unquantized, in FP16 like every other
+  unquantized layer: Model Optimizer's ``high_precision_dtype="fp16"``), the only form TensorRT builds
   from (TensorRT 11 has no calibrators at all). Model Optimizer itself is not used: nvidia-modelopt
   0.47's ``[onnx]`` extra pins onnx~=1.21 and onnxruntime-gpu~=1.24 and pulls torch and CUDA 13
   wheels, against this project's onnx 1.23 / onnxruntime 1.32. The file is checked against
@@ -57,6 +58,8 @@ CALIB_CHUNK_IMAGES = 16
 #: op types the TensorRT flavour quantizes the inputs of (Model Optimizer's defaults for CNNs, less
 #: pooling: TensorRT propagates Q/DQ across max-pooling itself)
 TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
+#: opset of the TensorRT flavour with FP16 layers (QuantizeLinear/DequantizeLinear take FP16 from 19)
+HIGH_PRECISION_OPSET = 19
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
 FLAVOURS = ("cpu", "trt")
@@ -360,6 +363,30 @@ def _trt_post_pass(path: Path) -> dict[str, int]:
             "nodes": len(ops)}
 
 
+def _high_precision_fp16(path: Path) -> dict[str, Any]:
+    """Unquantized layers in FP16 inside the file, as Model Optimizer's ``high_precision_dtype="fp16"``
+    does: a strongly typed TensorRT build (10 or 11) then runs them in FP16 because the file says so,
+    not because of a builder flag. Q/DQ with FP16 scales needs opset 19, so the graph is converted
+    first; fp32 input and output are kept. On failure the file stays FP32 (logged)."""
+    import warnings
+
+    import onnx
+    from onnx import version_converter
+
+    from edgecat.export.fp16 import convert_fp16
+
+    model = onnx.load(str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_fp16(version_converter.convert_version(model, HIGH_PRECISION_OPSET))
+    except Exception as exc:  # noqa: BLE001 - the version converter raises plain exceptions
+        log.warning("INT8 trt: unquantized layers stay FP32 (FP16 conversion failed: %s)", str(exc)[:200])
+        return {"high_precision_dtype": "fp32"}
+    onnx.save(model, str(path))
+    return {"high_precision_dtype": "fp16", "opset": HIGH_PRECISION_OPSET}
+
+
 def _drop_dead_nodes(model: Any) -> None:
     """Remove Q/DQ nodes whose outputs nothing reads, then initializers nothing reads."""
     graph = model.graph
@@ -429,6 +456,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
         from edgecat.export.trt_rules import require_tensorrt_onnx
 
         info["node_counts"] = _trt_post_pass(dest)
+        info.update(_high_precision_fp16(dest))
         require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({FILES[flavour]})")
         info["tensorrt_rules"] = "checked (edgecat.export.trt_rules)"
     return info
