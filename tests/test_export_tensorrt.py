@@ -275,8 +275,9 @@ def test_engines_build_and_match_onnxruntime(engine_bundle):
             sim = b.class_probs(onnx_outputs(b.artifact_path("onnx-int8-trt"), x, simulate_qdq=True))
             agree = np.mean(np.argmax(sim, 1) == np.argmax(got, 1))
             assert agree >= 0.9 and np.mean(np.abs(sim - got)) <= 0.05, (agree, np.abs(sim - got).mean())
-    with open_runtime(b, "tensorrt", "fp32") as rt, pytest.raises(EdgecatError, match="exceeds the engine's maximum 16"):
-        rt.infer(np.concatenate([x, x[:1]]))
+    with open_runtime(b, "tensorrt", "fp32") as rt:
+        with pytest.raises(EdgecatError, match="exceeds the engine's maximum 16"):
+            rt.infer(np.concatenate([x, x[:1]]))
     assert list(b.path.glob("timing.*.cache"))
 
 

@@ -17,7 +17,10 @@ from edgecat.export.trt_rules import check_model, check_tensorrt_onnx, require_t
 
 
 def _rules(path_or_model) -> collections.Counter:
-    found = check_model(path_or_model) if isinstance(path_or_model, onnx.ModelProto) else check_tensorrt_onnx(path_or_model)
+    if isinstance(path_or_model, onnx.ModelProto):
+        found = check_model(path_or_model)
+    else:
+        found = check_tensorrt_onnx(path_or_model)
     return collections.Counter(v.rule for v in found)
 
 
@@ -136,8 +139,9 @@ def _conv_graph(act_scale=0.1, act_zp=0, w_axis=0, w_zp=0):
     w = np.ones((4, 3, 1, 1), np.int8)
     scale = np.full(3, act_scale, np.float32) if np.ndim(act_scale) else np.float32(act_scale)
     zp = np.full(3, act_zp, np.int8) if np.ndim(act_scale) else np.int8(act_zp)
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q", **({"axis": 1} if np.ndim(act_scale) else {})),
-             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq", **({"axis": 1} if np.ndim(act_scale) else {})),
+    axis = {"axis": 1} if np.ndim(act_scale) else {}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q", **axis),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq", **axis),
              helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], name="wdq", axis=w_axis),
              helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv")]
     n = w.shape[w_axis]

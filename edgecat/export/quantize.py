@@ -451,7 +451,8 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
             raise EdgecatError(
                 f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from exc
-    info: dict[str, Any] = {"preprocessed": preprocessed, "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
+    info: dict[str, Any] = {"preprocessed": preprocessed,
+                            "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
     if flavour == "trt":
         from edgecat.export.trt_rules import require_tensorrt_onnx
 

@@ -191,7 +191,8 @@ def current_gpu(device: int = 0) -> tuple[str, str]:
     """(name, compute capability) of CUDA device ``device``, or an EdgecatError when there is none."""
     found = _gpu_from_driver(device) or _gpu_from_nvidia_smi(device)
     if not found:
-        what = "none was found here (no CUDA driver/device)" if device == 0 else f"there is no CUDA device {device} here"
+        what = ("none was found here (no CUDA driver/device)" if device == 0
+                else f"there is no CUDA device {device} here")
         raise EdgecatError(f"TensorRT needs an NVIDIA GPU and {what}")
     return found
 
