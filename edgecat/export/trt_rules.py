@@ -11,6 +11,8 @@ rule comes from:
 - ``EXPLICIT_Q``: TensorRT developer guide, "Explicit Quantization" (Q/DQ placement recommendations:
   quantize all inputs of weighted operations, do not quantize their outputs, per-tensor activations,
   per-channel weights, zero points 0, quantize the residual input of an Add).
+- ``DYNAMIC``: TensorRT developer guide, "Working with Dynamic Shapes": every dynamic input dimension
+  needs a range in the optimization profile, and the engines here range the batch only.
 - ``MODELOPT``: NVIDIA Model Optimizer ``modelopt.onnx.quantization`` (``ort_utils.configure_ort``'s
   TensorRT options, ``graph_utils.build_non_residual_input_map``), which implements that guidance.
 
@@ -31,6 +33,8 @@ PARSER = "onnx-tensorrt docs/operators.md (release/10.1-GA, 96e7811)"
 PARSER_DQ = "onnx-tensorrt DequantizeLinear importer (NVIDIA/TensorRT#3360, onnx/onnx-tensorrt#850)"
 EXPLICIT_Q = "TensorRT developer guide, Explicit Quantization"
 MODELOPT = "NVIDIA Model Optimizer modelopt.onnx.quantization"
+DYNAMIC = ("TensorRT developer guide, Working with Dynamic Shapes (each dynamic input dimension needs an "
+           "optimization-profile range; edgecat's profile ranges the batch only)")
 
 #: opset range of the ai.onnx domain onnx-tensorrt 10.x imports (docs/operators.md, first line)
 OPSET_RANGE = (9, 20)
@@ -289,7 +293,7 @@ def _graph_rules(gr: Graph) -> list[Violation]:
             if k > 0 and not dim.dim_value > 0:
                 out.append(Violation("static-except-batch", vi.name, f"dimension {k} is dynamic "
                                      f"({dim.dim_param or '?'}); only the batch may be",
-                                     "edgecat engine profiles (one optimization profile over the batch)"))
+                                     DYNAMIC))
     return out
 
 
