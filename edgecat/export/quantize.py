@@ -79,6 +79,8 @@ class CalibrationSet:
     skipped: list[str] = field(default_factory=list)
     #: the rest of the folder in a fixed random order: readable replacements for unreadable files
     reserve: list[str] = field(default_factory=list)
+    #: the files calibration actually read (set by load_calibration_images)
+    used: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
@@ -170,11 +172,12 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
                             min_images: int = MIN_CALIB_IMAGES) -> np.ndarray:
     """Decode + resize with the deployment image path. An unreadable file is skipped, logged and
     replaced by the next readable one from the rest of the folder (``cset.reserve``, a fixed order,
-    so the same folder always gives the same set); ``cset.files`` ends as the files actually used and
-    ``cset.skipped`` lists the unreadable ones (kept across flavours sharing the set)."""
+    so the same folder always gives the same set: ``files``, and so the cache key, stay as drawn);
+    ``cset.used`` and ``cset.skipped`` say what was read and what was unreadable."""
     from edgecat import imaging
 
     images, used = [], []
+    cset.skipped = []
     wanted = len(cset.files)
     queue = deque(cset.files)
     reserve = iter(cset.reserve)
@@ -190,7 +193,7 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
             queue.extend(itertools.islice(reserve, wanted - len(images)))
     if cset.skipped and len(images) == wanted:
         log.info("calibration: %d unreadable file(s) replaced from the rest of %s", len(cset.skipped), cset.source)
-    cset.files = used
+    cset.used = used
     if len(images) < min_images:
         raise EdgecatError(
             f"too few readable calibration images: {len(images)} of {wanted} in {cset.source} "
@@ -503,7 +506,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
             with atomic_path(cache_file) as tmpc:
                 tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
-    used = len(cset.files)
+    used = len(cset.used) if cset.used else len(cset.files)
     types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
     bundle.add_artifact(
         ARTIFACT[flavour], dest, format="onnx", precision="int8", flavour=flavour,
