@@ -274,7 +274,8 @@ def test_int8_replaces_unreadable_calibration_images(tiny_bundle, synth_data, tm
     # the cache key is the drawn list, so the same folder reuses both flavours' ranges
     r = _run("export", str(tiny_bundle), "--int8", "--calib", str(folder), "--calib-size", "16")
     assert r.exit_code == 0, r.output
-    assert all(Bundle.open(tiny_bundle).artifacts[k]["calibration"]["cache_used"] for k in ("onnx-int8", "onnx-int8-trt"))
+    arts = Bundle.open(tiny_bundle).artifacts
+    assert all(arts[k]["calibration"]["cache_used"] for k in ("onnx-int8", "onnx-int8-trt"))
     # replacements run out: the error still says how many were readable
     for f in sorted(folder.iterdir())[:6]:
         f.write_bytes(b"broken")
