@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,20 +115,191 @@ def test_onnx_only_bundle_exports_without_tensorflow(tiny_bundle, synth_data):
     assert r.returncode != 0 and "has no model.keras to export ONNX from" in r.stderr
 
 
+# ---------------------------------------------------------------------- builder settings (no GPU)
+def _stand_in_trt(has_tf32: bool = True):
+    """The few documented names build settings touch (tensorrt.BuilderFlag, MemoryPoolType,
+    NetworkDefinitionCreationFlag), recording calls: TensorRT itself exists on no machine here."""
+    from enum import IntEnum
+    from types import SimpleNamespace
+
+    flags = {"TF32": 6} if has_tf32 else {}
+    calls: list[tuple] = []
+    config = SimpleNamespace(set_memory_pool_limit=lambda *a: calls.append(("pool", *a)),
+                             set_flag=lambda f: calls.append(("set", f)),
+                             clear_flag=lambda f: calls.append(("clear", f)))
+    trt = SimpleNamespace(BuilderFlag=IntEnum("BuilderFlag", flags or {"REFIT": 4}),
+                          MemoryPoolType=SimpleNamespace(WORKSPACE=0),
+                          NetworkDefinitionCreationFlag=IntEnum("NDCF", {"STRONGLY_TYPED": 1}))
+    return trt, config, calls
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_builds_are_strongly_typed_with_no_precision_flags_and_fp32_without_tf32(precision):
+    trt, config, calls = _stand_in_trt()
+    assert trtx.network_flags(trt) == 1 << 1  # STRONGLY_TYPED on TensorRT 10 and 11 alike
+    trtx.configure(trt, config, precision, 0.5)
+    assert not [c for c in calls if c[0] == "set"]  # never FP16/INT8 flags
+    cleared = [c[1] for c in calls if c[0] == "clear"]
+    assert cleared == ([trt.BuilderFlag.TF32] if precision == "fp32" else [])
+    assert ("pool", 0, 1 << 29) in calls
+
+
+def test_int8_engine_source_must_follow_tensorrt_rules(tmp_path):
+    """An INT8 file made by an older edgecat (int32 bias DequantizeLinear) is refused before the
+    build, with the command that re-makes it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = Bundle.create(tmp_path / "b", name="b", backbone="mobilenet_v2", input_size=(8, 8),
+                      classes=["cat", "dog"], preprocessing="tf")
+    bias = helper.make_node("DequantizeLinear", ["b32", "bs"], ["b"], name="bias_dq")
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")
+    g = helper.make_graph([bias, conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])],
+                          [numpy_helper.from_array(np.ones(2, np.int32), "b32"),
+                           numpy_helper.from_array(np.float32(0.1), "bs"),
+                           numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "b" / "m.onnx"))
+    b.add_artifact("onnx-int8-trt", "m.onnx", format="onnx", precision="int8")
+    with pytest.raises(EdgecatError, match=r"dq-int8-input.*re-make it with `edgecat export .* --int8"):
+        trtx._source_for(b, "int8")
+
+
+@pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
+def test_target_check_names_the_selected_device():
+    with pytest.raises(EdgecatError, match="no CUDA device 3"):
+        trtx.current_gpu(3)
+
+
+@needs_tf
+def test_ort_tensorrt_ep_refuses_cpu_int8_and_keys_its_cache_on_content(tiny_bundle, synth_data):
+    from edgecat.export.quantize import quantize_int8
+    from edgecat.runtime.onnxruntime_runtime import OnnxRuntimeTensorRT
+
+    def runtime(precision):  # the provider itself is absent here: exercise the artifact/cache choice
+        rt = OnnxRuntimeTensorRT.__new__(OnnxRuntimeTensorRT)
+        rt.bundle, rt.precision, rt.options = Bundle.open(tiny_bundle), precision, {}
+        return rt
+
+    quantize_int8(Bundle.open(tiny_bundle), "cpu", calib=synth_data / "train", calib_size=16)
+    with pytest.raises(EdgecatError, match="model.int8.onnx is the CPU flavour and TensorRT cannot build it"):
+        runtime("int8").artifact_for("int8")
+    quantize_int8(Bundle.open(tiny_bundle), "trt", calib=synth_data / "train", calib_size=16)
+    first = runtime("int8").engine_cache_dir()
+    assert runtime("int8").artifact_for("int8") == "onnx-int8-trt"
+    assert first.name == Bundle.open(tiny_bundle).artifacts["onnx-int8-trt"]["sha256"][:16]
+    quantize_int8(Bundle.open(tiny_bundle), "trt", calib=synth_data / "train", calib_size=20)  # re-calibrated
+    assert runtime("int8").engine_cache_dir() != first
+    assert runtime("fp32").engine_cache_dir() != first
+
+
 # ---------------------------------------------------------------------- real TensorRT (GPU only)
+SHARED = Path(os.environ.get("EDGECAT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+NEEDS_TRT_GPU = pytest.mark.skipif(not (HAS_TRT and has_gpu()), reason="needs TensorRT and an NVIDIA GPU")
+#: engine profile for the GPU tests: its max batch is the largest batch the tests feed
+PROFILE = (1, 8, 16)
+
+
+def _images(size: tuple[int, int], n: int = 16) -> np.ndarray:
+    """Real validation photos where ../shared is, synthetic otherwise."""
+    from edgecat import imaging
+
+    folder = SHARED / "data" / "cats-vs-dogs" / "validation"
+    if folder.is_dir():
+        files = imaging.list_images([folder])
+        files = [files[i] for i in np.random.default_rng(0).choice(len(files), n, replace=False)]
+        return np.stack([imaging.load_for_model(f, size) for f in files]).astype(np.float32)
+    return np.random.default_rng(0).integers(0, 256, (n, *size, 3)).astype(np.float32)
+
+
+@pytest.fixture
+def engine_bundle(request, tmp_path, synth_data):
+    """A bundle of the parametrized backbone with FP32/FP16/INT8-trt ONNX: EDGECAT_TEST_BUNDLE(_RESNET50)
+    when set (GPU boxes without TensorFlow), else built here (MobileNetV2 48 px, ResNet50 64 px)."""
+    import shutil
+
+    from edgecat.export.fp16 import export_fp16
+    from edgecat.export.quantize import quantize_int8
+
+    backbone = request.param
+    env = os.environ.get("EDGECAT_TEST_BUNDLE" + ("_RESNET50" if backbone == "resnet50" else ""))
+    if env:
+        root = tmp_path / "bundle"
+        shutil.copytree(env, root)
+    elif backbone == "mobilenet_v2":
+        root = request.getfixturevalue("tiny_bundle")
+    else:
+        pytest.importorskip("tensorflow")
+        from conftest import _make_bundle
+
+        root = _make_bundle(tmp_path / "r50", "resnet50", 64, synth_data, onnx=True)
+    b = Bundle.open(root)
+    calib = SHARED / "data" / "cats-vs-dogs" / "train"
+    quantize_int8(b, "trt", calib=calib if calib.is_dir() else synth_data / "train", calib_size=32)
+    export_fp16(b, tolerance=0.05)
+    return Bundle.open(root)
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_TRT and has_gpu()), reason="needs TensorRT and an NVIDIA GPU")
-def test_build_and_load_engines(onnx_bundle):
-    tiny_bundle = onnx_bundle
-    b = Bundle.open(tiny_bundle)
-    built = trtx.build_engines(b, ["fp32", "fp16"], batch=(1, 2, 4), workspace_gb=0.5)
+@NEEDS_TRT_GPU
+@pytest.mark.parametrize("engine_bundle", ["mobilenet_v2", "resnet50"], indirect=True)
+def test_engines_build_and_match_onnxruntime(engine_bundle):
+    """FP32, FP16 and INT8 engines of both backbones, strongly typed, each against what ONNX Runtime
+    computes from the file it was built from, on a batch the profile allows (16 <= max 16)."""
+    from edgecat.export.fp16 import fp16_parity
+    from edgecat.export.onnx import onnx_outputs
+    from edgecat.export.trt_rules import check_tensorrt_onnx
+    from edgecat.runtime import open_runtime
+
+    b = engine_bundle
+    assert check_tensorrt_onnx(b.artifact_path("onnx-int8-trt")) == []
+    built = trtx.build_engines(b, ["fp32", "fp16", "int8"], batch=PROFILE, workspace_gb=1.0)
     target = trtx.current_target()
+    b = Bundle.open(b.path)
+    x = _images(b.input_size, PROFILE[2])
+    ref32 = b.class_probs(onnx_outputs(b.artifact_path("onnx-fp32"), x))
     for e in built:
         entry = b.artifacts[e.key]
-        assert e.file == trtx.engine_filename(target, e.precision)
-        assert entry["batch"] == {"min": 1, "opt": 2, "max": 4}
-        assert entry["tensorrt_version"] == target.tensorrt_version
-        loaded = trtx.load_engine(Bundle.open(tiny_bundle), e.precision)
-        assert loaded.engine is not None and loaded.entry["file"] == e.file
-    assert list(tiny_bundle.glob("timing.*.cache"))
-    assert np.isfinite(b.artifacts["trt-fp32"]["build_seconds"])
+        assert e.file == trtx.engine_filename(target, e.precision) and entry["mode"] == "strongly-typed"
+        assert entry["source"] == trtx.SOURCE[e.precision] and entry["tf32"] == (e.precision != "fp32")
+        assert entry["batch"] == {"min": 1, "opt": 8, "max": 16}
+        assert entry["parity"]["label_agreement"] >= 0.9  # recorded by build_engines, in allowed batches
+        with open_runtime(b, "tensorrt", e.precision, cuda_graph=False) as rt:
+            assert rt.max_batch == PROFILE[2]
+            got = rt.infer(x)
+        if e.precision == "fp32":  # TF32 off: FP32 means FP32
+            assert np.max(np.abs(got - ref32)) <= 1e-3
+        elif e.precision == "fp16":
+            fp16_parity(b, ref32, got, "the FP16 engine", tolerance=0.05)  # raises past the logit bound
+        else:  # INT8: the same Q/DQ arithmetic ONNX Runtime simulates (accumulation order aside)
+            sim = b.class_probs(onnx_outputs(b.artifact_path("onnx-int8-trt"), x, simulate_qdq=True))
+            agree = np.mean(np.argmax(sim, 1) == np.argmax(got, 1))
+            assert agree >= 0.9 and np.mean(np.abs(sim - got)) <= 0.05, (agree, np.abs(sim - got).mean())
+    with open_runtime(b, "tensorrt", "fp32") as rt:
+        with pytest.raises(EdgecatError, match="exceeds the engine's maximum 16"):
+            rt.infer(np.concatenate([x, x[:1]]))
+    assert list(b.path.glob("timing.*.cache"))
+
+
+@pytest.mark.gpu
+@NEEDS_TRT_GPU
+@pytest.mark.parametrize("engine_bundle", ["mobilenet_v2"], indirect=True)
+def test_cuda_graph_path_matches_plain_enqueue_across_batch_sizes(engine_bundle):
+    """One graph per context, re-captured whenever the batch size changes (also back to an earlier
+    size: a graph kept from before would replay kernels set up for another shape)."""
+    from edgecat.runtime import open_runtime
+
+    b = engine_bundle
+    trtx.build_engines(b, ["fp16"], batch=PROFILE, workspace_gb=1.0)
+    b = Bundle.open(b.path)
+    x = _images(b.input_size, PROFILE[2])
+    sizes = (1, 4, 16, 4, 4, 1)
+    with open_runtime(b, "tensorrt", "fp16", cuda_graph=True) as graph, \
+            open_runtime(b, "tensorrt", "fp16", cuda_graph=False) as plain:
+        for n in sizes:
+            g, p = graph.infer(x[:n]), plain.infer(x[:n])
+            assert g.shape == p.shape == (n, 2)
+            np.testing.assert_allclose(g, p, atol=1e-5)
+        assert graph.use_graph, "capture failed (see the warning logged with the CUDA error)"
+        assert graph.graph_captures == 5  # 1, 4, 16, 4, (4 replayed), 1
+        assert plain.graph_captures == 0

@@ -15,8 +15,8 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
 @click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 inside, fp32 input/output).")
-@click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=1e-2, show_default=True,
-              help="Largest probability difference FP16 may show against FP32.")
+@click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=2e-2, show_default=True,
+              help="Largest logit change FP16 may show against FP32, relative to the largest |logit| (plus 0.05).")
 @click.option("--int8", is_flag=True, help="Add INT8 QDQ models: model.int8.onnx (CPU) and model.int8-trt.onnx (TensorRT).")
 @option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
               help="Folder of calibration images.")

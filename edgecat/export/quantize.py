@@ -4,12 +4,24 @@ Two flavours come from the same FP32 graph, because the fast path differs by tar
 
 - ``cpu`` (artifact ``onnx-int8``, ``model.int8.onnx``): uint8 activations, int8 per-channel weights.
   On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here, see DESIGN §3).
-- ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): symmetric int8 activations and
-  weights, the only Q/DQ form TensorRT builds from (TensorRT 11 has no calibrators at all).
+- ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): Q/DQ placed by TensorRT's
+  explicit-quantization rules as NVIDIA Model Optimizer places them (symmetric int8, zero points 0,
+  no int32 biases, per-channel Conv weights, Q/DQ only on the inputs of Conv/MatMul/Gemm and on the
+  residual input of each Add, preprocessing and GEMV heads unquantized, in FP16 like every other
+  unquantized layer: Model Optimizer's ``high_precision_dtype="fp16"``), the only form TensorRT builds
+  from (TensorRT 11 has no calibrators at all). Model Optimizer itself is not used: nvidia-modelopt
+  0.47's ``[onnx]`` extra pins onnx~=1.21 and onnxruntime-gpu~=1.24 and pulls torch and CUDA 13
+  wheels, against this project's onnx 1.23 / onnxruntime 1.32. The file is checked against
+  :mod:`edgecat.export.trt_rules` before it is recorded.
 
 The calibration reader feeds raw 0-255 RGB batches exactly as deployment does: the model's own
 preprocessing is inside the graph. Tensor ranges are cached in ``calibration/`` keyed by model hash,
 image list, method and flavour, so re-exporting with the same inputs skips calibration.
+
+Calibration runs in bounded memory whatever the method and image count: the images are fed in chunks
+of CALIB_CHUNK_IMAGES, ONNX Runtime reduces each chunk (min/max, or histograms for entropy/percentile)
+before the next is run, so only one chunk's activations are ever held (ORT keeps every intermediate
+output of everything it is fed in one ``collect_data`` call: 24 GB at 224 px with 500 images).
 """
 
 from __future__ import annotations
@@ -17,14 +29,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import platform
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +52,14 @@ log = logging.getLogger(__name__)
 DEFAULT_CALIB_SIZE = 500  # NVIDIA's guidance for ImageNet-style classifiers
 MIN_CALIB_IMAGES = 16
 CALIB_BATCH = 8
+#: images whose activations are held at once during calibration (MobileNetV2 at 224 px: ~0.1 GB each
+#: over the calibrated tensors); ORT reduces each chunk before the next (see _reader)
+CALIB_CHUNK_IMAGES = 16
+#: op types the TensorRT flavour quantizes the inputs of (Model Optimizer's defaults for CNNs, less
+#: pooling: TensorRT propagates Q/DQ across max-pooling itself)
+TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
+#: opset of the TensorRT flavour with FP16 layers (QuantizeLinear/DequantizeLinear take FP16 from 19)
+HIGH_PRECISION_OPSET = 19
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
 FLAVOURS = ("cpu", "trt")
@@ -55,6 +77,10 @@ class CalibrationSet:
     files: list[str]
     source: str
     skipped: list[str] = field(default_factory=list)
+    #: the rest of the folder in a fixed random order: readable replacements for unreadable files
+    reserve: list[str] = field(default_factory=list)
+    #: the files calibration actually read (set by load_calibration_images)
+    used: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
@@ -127,10 +153,11 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
                 "INT8 needs calibration images: pass --calib DIR (the bundle's training files are not on this machine)"
             )
         log.info("no --calib given: calibrating on the bundle's own training/validation files (splits.json)")
+    reserve: list[str] = []
     if len(files) > size:
-        rng = np.random.default_rng(seed)
-        idx = sorted(rng.choice(len(files), size=size, replace=False).tolist())
-        files = [files[i] for i in idx]
+        order = np.random.default_rng(seed).permutation(len(files)).tolist()
+        reserve = [files[i] for i in order[size:]]
+        files = [files[i] for i in sorted(order[:size])]
     if len(files) < min_images:
         raise EdgecatError(
             f"too few calibration images: {len(files)} in {source} (need at least {min_images}, "
@@ -138,43 +165,68 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
         )
     if len(files) < min(size, DEFAULT_CALIB_SIZE):
         log.warning("calibrating on %d images (%d recommended)", len(files), DEFAULT_CALIB_SIZE)
-    return CalibrationSet(files=files, source=source)
+    return CalibrationSet(files=files, source=source, reserve=reserve)
 
 
 def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
                             min_images: int = MIN_CALIB_IMAGES) -> np.ndarray:
-    """Decode + resize with the deployment image path; unreadable files are skipped and logged."""
+    """Decode + resize with the deployment image path. An unreadable file is skipped, logged and
+    replaced by the next readable one from the rest of the folder (``cset.reserve``, a fixed order,
+    so the same folder always gives the same set: ``files``, and so the cache key, stay as drawn);
+    ``cset.used`` and ``cset.skipped`` say what was read and what was unreadable."""
     from edgecat import imaging
 
-    images = []
+    images, used = [], []
     cset.skipped = []
-    for f in cset.files:
+    wanted = len(cset.files)
+    queue = deque(cset.files)
+    reserve = iter(cset.reserve)
+    while len(images) < wanted and queue:
+        f = queue.popleft()
         try:
             images.append(imaging.load_for_model(f, input_size))
+            used.append(f)
         except EdgecatError as exc:
             cset.skipped.append(f)
             log.warning("calibration: skipping %s", exc)
+        if not queue and len(images) < wanted:
+            queue.extend(itertools.islice(reserve, wanted - len(images)))
+    if cset.skipped and len(images) == wanted:
+        log.info("calibration: %d unreadable file(s) replaced from the rest of %s", len(cset.skipped), cset.source)
+    cset.used = used
     if len(images) < min_images:
         raise EdgecatError(
-            f"too few readable calibration images: {len(images)} of {len(cset.files)} in {cset.source} "
-            f"(need at least {min_images})"
+            f"too few readable calibration images: {len(images)} of {wanted} in {cset.source} "
+            f"(need at least {min_images}; {len(cset.skipped)} unreadable)"
         )
     return np.stack(images).astype(np.uint8)
 
 
-def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> Any:
-    """An onnxruntime CalibrationDataReader over uint8 images, fed as raw 0-255 float32 batches.
+def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> tuple[Any, int]:
+    """An onnxruntime CalibrationDataReader over uint8 images, fed as raw 0-255 float32 batches, and
+    the number of batches per chunk to pass as ``CalibStridedMinMax``.
 
+    quantize_static runs ``collect_data`` once per chunk of that many batches (``set_range``) for every
+    calibration method, not only MinMax as the option's name suggests (onnxruntime
+    quantization/quantize.py); each call reduces its outputs into ranges or histograms and drops them.
+    ``CalibMaxIntermediateOutputs`` is no substitute: only MinMax reads it, and its MinMax calibrator
+    clears the held outputs without reducing them, so the ranges come from the last outputs only.
     Every batch has the same size (the largest divisor of the image count up to ``batch``): the
-    histogram calibrators (entropy, percentile) stack per-batch outputs and fail on a short last batch.
+    histogram calibrators stack one chunk's batches and fail on a short last batch.
     """
     from onnxruntime.quantization import CalibrationDataReader
 
     batch = next(b for b in range(min(batch, len(images)), 0, -1) if len(images) % b == 0)
+    batches = len(images) // batch
+    per_chunk = max(1, CALIB_CHUNK_IMAGES // batch)
+    stride = next(k for k in range(min(per_chunk, batches), 0, -1) if batches % k == 0)
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._starts = iter(range(0, len(images), batch))
+            self.set_range(0, batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._starts = iter(range(start_index * batch, min(end_index, batches) * batch, batch))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             start = next(self._starts, None)
@@ -183,9 +235,9 @@ def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> An
             return {input_name: images[start:start + batch].astype(np.float32)}
 
         def __len__(self) -> int:
-            return (len(images) + batch - 1) // batch
+            return batches
 
-    return _Reader()
+    return _Reader(), stride
 
 
 # ------------------------------------------------------------------------------ quantization
@@ -213,19 +265,24 @@ def flavour_options(flavour: str, method: str) -> dict[str, Any]:
                     calibrate_method=methods[method],
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     if flavour == "trt":
-        # onnxruntime's recipe for TensorRT: symmetric int8 everywhere, a Q/DQ pair per weight.
+        # NVIDIA Model Optimizer's TensorRT options (modelopt.onnx.quantization.ort_utils.configure_ort):
+        # no int32 bias (TensorRT's parser refuses DequantizeLinear on int32), symmetric int8, per-channel
+        # Conv weights along axis 0, one shared Q/DQ pair per tensor, and no output quantization of any op
+        # (filled in with the graph's op types by quantize_int8). Q/DQ then sits only on the inputs of
+        # TRT_OP_TYPES; _trt_post_pass keeps only the residual input of each Add.
         return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-                    calibrate_method=methods[method],
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
-                                   "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                    calibrate_method=methods[method], op_types_to_quantize=list(TRT_OP_TYPES),
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                   "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
+                                   "ForceQuantizeNoInputCheck": True,
+                                   "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
                                    "CalibTensorRangeSymmetric": True})
     raise EdgecatError(f"unknown INT8 flavour '{flavour}' (choose from: {', '.join(FLAVOURS)})")
 
 
 #: bump when the graph that is calibrated changes shape (tensor names), so old caches are not reused
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: chunked calibration; the TensorRT flavour calibrates only its Q/DQ inputs
 
 
 def cache_key(model_sha256: str, cset: CalibrationSet, method: str, flavour: str) -> str:
@@ -263,6 +320,93 @@ def _preprocessing_nodes(model_path: Path) -> list[str]:
     return names
 
 
+def _trt_excluded_nodes(model_path: Path) -> list[str]:
+    """Nodes the TensorRT flavour leaves in high precision: the in-graph preprocessing (x/127.5-1,
+    Caffe mean: symmetric int8 on raw 0-255 pixels would leave 7 bits per pixel) and GEMV heads
+    (a MatMul/Gemm with one output column cannot use tensor cores, so Model Optimizer leaves it
+    unquantized: modelopt.onnx.quantization.int8, enable_gemv_detection_for_trt)."""
+    import onnx
+
+    from edgecat.export.trt_rules import Graph
+
+    gr = Graph(onnx.load(str(model_path), load_external_data=False))
+    names = _preprocessing_nodes(model_path)
+    for node in gr.g.node:
+        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and gr.is_const(node.input[1]):
+            w = gr.const(node.input[1])
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            if w is not None and w.ndim == 2 and w.shape[0 if trans_b else 1] == 1:
+                names.append(node.name)
+    return names
+
+
+def _trt_post_pass(path: Path) -> dict[str, int]:
+    """Keep only the residual input of each Add quantized (the other one fuses into its Conv, Model
+    Optimizer's remove_partial_input_qdq), drop the Q/DQ nodes left without consumers and the opset
+    imports ORT's pre-processing added but no node uses. Returns node counts of the result."""
+    import onnx
+
+    from edgecat.export.trt_rules import Graph
+
+    model = onnx.load(str(path))
+    gr = Graph(model)
+    for add in [n for n in gr.g.node if n.op_type == "Add"]:
+        res = gr.residual_index(add)
+        for i, name in enumerate(add.input):
+            if gr.is_quantized(name) and i != res:
+                add.input[i] = gr.through_qdq(name)
+    _drop_dead_nodes(model)
+    used = {n.domain for n in model.graph.node} | {"", "ai.onnx"}
+    keep = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    onnx.save(model, str(path))
+    ops = [n.op_type for n in model.graph.node]
+    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
+            "nodes": len(ops)}
+
+
+def _high_precision_fp16(path: Path) -> dict[str, Any]:
+    """Unquantized layers in FP16 inside the file, as Model Optimizer's ``high_precision_dtype="fp16"``
+    does: a strongly typed TensorRT build (10 or 11) then runs them in FP16 because the file says so,
+    not because of a builder flag. Q/DQ with FP16 scales needs opset 19, so the graph is converted
+    first; fp32 input and output are kept. On failure the file stays FP32 (logged)."""
+    import warnings
+
+    import onnx
+    from onnx import version_converter
+
+    from edgecat.export.fp16 import convert_fp16
+
+    model = onnx.load(str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_fp16(version_converter.convert_version(model, HIGH_PRECISION_OPSET))
+    except Exception as exc:  # noqa: BLE001 - the version converter raises plain exceptions
+        log.warning("INT8 trt: unquantized layers stay FP32 (FP16 conversion failed: %s)", str(exc)[:200])
+        return {"high_precision_dtype": "fp32"}
+    onnx.save(model, str(path))
+    return {"high_precision_dtype": "fp16", "opset": HIGH_PRECISION_OPSET}
+
+
+def _drop_dead_nodes(model: Any) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads, then initializers nothing reads."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input} | outputs
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
 class _DropHint(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
@@ -283,6 +427,45 @@ def _quiet_preprocess_hint() -> Iterator[None]:
             t.removeFilter(filt)
 
 
+def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], reader: Any, stride: int,
+                   cache_path: Path | None, work: Path) -> dict[str, Any]:
+    """quantize_static from ``src`` into ``dest`` (the TensorRT flavour then placed by TensorRT's rules
+    and checked against them). Returns what the manifest records about the graph."""
+    from onnxruntime.quantization import quantize_static
+
+    model_in, preprocessed = _preprocessed(src, work)
+    kwargs = {**opts, "extra_options": dict(opts["extra_options"])}
+    if reader is not None:
+        kwargs["extra_options"]["CalibStridedMinMax"] = stride
+    if flavour == "trt":
+        import onnx
+
+        kwargs["nodes_to_exclude"] = _trt_excluded_nodes(model_in)
+        ops = {n.op_type for n in onnx.load(str(model_in), load_external_data=False).graph.node}
+        kwargs["extra_options"]["OpTypesToExcludeOutputQuantization"] = sorted(ops)
+    if cache_path is not None:
+        kwargs["calibration_cache_path"] = str(cache_path)
+    with _quiet_preprocess_hint():
+        try:
+            quantize_static(str(model_in), str(dest), reader, **kwargs)
+        except EdgecatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
+            raise EdgecatError(
+                f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from exc
+    info: dict[str, Any] = {"preprocessed": preprocessed,
+                            "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
+    if flavour == "trt":
+        from edgecat.export.trt_rules import require_tensorrt_onnx
+
+        info["node_counts"] = _trt_post_pass(dest)
+        info.update(_high_precision_fp16(dest))
+        require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({FILES[flavour]})")
+        info["tensorrt_rules"] = "checked (edgecat.export.trt_rules)"
+    return info
+
+
 def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None = None,
                   calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
                   min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
@@ -293,16 +476,14 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         from onnxruntime.quantization import quantize_static
     except ImportError as exc:
         raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
-    from edgecat.export.onnx import onnx_outputs, parity_images
 
     opts = flavour_options(flavour, method)
     src = bundle.artifact_path("onnx-fp32")
     src_sha = bundle.artifacts["onnx-fp32"]["sha256"]
     cset = cset or calibration_set(bundle, calib, calib_size, min_images)
     key = cache_key(src_sha, cset, method, flavour)
-    cache_dir = bundle.path / CALIB_DIR
-    cache_dir.mkdir(exist_ok=True)
-    cache_file = cache_dir / f"{flavour}-{method}-{key}.json"
+    (bundle.path / CALIB_DIR).mkdir(exist_ok=True)
+    cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
     supports_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
     cache_used = supports_cache and cache_file.is_file()
     dest = bundle.path / FILES[flavour]
@@ -310,60 +491,31 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
+        reader, stride = None, 1
         if cache_used:
             log.info("INT8 %s: using cached calibration %s (no calibration run)", flavour, cache_file.name)
-            reader = None
         else:
             log.info("INT8 %s: calibrating on %d images from %s (method %s)%s", flavour, len(cset.files),
                      cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
-            images = load_calibration_images(cset, bundle.input_size, min_images)
-            reader = _reader(images, input_name)
-        model_in, preprocessed = _preprocessed(src, Path(work))
-        kwargs = dict(opts)
-        if flavour == "trt":
-            # Keep the in-graph preprocessing (x/127.5-1, Caffe mean) unquantized: symmetric int8 on
-            # raw 0-255 pixels would leave 7 bits per pixel; quantize from the first convolution on.
-            kwargs["nodes_to_exclude"] = _preprocessing_nodes(model_in)
-        excluded = list(kwargs.get("nodes_to_exclude") or [])
-        if supports_cache:
-            kwargs["calibration_cache_path"] = str(Path(work) / "ranges.json") if not cache_used else str(cache_file)
-        with atomic_path(dest) as tmp, _quiet_preprocess_hint():
-            try:
-                quantize_static(str(model_in), str(tmp), reader, **kwargs)
-            except EdgecatError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
-                raise EdgecatError(
-                    f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                ) from exc
-            batch, what = parity_images(bundle, extra_dirs=parity_dirs)
-            ref = bundle.class_probs(onnx_outputs(src, batch))
-            got = bundle.class_probs(onnx_outputs(tmp, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS))
-        if supports_cache and not cache_used:
-            written = Path(work) / "ranges.json"
-            if written.exists():
-                with atomic_path(cache_file) as tmpc:
-                    tmpc.write_bytes(written.read_bytes())
+            reader, stride = _reader(load_calibration_images(cset, bundle.input_size, min_images), input_name)
+        ranges = (cache_file if cache_used else Path(work) / "ranges.json") if supports_cache else None
+        with atomic_path(dest) as tmp:
+            info = _run_quantizer(src, tmp, flavour, opts, reader, stride, ranges, Path(work))
+            parity = _parity(bundle, src, tmp, flavour, parity_dirs)
+        if supports_cache and not cache_used and ranges is not None and ranges.exists():
+            with atomic_path(cache_file) as tmpc:
+                tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
-    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
-    parity = {"reference": "onnx-fp32", "images": what, "max_abs_diff": float(np.max(np.abs(ref - got))),
-              "label_agreement": agree}
-    log.info("INT8 %s: max prob diff vs FP32 %.3g, label agreement %.1f%% on %s",
-             flavour, parity["max_abs_diff"], 100 * agree, what)
+    used = len(cset.used) if cset.used else len(cset.files)
     types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
     bundle.add_artifact(
-        ARTIFACT[flavour],
-        dest,
-        format="onnx",
-        precision="int8",
-        flavour=flavour,
+        ARTIFACT[flavour], dest, format="onnx", precision="int8", flavour=flavour,
         quantization={"format": "QDQ", **types, "per_channel": opts["per_channel"],
-                      "reduce_range": opts["reduce_range"], "preprocessed": preprocessed,
-                      "unquantized_nodes": excluded,
+                      "reduce_range": opts["reduce_range"], **info,
+                      "quantize_bias": opts["extra_options"].get("QuantizeBias", True),
                       "symmetric_activations": opts["extra_options"].get("ActivationSymmetric", False)},
-        input=input_name,
-        output=bundle.artifacts["onnx-fp32"].get("output", "probabilities"),
-        calibration={"method": method, "images": len(cset.files) - len(cset.skipped), "source": cset.source,
+        input=input_name, output=bundle.artifacts["onnx-fp32"].get("output", "probabilities"),
+        calibration={"method": method, "images": used, "source": cset.source, "replaced_unreadable": len(cset.skipped),
                      "key": key, "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None,
                      "cache_used": cache_used},
         made_by={"tool": "onnxruntime.quantization.quantize_static", "from": "onnx-fp32", "from_sha256": src_sha,
@@ -371,8 +523,23 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         parity=parity,
     )
     return QuantizeResult(flavour=flavour, artifact=ARTIFACT[flavour], file=dest.name, method=method,
-                          images=len(cset.files) - len(cset.skipped), cache_used=cache_used,
-                          cache_file=cache_file.name, seconds=seconds, parity=parity)
+                          images=used, cache_used=cache_used, cache_file=cache_file.name, seconds=seconds,
+                          parity=parity)
+
+
+def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None) -> dict[str, Any]:
+    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic)."""
+    from edgecat.export.onnx import onnx_outputs, parity_images
+
+    batch, what = parity_images(bundle, extra_dirs=parity_dirs)
+    ref = bundle.class_probs(onnx_outputs(src, batch))
+    got = bundle.class_probs(onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS))
+    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
+    parity = {"reference": "onnx-fp32", "images": what, "max_abs_diff": float(np.max(np.abs(ref - got))),
+              "label_agreement": agree}
+    log.info("INT8 %s: max prob diff vs FP32 %.3g, label agreement %.1f%% on %s",
+             flavour, parity["max_abs_diff"], 100 * agree, what)
+    return parity
 
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,

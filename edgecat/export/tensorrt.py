@@ -4,10 +4,13 @@ Engines are not portable across GPUs or TensorRT versions, so each engine file i
 (name + compute capability), TensorRT version and precision, and its manifest entry records them;
 :func:`load_engine` refuses a stale engine with the command that rebuilds it.
 
-Precision comes from the ONNX graph wherever possible: INT8 from the symmetric Q/DQ model
-(``onnx-int8-trt``), never from an implicit calibrator (deprecated in 10.1, removed in 11).
-TensorRT 11 networks are always strongly typed and have no FP16/INT8 builder flags, so FP16 there is
-built from ``onnx-fp16``; TensorRT 10 builds FP16 from the FP32 graph with ``BuilderFlag.FP16``.
+Precision comes from the ONNX graph, never from builder flags: every network is created strongly
+typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: required on TensorRT 10, accepted and ignored
+on 11 where strong typing is always on), FP16 is built from ``onnx-fp16``, INT8 from the symmetric
+Q/DQ model ``onnx-int8-trt`` (checked against :mod:`edgecat.export.trt_rules` first), FP32 from
+``onnx-fp32`` with TF32 cleared (TensorRT enables TF32 by default; the ONNX Runtime CUDA backend turns
+it off too). So an "int8" engine is the same network on TensorRT 10 and 11: no precision flags
+(removed in 11), no implicit calibrator (deprecated in 10.1, removed in 11).
 
 Public, stable names used by ``edgecat.runtime.tensorrt_runtime``: :class:`EngineTarget`,
 :func:`current_target`, :func:`engine_filename`, :func:`engine_key`, :func:`engine_problem`,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -137,12 +141,9 @@ def require_tensorrt() -> Any:
     return trt
 
 
-def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
-def _gpu_from_driver() -> tuple[str, str] | None:
-    """GPU 0's name and compute capability through the CUDA driver API (libcuda, also on Jetson)."""
+def _gpu_from_driver(device: int = 0) -> tuple[str, str] | None:
+    """Name and compute capability of CUDA device ``device`` (an ordinal among the visible devices,
+    as the runtime's ``cudaSetDevice`` uses) through the CUDA driver API (libcuda, also on Jetson)."""
     for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
             cuda = ctypes.CDLL(lib)
@@ -153,9 +154,9 @@ def _gpu_from_driver() -> tuple[str, str] | None:
         return None
     dev = ctypes.c_int()
     count = ctypes.c_int()
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value <= device:
         return None
-    if cuda.cuDeviceGet(ctypes.byref(dev), 0) != 0:
+    if cuda.cuDeviceGet(ctypes.byref(dev), device) != 0:
         return None
     name = ctypes.create_string_buffer(256)
     major, minor = ctypes.c_int(), ctypes.c_int()
@@ -165,12 +166,17 @@ def _gpu_from_driver() -> tuple[str, str] | None:
     return name.value.decode(errors="replace").strip(), f"{major.value}.{minor.value}"
 
 
-def _gpu_from_nvidia_smi() -> tuple[str, str] | None:
+def _gpu_from_nvidia_smi(device: int = 0) -> tuple[str, str] | None:
+    """nvidia-smi numbers GPUs physically; CUDA_VISIBLE_DEVICES maps the runtime's ordinal to one."""
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None and device >= len(visible):
+        return None
+    ident = visible[device] if visible else str(device)
     try:
-        out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+        out = subprocess.run([exe, "-i", ident, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -181,18 +187,20 @@ def _gpu_from_nvidia_smi() -> tuple[str, str] | None:
     return name, cc
 
 
-def current_gpu() -> tuple[str, str]:
-    """(name, compute capability) of GPU 0, or an EdgecatError when there is none."""
-    found = _gpu_from_driver() or _gpu_from_nvidia_smi()
+def current_gpu(device: int = 0) -> tuple[str, str]:
+    """(name, compute capability) of CUDA device ``device``, or an EdgecatError when there is none."""
+    found = _gpu_from_driver(device) or _gpu_from_nvidia_smi(device)
     if not found:
-        raise EdgecatError("TensorRT needs an NVIDIA GPU and none was found here (no CUDA driver/device)")
+        what = ("none was found here (no CUDA driver/device)" if device == 0
+                else f"there is no CUDA device {device} here")
+        raise EdgecatError(f"TensorRT needs an NVIDIA GPU and {what}")
     return found
 
 
-def current_target(trt: Any = None) -> EngineTarget:
-    """The GPU and TensorRT version of this machine (requires both)."""
+def current_target(trt: Any = None, device: int = 0) -> EngineTarget:
+    """The GPU ``device`` (the one the runtime selects) and the TensorRT version of this machine."""
     trt = trt or require_tensorrt()
-    name, cc = current_gpu()
+    name, cc = current_gpu(device)
     return EngineTarget(gpu_name=name, compute_capability=cc, tensorrt_version=str(trt.__version__))
 
 
@@ -211,32 +219,48 @@ def _logger(trt: Any) -> Any:
     return trt.Logger(trt.Logger.WARNING)
 
 
-def _source_for(bundle: Bundle, precision: str, strongly_typed: bool) -> str:
-    if precision == "fp16" and not strongly_typed:
-        return "onnx-fp32"
+def _source_for(bundle: Bundle, precision: str) -> str:
     key = SOURCE[precision]
     if not bundle.has(key):
         how = {"onnx-fp32": f"edgecat export {bundle.path} --onnx",
                "onnx-fp16": f"edgecat export {bundle.path} --fp16",
                "onnx-int8-trt": f"edgecat export {bundle.path} --int8 --calib DIR"}[key]
         raise EdgecatError(f"a TensorRT {precision} engine is built from {key}, which the bundle lacks: run `{how}` first")
+    if precision == "int8":
+        # a file made by an older edgecat (int32 biases) would fail in TensorRT's parser: say so here
+        from edgecat.export.trt_rules import require_tensorrt_onnx
+
+        try:
+            require_tensorrt_onnx(bundle.artifact_path(key))
+        except EdgecatError as exc:
+            raise EdgecatError(f"{exc}; re-make it with `edgecat export {bundle.path} --int8 --calib DIR`") from exc
     return key
+
+
+def network_flags(trt: Any) -> int:
+    """STRONGLY_TYPED: precision from the ONNX graph on TensorRT 10 (explicit quantization wants it),
+    and the only mode on 11, which accepts the flag and ignores it."""
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def configure(trt: Any, config: Any, precision: str, workspace_gb: float) -> None:
+    """Builder settings: workspace, and no precision flags at all (strongly typed); FP32 clears TF32,
+    which TensorRT enables by default for FP32 convolutions and matrix multiplies."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
 
 
 def build_engine(bundle: Bundle, precision: str = "fp16", batch: tuple[int, int, int] = DEFAULT_BATCH,
                  workspace_gb: float = DEFAULT_WORKSPACE_GB, trt: Any = None) -> EngineBuild:
-    """Build and record the engine for ``precision`` from the bundle's ONNX files.
-
-    TensorRT 11 (no ``BuilderFlag.FP16``): strongly typed, precision from the ONNX graph.
-    TensorRT 10: weakly typed; FP16 by flag on the FP32 graph, INT8 from the Q/DQ graph with the
-    INT8 (and FP16, for layers left unquantized) flags. A timing cache per GPU/TensorRT version is
-    kept in the bundle so rebuilds are fast.
-    """
+    """Build and record the engine for ``precision`` from the bundle's ONNX file of that precision,
+    strongly typed on TensorRT 10 and 11 alike. A timing cache per GPU/TensorRT version is kept in the
+    bundle so rebuilds are fast. Builds on the current CUDA device (0 unless CUDA_VISIBLE_DEVICES)."""
     trt = trt or require_tensorrt()
     target = current_target(trt)
     key = engine_key(precision)
-    strongly_typed = not hasattr(trt.BuilderFlag, "FP16") or trt_major(trt) >= 11
-    src_key = _source_for(bundle, precision, strongly_typed)
+    src_key = _source_for(bundle, precision)
     src = bundle.artifact_path(src_key)
     bmin, bopt, bmax = batch
     h, w = bundle.input_size
@@ -244,24 +268,14 @@ def build_engine(bundle: Bundle, precision: str = "fp16", batch: tuple[int, int,
 
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    flags = 0
-    if strongly_typed and hasattr(trt, "NetworkDefinitionCreationFlag") and \
-            hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and trt_major(trt) < 11:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags) if flags else builder.create_network()
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(src)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgecatError(f"TensorRT cannot parse {src.name}: {errors[:300]}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    configure(trt, config, precision, workspace_gb)
     mode = "strongly-typed"
-    if not strongly_typed:
-        mode = "weakly-typed"
-        if precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ; no calibrator
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, (bmin, h, w, 3), (bopt, h, w, 3), (bmax, h, w, 3))
     config.add_optimization_profile(profile)
@@ -285,7 +299,7 @@ def build_engine(bundle: Bundle, precision: str = "fp16", batch: tuple[int, int,
     bundle.add_artifact(
         key, dest, format="tensorrt", precision=precision,
         gpu=target.gpu_name, compute_capability=target.compute_capability,
-        tensorrt_version=target.tensorrt_version, mode=mode,
+        tensorrt_version=target.tensorrt_version, mode=mode, tf32=precision != "fp32",
         batch={"min": bmin, "opt": bopt, "max": bmax}, workspace_gb=workspace_gb,
         build_seconds=round(seconds, 2), input=input_name,
         output=bundle.artifacts[src_key].get("output", "probabilities"),
@@ -309,12 +323,12 @@ class LoadedEngine:
     target: EngineTarget
 
 
-def load_engine(bundle: Bundle, precision: str) -> LoadedEngine:
-    """Open the bundle's engine for ``precision`` after checking it was built for this GPU and
-    TensorRT version (and from the bundle's current ONNX); a stale one is refused with the rebuild
-    command. Used by ``edgecat.runtime.tensorrt_runtime``."""
+def load_engine(bundle: Bundle, precision: str, device: int = 0) -> LoadedEngine:
+    """Open the bundle's engine for ``precision`` after checking it was built for CUDA device
+    ``device`` (the one the runtime selected) and this TensorRT version (and from the bundle's current
+    ONNX); a stale one is refused with the rebuild command. Used by ``edgecat.runtime.tensorrt_runtime``."""
     trt = require_tensorrt()
-    target = current_target(trt)
+    target = current_target(trt, device)
     entry = check_engine(bundle, precision, target)
     path = bundle.artifact_path(engine_key(precision))
     logger = _logger(trt)
@@ -326,7 +340,8 @@ def load_engine(bundle: Bundle, precision: str) -> LoadedEngine:
 
 
 def engine_parity(bundle: Bundle, precision: str, n: int = 16) -> dict[str, Any] | None:
-    """Engine vs ONNX Runtime FP32 on the parity images, through the TensorRT runtime when it exists."""
+    """Engine vs ONNX Runtime FP32 on the parity images, through the TensorRT runtime when it exists,
+    fed in batches the engine's profile allows (max batch may be below ``n``)."""
     import numpy as np
 
     from edgecat.export.onnx import onnx_outputs, parity_images
@@ -337,7 +352,8 @@ def engine_parity(bundle: Bundle, precision: str, n: int = 16) -> dict[str, Any]
         batch, what = parity_images(bundle, n=n)
         ref = bundle.class_probs(onnx_outputs(bundle.artifact_path("onnx-fp32"), batch))
         with open_runtime(bundle, "tensorrt", precision) as rt:
-            got = rt.infer(batch)
+            step = int(getattr(rt, "max_batch", len(batch)))
+            got = np.concatenate([rt.infer(batch[i:i + step]) for i in range(0, len(batch), step)])
     except (ImportError, AttributeError, EdgecatError) as exc:
         log.warning("TensorRT parity check skipped: cannot run the engine here (%s)", exc)
         return None
@@ -355,12 +371,11 @@ def build_engines(bundle: Bundle, precisions: list[str], batch: tuple[int, int, 
     for p in precisions:
         engine_key(p)
     out = []
-    strongly_typed = not hasattr(trt.BuilderFlag, "FP16") or trt_major(trt) >= 11
     for p in precisions:
-        if p == "fp16" and strongly_typed and not bundle.has("onnx-fp16"):
+        if p == "fp16" and not bundle.has("onnx-fp16"):
             from edgecat.export.fp16 import export_fp16
 
-            log.info("TensorRT %s is strongly typed: making model.fp16.onnx first", trt.__version__)
+            log.info("FP16 engines are built strongly typed from model.fp16.onnx: making it first")
             export_fp16(bundle)
         built = build_engine(bundle, p, batch=batch, workspace_gb=workspace_gb, trt=trt)
         parity = engine_parity(bundle, p)

@@ -115,18 +115,32 @@ class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
     def artifact_for(self, precision: str) -> str:
-        # TensorRT wants symmetric int8 Q/DQ; the export makes that flavour as onnx-int8-trt.
-        if precision == "int8" and self.bundle.has("onnx-int8-trt"):
+        # TensorRT builds from symmetric int8 Q/DQ only; the CPU flavour (uint8, non-zero zero points)
+        # breaks its parser's rules, so it is refused rather than tried.
+        if precision == "int8":
+            if not self.bundle.has("onnx-int8-trt"):
+                raise EdgecatError(
+                    "onnxruntime-trt int8 runs model.int8-trt.onnx (symmetric Q/DQ, TensorRT's rules), which "
+                    f"the bundle lacks; model.int8.onnx is the CPU flavour and TensorRT cannot build it: run "
+                    f"`edgecat export {self.bundle.path} --int8 --calib DIR`")
             return "onnx-int8-trt"
         return ARTIFACT[precision]
 
+    def engine_cache_dir(self) -> Any:
+        """``trt_cache/<sha256 of the artifact>``: ORT keys its engine cache by model file name and
+        versions, not content, so a re-calibrated model.int8-trt.onnx would reuse the old engine."""
+        sha = self.bundle.artifacts[self.artifact_for(self.precision)]["sha256"]
+        cache = self.bundle.path / "trt_cache" / sha[:16]
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+
     def provider_options(self) -> list[Any]:
-        cache = self.bundle.path / "trt_cache"
-        cache.mkdir(exist_ok=True)
+        cache = self.engine_cache_dir()
         trt = {
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache.parent),
             "trt_fp16_enable": self.precision == "fp16",
             "trt_int8_enable": self.precision == "int8",
         }

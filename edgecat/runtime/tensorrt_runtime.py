@@ -1,5 +1,10 @@
 """Native TensorRT (10 and 11): the bundle's engine, pinned host buffers, one CUDA stream and an
-optional CUDA graph for a fixed batch.
+optional CUDA graph.
+
+CUDA graphs follow trtexec and Torch-TensorRT: one graph per execution context, captured for the
+current input shape and thrown away when the shape changes (the context's kernels and output copy
+sizes depend on it), then re-captured after one plain enqueue. A capture that fails logs the CUDA or
+TensorRT error and the runtime falls back to plain enqueues.
 
 Written against the documented name-based I/O API (``num_io_tensors``, ``get_tensor_name``,
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) that TensorRT 10 introduced and 11
@@ -71,8 +76,9 @@ class _Buffer:
 
 
 class TensorRTRuntime(Runtime):
-    """Options: ``cuda_graph`` (bool, default True: capture a graph per batch size and replay it),
-    ``device`` (GPU index, default 0)."""
+    """Options: ``cuda_graph`` (bool, default True: capture a graph for the current batch size and
+    replay it until the size changes), ``device`` (CUDA device ordinal, default 0; the engine is
+    checked against that device)."""
 
     backend = "tensorrt"
 
@@ -88,9 +94,12 @@ class TensorRTRuntime(Runtime):
             count = 0
         if not count:
             raise EdgecatError("the tensorrt backend needs an NVIDIA GPU; none is visible here")
-        cuda_check(cudart.cudaSetDevice(int(self.options.get("device", 0))))
+        self.device = int(self.options.get("device", 0))
+        if not 0 <= self.device < count:
+            raise EdgecatError(f"the tensorrt backend was asked for GPU {self.device}; {count} visible here")
+        cuda_check(cudart.cudaSetDevice(self.device))
         self.artifact_key = engine_key(self.precision)
-        self._loaded = load_engine(self.bundle, self.precision)
+        self._loaded = load_engine(self.bundle, self.precision, device=self.device)
         engine = self._loaded.engine
         self.engine = engine
         self.context = engine.create_execution_context()
@@ -98,7 +107,8 @@ class TensorRTRuntime(Runtime):
             raise EdgecatError("TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = cuda_check(cudart.cudaStreamCreate())
         self.use_graph = bool(self.options.get("cuda_graph", True))
-        self._graphs: dict[int, Any] = {}
+        self._graph: Any = None  # the one captured graph (for _shape_batch), None when not captured
+        self.graph_captures = 0
         self._shape_batch: int | None = None
         self.inputs: list[_Buffer] = []
         self.outputs: list[_Buffer] = []
@@ -150,16 +160,19 @@ class TensorRTRuntime(Runtime):
             batch = batch[None]
         return np.ascontiguousarray(batch.astype(self.inputs[0].dtype, copy=False))
 
-    def _set_batch(self, n: int, shape: tuple[int, ...]) -> None:
+    def _set_batch(self, n: int, shape: tuple[int, ...]) -> bool:
+        """Set the context's input shape; True when it changed (the captured graph is then stale)."""
         if n > self.max_batch:
             raise EdgecatError(
                 f"batch {n} exceeds the engine's maximum {self.max_batch}; rebuild with "
                 f"`edgecat export {self.bundle.path} --trt --batch 1,{n},{n}`"
             )
-        if self._shape_batch != n:
-            if not self.context.set_input_shape(self.input_name, shape):
-                raise EdgecatError(f"TensorRT refused input shape {shape}")
-            self._shape_batch = n
+        if self._shape_batch == n:
+            return False
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise EdgecatError(f"TensorRT refused input shape {shape}")
+        self._shape_batch = n
+        return True
 
     def _enqueue(self, n: int) -> None:
         """Copy in, run, copy out on the one stream (what a CUDA graph captures)."""
@@ -176,32 +189,54 @@ class TensorRTRuntime(Runtime):
             nbytes = int(np.prod(self.context.get_tensor_shape(out.name))) * out.dtype.itemsize
             cuda_check(cudart.cudaMemcpyAsync(out.host_ptr, out.device_ptr, nbytes, kind_d2h, self.stream))
 
-    def _graph_for(self, n: int) -> Any:
-        """Capture one graph per batch size; TensorRT wants one plain enqueue after a shape change
-        before capture (it finishes lazy set-up outside the graph)."""
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            self._cudart.cudaGraphExecDestroy(self._graph)
+            self._graph = None
+
+    def _capture(self, n: int) -> Any:
+        """Capture the enqueue for the current shape. TensorRT wants one plain enqueue after a shape
+        change first (it finishes lazy set-up outside the graph). On failure: the error is logged,
+        the stream leaves capture mode, and None is returned so the caller enqueues normally."""
         cudart = self._cudart
-        graph_exec = self._graphs.get(n)
-        if graph_exec is None:
-            self._enqueue(n)
-            cuda_check(cudart.cudaStreamSynchronize(self.stream))
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._enqueue(n)
+        cuda_check(cudart.cudaStreamSynchronize(self.stream))
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        graph = None
+        try:
             cuda_check(cudart.cudaStreamBeginCapture(self.stream, mode))
             try:
                 self._enqueue(n)
             finally:
-                graph = cuda_check(cudart.cudaStreamEndCapture(self.stream))
+                # always leave capture mode; an invalidated capture reports its own error here,
+                # which must not replace the one that invalidated it
+                err, graph = cudart.cudaStreamEndCapture(self.stream)
+                if getattr(err, "value", err) != 0:
+                    graph = None
+            if graph is None:
+                raise EdgecatError("CUDA stream capture was invalidated")
             graph_exec = cuda_check(cudart.cudaGraphInstantiate(graph, 0))
-            cuda_check(cudart.cudaGraphDestroy(graph))
-            self._graphs[n] = graph_exec
+        except (EdgecatError, RuntimeError) as exc:
+            log.warning("CUDA graph capture failed at batch %d (%s); running without CUDA graphs", n, exc)
+            self.use_graph = False
+            cudart.cudaGetLastError()  # clear a non-sticky error left by the failed capture
+            return None
+        finally:
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)
+        self.graph_captures += 1
         return graph_exec
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         inp = self.inputs[0]
-        self._set_batch(n, tuple(batch.shape))
+        if self._set_batch(n, tuple(batch.shape)):
+            self._drop_graph()
         inp.host[: batch.size] = batch.reshape(-1)
-        if self.use_graph:
-            cuda_check(self._cudart.cudaGraphLaunch(self._graph_for(n), self.stream))
+        if self.use_graph and self._graph is None:
+            self._graph = self._capture(n)
+        if self._graph is not None:
+            cuda_check(self._cudart.cudaGraphLaunch(self._graph, self.stream))
         else:
             self._enqueue(n)
         cuda_check(self._cudart.cudaStreamSynchronize(self.stream))
@@ -217,8 +252,7 @@ class TensorRTRuntime(Runtime):
             super().close()
             return
         cudart = self._cudart
-        for g in self._graphs.values():
-            cudart.cudaGraphExecDestroy(g)
+        self._drop_graph()
         for buf in self.inputs + self.outputs:
             cudart.cudaFreeHost(buf.host_ptr)
             cudart.cudaFree(buf.device_ptr)
