@@ -11,9 +11,9 @@ _BOOL = {"augment", "tensorboard"}
 
 @click.command("train")
 @click.option("--data", help="Folder (train/+validation/, class folders, or cat.1.jpg files) or tfds:cats_vs_dogs.")
-@click.option("--backbone", help="mobilenet_v2 (default), resnet50, efficientnet_b0.")
+@click.option("--backbone", help="mobilenet_v2 (default), mobilenet_v3_small/large, resnet50, vgg16, inception_v3, efficientnet_b0-b3.")
 @click.option("--weights", help="imagenet (default) | none | PATH: a local Keras weights file, or a bundle whose backbone to start from.")
-@click.option("--img-size", type=int, help="Input size in pixels (default: the backbone's, 224).")
+@click.option("--img-size", type=int, help="Input size in pixels (default: the backbone's, e.g. 224; inception_v3 299).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--schedule", type=click.Choice(["two-stage", "full"]),
               help="two-stage (default) or full (every layer; default with --weights none).")
@@ -21,7 +21,7 @@ _BOOL = {"augment", "tensorboard"}
 @click.option("--stage1-lr", type=float, help="Stage 1 learning rate (default 1e-3).")
 @click.option("--stage2-epochs", type=int, help="Stage 2 (last layers unfrozen) epochs (default 3).")
 @click.option("--stage2-lr", type=float, help="Stage 2 learning rate (default 1e-5).")
-@click.option("--unfreeze", type=int, help="Base layers unfrozen in stage 2 (default 100).")
+@click.option("--unfreeze", type=int, help="Base layers unfrozen in stage 2 (default: the backbone's, e.g. 100).")
 @click.option("--full-epochs", type=int, help="Epochs of the full schedule (default 6).")
 @click.option("--full-lr", type=float, help="Learning rate of the full schedule (default 1e-3).")
 @click.option("--head", type=click.Choice(["gap", "dense256"]), help="Classifier head (default gap).")
@@ -36,6 +36,7 @@ _BOOL = {"augment", "tensorboard"}
 @click.option("--threshold", type=float, help="Decision threshold stored in the bundle (default 0.5).")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), help="float16 compute (auto: on GPUs).")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs (default on).")
+@click.option("--save-h5", is_flag=True, default=None, help="Also write model.h5 (legacy Keras HDF5, loads without edgecat).")
 @click.option("--name", help="Run name (default <backbone>-<size>).")
 @click.option("--out", type=click.Path(file_okay=False), help="Bundle folder (default runs/<name>).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML file of these settings.")
