@@ -128,6 +128,25 @@ def test_onnx_one_image_input_and_fp32_parity(name: str, tmp_path: Path) -> None
     assert diff <= FP32_TOLERANCE, diff
 
 
+def test_mobilenet_v3_hard_sigmoid_is_one_layer_and_the_same_function() -> None:
+    """Keras writes hard-sigmoid as bare ops (which legacy HDF5 cannot load back); edgecat builds
+    the same network from layers only, with the same weights and outputs."""
+    import keras
+
+    base = untrained_model("mobilenet_v3_small", 32).get_layer("backbone")  # BN statistics set
+    stock = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None)
+    assert not all(isinstance(op, keras.layers.Layer) for op in stock.operations)
+    assert all(isinstance(op, keras.layers.Layer) for op in base.operations)
+    stock.set_weights(base.get_weights())
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    got, want = np.asarray(base(x, training=False)), np.asarray(stock(x, training=False))
+    assert want.std() > 1e-3
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())  # 1/6 vs /6 rounding
+    t = np.linspace(-8, 8, 1601, dtype="float32")  # the function itself, kinks at -3 and 3 included
+    keras_form = np.asarray(keras.layers.ReLU(6.0)(t + 3.0) * (1.0 / 6.0))
+    np.testing.assert_allclose(np.asarray(keras.layers.Activation("hard_sigmoid")(t)), keras_form, atol=1e-7)
+
+
 # ------------------------------------------------------------------ the .h5 hand-off
 
 _LOAD_WITHOUT_EDGECAT = textwrap.dedent("""
