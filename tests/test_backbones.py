@@ -117,7 +117,10 @@ def test_onnx_one_image_input_and_fp32_parity(name: str, tmp_path: Path) -> None
     proto = keras_to_onnx(model, path)
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["probabilities"]
-    n_transpose = sum(node.op_type == "Transpose" for node in onnx.load(str(path)).graph.node)
+    graph = onnx.load(str(path)).graph
+    used = {name for node in graph.node for name in node.input}
+    assert [i.name for i in graph.initializer if i.name not in used] == []
+    n_transpose = sum(node.op_type == "Transpose" for node in graph.node)
     assert n_transpose <= 1, f"{n_transpose} Transpose nodes: tf2onnx's layout pass did not run"
     # the images untrained_model set BatchNorm statistics on: elsewhere a random EfficientNet
     # saturates to probabilities of 1e-17 and parity would be checked on constants

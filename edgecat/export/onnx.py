@@ -74,12 +74,15 @@ def _captured_constants(fn: Any, spec: Any) -> dict[str, np.ndarray]:
 
 
 def _fold_constants(model: Any, constants: dict[str, np.ndarray]) -> None:
-    """Turn graph inputs that are captured constants into initializers: one input, ``image``."""
+    """Graph inputs that are captured constants: dropped where TensorFlow's freezing already folded
+    them (the usual case), initializers where a node still reads them. One input remains, ``image``."""
     from onnx import numpy_helper
 
     graph = model.graph
+    used = {name for node in graph.node for name in node.input}
     for inp in [i for i in graph.input if i.name in constants]:
-        graph.initializer.append(numpy_helper.from_array(np.asarray(constants[inp.name]), inp.name))
+        if inp.name in used:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(constants[inp.name]), inp.name))
         graph.input.remove(inp)
 
 
