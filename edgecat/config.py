@@ -35,13 +35,14 @@ class TrainConfig:
     stage1_lr: Rate = 1e-3
     stage2_epochs: Count = 3
     stage2_lr: Rate = 1e-5
-    unfreeze: Count = 100
+    #: base layers unfrozen in stage 2; None: the backbone's own depth (edgecat.models.BACKBONES)
+    unfreeze: Optional[Count] = None  # noqa: UP007
     full_epochs: Count = 6
     full_lr: Rate = 1e-3
     head: Literal["gap", "dense256"] = "gap"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
     augment: bool = True
-    #: "auto" (when stage 1 has no augmentation) | "on" | "off"
+    #: "auto" | "on": both stages train on cached outputs of the frozen layers; "off": images every epoch
     feature_cache: Literal["auto", "on", "off"] = "auto"
     #: augmented views of each training image whose frozen-layer outputs the feature cache keeps
     #: (epoch e trains on view e mod N, so N >= epochs sees what uncached training sees)
@@ -57,6 +58,8 @@ class TrainConfig:
     #: "auto" (on when a GPU is present) | "on" | "off"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     tensorboard: bool = True
+    #: also write model.h5 (legacy Keras HDF5 that loads without edgecat) at the end
+    save_h5: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,8 +10,9 @@ Only standard layers are used (Rescaling, a frozen Dense for the Caffe channel s
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,30 +26,62 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 @dataclass(frozen=True)
 class Backbone:
+    """What edgecat must know about a keras.applications family to train and export it."""
+
     name: str
     #: dotted name of the keras.applications constructor
     constructor: str
     default_size: int
-    #: "tf" ([-1, 1]), "caffe" (BGR, ImageNet mean subtracted), "torch" (ImageNet mean/std) or "none"
+    #: what edgecat puts in front of the backbone, equal to the family's Keras ``preprocess_input``:
+    #: "tf" ([-1, 1]), "caffe" (BGR, ImageNet mean subtracted), "torch" (ImageNet mean/std) or
+    #: "none" (the Keras model rescales its input itself: EfficientNet, MobileNetV3)
     preprocessing: str
-    #: layers unfrozen in stage 2 when the user does not say
+    #: base layers unfrozen in stage 2 when the user does not say (a block boundary of the family)
     default_unfreeze: int = 100
     min_size: int = 32
+    #: False for families without BatchNormalization (VGG16): nothing to keep in inference mode
+    #: during fine-tuning, nothing to recalibrate after training from scratch
+    batchnorm: bool = True
+    #: the keras.applications module whose ``preprocess_input`` the preprocessing reproduces
+    keras_module: str = ""
 
 
-BACKBONES: dict[str, Backbone] = {
-    "mobilenet_v2": Backbone("mobilenet_v2", "MobileNetV2", 224, "tf", default_unfreeze=100),
-    "resnet50": Backbone("resnet50", "ResNet50", 224, "caffe", default_unfreeze=100),
-    # A third backbone is one line, e.g.:
-    "efficientnet_b0": Backbone("efficientnet_b0", "EfficientNetB0", 224, "none", default_unfreeze=80),
-}
+#: One line per backbone. Unfreeze depths end on a block boundary: VGG16's block5, InceptionV3's
+#: last two inception blocks (the Keras fine-tuning example's 249 frozen layers), EfficientNet's
+#: stages 6-7, MobileNetV3's last two stages; MobileNetV2 and ResNet50 keep the guide's 100.
+#: EfficientNet and MobileNetV3 rescale inside the Keras model (their ``preprocess_input`` is the
+#: identity), so edgecat adds nothing in front of them.
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("mobilenet_v2", "MobileNetV2", 224, "tf", 100, keras_module="mobilenet_v2"),
+    Backbone("mobilenet_v3_small", "MobileNetV3Small", 224, "none", 77, keras_module="mobilenet_v3"),
+    Backbone("mobilenet_v3_large", "MobileNetV3Large", 224, "none", 77, keras_module="mobilenet_v3"),
+    Backbone("resnet50", "ResNet50", 224, "caffe", 100, keras_module="resnet50"),
+    Backbone("vgg16", "VGG16", 224, "caffe", 4, batchnorm=False, keras_module="vgg16"),
+    Backbone("inception_v3", "InceptionV3", 299, "tf", 62, min_size=75, keras_module="inception_v3"),
+    Backbone("efficientnet_b0", "EfficientNetB0", 224, "none", 75, keras_module="efficientnet"),
+    Backbone("efficientnet_b1", "EfficientNetB1", 240, "none", 105, keras_module="efficientnet"),
+    Backbone("efficientnet_b2", "EfficientNetB2", 260, "none", 105, keras_module="efficientnet"),
+    Backbone("efficientnet_b3", "EfficientNetB3", 300, "none", 120, keras_module="efficientnet"),
+)}
+
+
+def effective_unfreeze(spec: Backbone, value: int | None) -> int:
+    """Stage-2 unfreeze depth: the user's value when given, else the backbone's own default
+    (100 layers is all of VGG16 but a third of InceptionV3, so one global default fits none)."""
+    if value is None:
+        return spec.default_unfreeze
+    if int(value) < 0:
+        raise EdgecatError(f"--unfreeze must be >= 0 (got {value})")
+    return int(value)
 
 
 def get_backbone(name: str) -> Backbone:
-    key = name.lower().replace("-", "_")
-    if key not in BACKBONES:
-        raise EdgecatError(f"unknown backbone '{name}' (choose from: {', '.join(BACKBONES)})")
-    return BACKBONES[key]
+    """``mobilenet_v3_small``, ``MobileNet-V3-Small`` and the Keras name ``MobileNetV3Small`` alike."""
+    key = name.lower().replace("-", "").replace("_", "")
+    for spec in BACKBONES.values():
+        if key in (spec.name.replace("_", ""), spec.constructor.lower()):
+            return spec
+    raise EdgecatError(f"unknown backbone '{name}' (choose from: {', '.join(BACKBONES)})")
 
 
 def preprocessing_layers(mode: str) -> list[Any]:
@@ -80,18 +113,20 @@ def resolve_weights(weights: str | None, spec: Backbone | None = None,
                     size: int | None = None) -> tuple[str | None, Path | None]:
     """``imagenet`` | ``none`` | PATH (a Keras weights file or a bundle) -> (keras arg, local path).
 
-    ``imagenet`` becomes the local official file when one is found (see :mod:`edgecat.weights`), so
-    an offline machine with the file in place never tries a download; without ``spec`` it stays a
-    plain Keras download."""
+    ``imagenet`` is looked for locally first (see :mod:`edgecat.weights`): a found official file is
+    linked into Keras' cache, so Keras builds what it builds online without a download, and an
+    offline machine without it fails in one line; without ``spec`` it stays a plain Keras download."""
     if weights is None or str(weights).lower() in ("none", "null", "random", ""):
         return None, None
     if str(weights).lower() == "imagenet":
         if spec is None:
             return "imagenet", None
-        from edgecat.weights import locate_imagenet
+        from edgecat.weights import locate_imagenet, stage_for_keras
 
         local = locate_imagenet(spec.constructor, int(size or spec.default_size))
-        return (None, local) if local is not None else ("imagenet", None)
+        if local is not None:
+            stage_for_keras(local)
+        return "imagenet", None
     path = Path(weights)
     if not path.exists():
         raise EdgecatError(
@@ -114,6 +149,46 @@ def bundle_backbone_weights(path: Path, backbone: str) -> list[Any]:
     if not bases:
         raise EdgecatError(f"--weights {path}: no backbone found in its model.keras")
     return bases[0].get_weights()
+
+
+@contextlib.contextmanager
+def _hard_sigmoid_as_one_layer() -> Iterator[None]:
+    """Keras' MobileNetV3 writes hard-sigmoid as ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)``: two bare ops
+    in the functional graph, which legacy HDF5 cannot load back ("Only input tensors may be passed
+    as positional arguments"), so model.h5 would be unusable. The same function as one standard
+    ``Activation("hard_sigmoid")`` layer (relu6(x + 3) / 6, no weights either way) loads anywhere;
+    ImageNet weights load unchanged. Swapped in only while the constructor runs."""
+    import keras
+
+    try:
+        from keras.src.applications import mobilenet_v3
+    except ImportError:  # another Keras layout: build as Keras does (export --h5 then says so)
+        yield
+        return
+    original = getattr(mobilenet_v3, "hard_sigmoid", None)
+    if original is None:
+        yield
+        return
+    mobilenet_v3.hard_sigmoid = lambda x: keras.layers.Activation("hard_sigmoid")(x)
+    try:
+        yield
+    finally:
+        mobilenet_v3.hard_sigmoid = original
+
+
+def _constructor(spec: Backbone) -> Callable[..., Any]:
+    """The keras.applications constructor of ``spec`` (MobileNetV3: with a one-layer hard-sigmoid)."""
+    import keras
+
+    ctor: Callable[..., Any] = getattr(keras.applications, spec.constructor)
+    if not spec.constructor.startswith("MobileNetV3"):
+        return ctor
+
+    def build(**kwargs: Any) -> Any:
+        with _hard_sigmoid_as_one_layer():
+            return ctor(**kwargs)
+
+    return build
 
 
 def build_model(
@@ -139,7 +214,7 @@ def build_model(
     if size < spec.min_size:
         raise EdgecatError(f"--img-size {size} is too small for {spec.name} (minimum {spec.min_size})")
     kw_weights, local = resolve_weights(weights, spec, size)
-    ctor: Callable[..., Any] = getattr(keras.applications, spec.constructor)
+    ctor: Callable[..., Any] = _constructor(spec)
     try:
         base = ctor(input_shape=(size, size, 3), include_top=False, weights=kw_weights)
     except Exception as exc:  # noqa: BLE001 - download failures surface as many exception types
@@ -159,7 +234,7 @@ def build_model(
             raise
         except Exception as exc:  # noqa: BLE001
             raise EdgecatError(f"cannot load weights {local} into {spec.name}: {str(exc)[:200]}") from exc
-    if not freeze_bn:
+    if not freeze_bn and spec.batchnorm:
         # Keras' 0.99/0.999 momentum suits fine-tuning; from scratch, moving statistics must
         # follow the fast-changing weights or inference-mode outputs stay meaningless for epochs.
         for layer in base.layers:

@@ -200,13 +200,14 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         require_tensorflow()
-        from edgecat.models import get_backbone
+        from edgecat.models import effective_unfreeze, get_backbone
 
         self.cfg = cfg
         self.resume = resume
         self.spec = get_backbone(cfg.backbone)
         self.size = int(cfg.img_size or self.spec.default_size)
         self.schedule = resolve_schedule(cfg)
+        self.unfreeze = effective_unfreeze(self.spec, cfg.unfreeze)
         self.phases = plan(cfg, self.schedule)
         self.history: list[dict[str, Any]] = []
         self.best_val_loss = float("inf")
@@ -319,7 +320,8 @@ class Trainer:
             import shutil
 
             shutil.rmtree(out)
-        cfg_dict = self.cfg.to_dict() | {"schedule": self.schedule, "img_size": self.size, "out": str(out)}
+        cfg_dict = self.cfg.to_dict() | {"schedule": self.schedule, "img_size": self.size, "out": str(out),
+                                         "unfreeze": self.unfreeze}
         return Bundle.create(out, name=cfg.name or out.name, backbone=self.spec.name,
                              input_size=(self.size, self.size), classes=classes,
                              preprocessing=self.spec.preprocessing, threshold=cfg.threshold, config=cfg_dict)
@@ -435,7 +437,7 @@ class Trainer:
 
         cfg = self.cfg
         assert self.bundle is not None
-        n_trainable = set_trainable(self.base, phase.trainable, cfg.unfreeze, freeze_bn=self.schedule != "full")
+        n_trainable = set_trainable(self.base, phase.trainable, self.unfreeze, freeze_bn=self.schedule != "full")
         log.info("%s: %s base (%d trainable base layers), lr %g, %d epochs",
                  phase.name, phase.trainable, n_trainable, phase.lr, phase.epochs)
         callbacks: list[Any] = [
@@ -477,7 +479,7 @@ class Trainer:
             return False
         if self._cache is None:
             stage2 = next((p for p in self.phases if p.trainable == "partial" and p.epochs > 0), None)
-            cut = max(0, len(self.base.layers) - int(cfg.unfreeze)) if stage2 else None
+            cut = max(0, len(self.base.layers) - self.unfreeze) if stage2 else None
             split = fc.split_frozen(self.model, self.base, cut)
             views = max(1, min(int(cfg.cache_views), max(p.epochs for p in self.phases))) if cfg.augment else 1
             n_train = len(self.dataset.train) if self.dataset is not None else None
@@ -557,6 +559,10 @@ class Trainer:
         bundle.manifest["status"] = "complete"
         bundle.save()
         shutil.rmtree(self.ckpt, ignore_errors=True)
+        if self.cfg.save_h5:
+            from edgecat.export.h5 import export_h5
+
+            export_h5(bundle)
         kept = summary.get("kept") or {}
         if kept:
             log.info("kept epoch %d (%s epoch %d, lowest val_loss %.4f, val_acc %.4f)", kept["epoch"], kept["stage"],

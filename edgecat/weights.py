@@ -57,8 +57,39 @@ def search_dirs() -> list[Path]:
     if os.environ.get(WEIGHTS_DIR_ENV):
         dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
     keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
-    dirs += [keras_home / "models", Path("/tmp/.keras/models")]
+    for d in (keras_cache_dir(), keras_home / "models", Path("/tmp/.keras/models")):
+        if d not in dirs:
+            dirs.append(d)
     return dirs
+
+
+def keras_cache_dir() -> Path:
+    """The folder Keras' ``get_file`` reads ImageNet files from (``<keras home>/models``)."""
+    try:
+        from keras.src.backend import config  # the value Keras fixed when it was imported
+
+        home = Path(config.keras_home())
+    except Exception:  # noqa: BLE001 - Keras internals moved, or Keras absent: its own rule
+        home = Path(os.environ["KERAS_HOME"]) if os.environ.get("KERAS_HOME") else Path.home() / ".keras"
+    if not os.access(home if home.exists() else home.parent, os.W_OK):
+        home = Path("/tmp/.keras")
+    return home / "models"
+
+
+def stage_for_keras(path: Path) -> None:
+    """Link an official file into Keras' cache under its own name, so ``weights="imagenet"`` builds
+    offline exactly what it builds online (EfficientNet adds its ImageNet normalisation layer only
+    for ``weights="imagenet"``; loading the same file by path would silently skip it)."""
+    cache = keras_cache_dir()
+    dest = cache / path.name
+    if dest.exists():
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(path.resolve())
+    except OSError as exc:
+        raise EdgecatError(f"cannot place {path.name} in Keras' weights cache {cache} ({exc}); "
+                           f"copy it there by hand") from exc
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
@@ -71,7 +102,8 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def locate_imagenet(constructor: str, size: int) -> Path | None:
-    """The local official file, or None when Keras can download it; fails in one line offline."""
+    """The local official file (left where it is), or None when Keras can download it; fails in
+    one line offline. :func:`stage_for_keras` makes a found file visible to Keras."""
     name, url = official_file(constructor, size)
     for folder in search_dirs():
         path = folder / name

@@ -58,3 +58,16 @@ def test_train_fails_before_making_a_run_folder(tmp_path: Path, monkeypatch: pyt
     res = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "data"), "--out", str(out)])
     assert res.exit_code != 0 and "no_top.h5" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_found_file_is_staged_where_keras_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras then builds with weights='imagenet' offline (EfficientNet's ImageNet normalisation
+    layer exists only on that path), reading the very file found."""
+    cache = tmp_path / "keras-cache" / "models"
+    monkeypatch.setattr(weights, "keras_cache_dir", lambda: cache)
+    found = tmp_path / "w" / "efficientnetb0_notop.h5"
+    found.parent.mkdir()
+    found.write_bytes(b"weights")
+    weights.stage_for_keras(found)
+    assert (cache / found.name).resolve() == found.resolve()
+    weights.stage_for_keras(found)  # idempotent

@@ -14,6 +14,7 @@ from edgecat.cli.common import choice_list, command, console, option
 ])
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
+@click.option("--h5", is_flag=True, help="Add model.h5: the Keras model as legacy HDF5 for keras.models.load_model.")
 @click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 inside, fp32 input/output).")
 @click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=2e-2, show_default=True,
               help="Largest logit change FP16 may show against FP32, relative to the largest |logit| (plus 0.05).")
@@ -42,7 +43,7 @@ from edgecat.cli.common import choice_list, command, console, option
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
            calib_method: str, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
-           opset: int) -> None:
+           opset: int, h5: bool) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
     from edgecat.bundle import Bundle
     from edgecat.export.pipeline import ExportPlan, run_export
@@ -53,7 +54,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
         eval_dir=eval_dir, trt=trt,
         precisions=precision or None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
-        max_batch=max_batch, opset=opset,
+        max_batch=max_batch, opset=opset, h5=h5,
     )
     result = run_export(b, plan)
     if result.table is not None:

@@ -30,13 +30,14 @@ DATA, MODEL, SCHEDULE, OUTPUT = "Data", "Model", "Schedule", "Output and runs"
 ])
 @option("--data", group=DATA,
         help="Folder (train/+validation/, class folders, or cat.1.jpg files) or tfds:cats_vs_dogs.")
-@option("--img-size", type=int, group=DATA, show_default="the backbone's, 224", help="Input size in pixels.")
+@option("--img-size", type=int, group=DATA, show_default="the backbone's: 224, inception_v3 299, efficientnet_b3 300",
+        help="Input size in pixels.")
 @option("--val-split", type=float, group=DATA, show_default=default("val_split"),
         help="Validation fraction for single-folder data.")
 @option("--augment/--no-augment", default=None, group=DATA, show_default="augment",
         help="Flip/rotate/zoom augmentation.")
 @option("--seed", type=int, group=DATA, show_default=default("seed"), help="Random seed.")
-@option("--backbone", group=MODEL, show_default=default("backbone"), help="mobilenet_v2, resnet50, efficientnet_b0.")
+@option("--backbone", group=MODEL, show_default=default("backbone"), help="mobilenet_v2, mobilenet_v3_small/large, resnet50, vgg16, inception_v3, efficientnet_b0-b3.")
 @option("--weights", group=MODEL, show_default=default("weights"),
         help="imagenet | none | PATH: a local Keras weights file, or a bundle whose backbone to start from.")
 @option("--head", type=click.Choice(["gap", "dense256"]), group=MODEL, show_default=default("head"),
@@ -55,7 +56,8 @@ DATA, MODEL, SCHEDULE, OUTPUT = "Data", "Model", "Schedule", "Output and runs"
 @option("--stage2-epochs", type=int, group=SCHEDULE, show_default=default("stage2_epochs"),
         help="Stage 2 (last layers unfrozen) epochs.")
 @option("--stage2-lr", type=float, group=SCHEDULE, show_default=default("stage2_lr"), help="Stage 2 learning rate.")
-@option("--unfreeze", type=int, group=SCHEDULE, show_default=default("unfreeze"), help="Base layers unfrozen in stage 2.")
+@option("--unfreeze", type=int, group=SCHEDULE, show_default="the backbone's, e.g. 100 for mobilenet_v2",
+        help="Base layers unfrozen in stage 2.")
 @option("--full-epochs", type=int, group=SCHEDULE, show_default=default("full_epochs"),
         help="Epochs of the full schedule.")
 @option("--full-lr", type=float, group=SCHEDULE, show_default=default("full_lr"),
@@ -69,6 +71,8 @@ DATA, MODEL, SCHEDULE, OUTPUT = "Data", "Model", "Schedule", "Output and runs"
         help="Augmented views of each image the feature cache keeps.")
 @option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), group=SCHEDULE,
         show_default=default("mixed_precision"), help="float16 compute (auto: on GPUs).")
+@option("--save-h5", is_flag=True, default=None, group=OUTPUT,
+        help="Also write model.h5 (legacy Keras HDF5 that loads without edgecat).")
 @option("--name", group=OUTPUT, show_default="<backbone>-<size>", help="Run name.")
 @option("--out", type=click.Path(file_okay=False), group=OUTPUT, show_default="runs/<name>, -2, -3... if taken",
         help="Bundle folder.")

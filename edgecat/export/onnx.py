@@ -8,8 +8,10 @@ exporters do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,65 @@ def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = No
     return synth, f"{n} synthetic images"
 
 
+def _captured_constants(fn: Any, spec: Any) -> dict[str, np.ndarray]:
+    """Eager tensors the traced model closes over, by their name inside the graph.
+
+    Keras' Normalization layer (EfficientNet's stem) keeps its mean and variance as plain tensors,
+    not variables; tf2onnx freezes variables but lists such captures as extra graph inputs.
+    """
+    import tensorflow as tf
+
+    concrete = fn.get_concrete_function(*spec)
+    return {inner.name: outer.numpy()
+            for outer, inner in zip(concrete.captured_inputs, concrete.graph.internal_captures)
+            if outer.dtype != tf.resource}
+
+
+def _fold_constants(model: Any, constants: dict[str, np.ndarray]) -> None:
+    """Graph inputs that are captured constants: dropped where TensorFlow's freezing already folded
+    them (the usual case), initializers where a node still reads them. One input remains, ``image``."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input}
+    for inp in [i for i in graph.input if i.name in constants]:
+        if inp.name in used:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(constants[inp.name]), inp.name))
+        graph.input.remove(inp)
+
+
+@contextlib.contextmanager
+def _scalar_safe_transpose_pass() -> Iterator[None]:
+    """tf2onnx 1.17's transpose pass crashes on Conv -> Add(scalar) (MobileNetV3's hard-swish
+    ``x + 3``), and tf2onnx then skips the whole pass: ~100 NHWC<->NCHW Transposes stay in the
+    graph, slowing every runtime. A scalar is no Conv bias, so such an Add is handled like any
+    other elementwise op. Swapped in for one conversion only; other tf2onnx versions untouched."""
+    try:
+        from tf2onnx import optimizer
+        from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+    except ImportError:
+        yield
+        return
+    registry = getattr(optimizer, "_optimizers", None)
+    if not isinstance(registry, dict) or registry.get("optimize_transpose") is not TransposeOptimizer:
+        yield
+        return
+
+    class ScalarSafeTransposeOptimizer(TransposeOptimizer):  # type: ignore[misc, valid-type]
+        def _add_handler(self, trans: Any, node: Any) -> Any:
+            producer = trans.inputs[0]
+            if (node.inputs[1].is_const() and producer.type in ("Conv", "ConvTranspose")
+                    and node.inputs[1].get_tensor_value(as_list=False).ndim == 0):
+                return self._handle_node_having_branches(trans, node)
+            return super()._add_handler(trans, node)
+
+    registry["optimize_transpose"] = ScalarSafeTransposeOptimizer
+    try:
+        yield
+    finally:
+        registry["optimize_transpose"] = TransposeOptimizer
+
+
 def _rename_io(model: Any) -> Any:
     """tf2onnx names tensors after TF ops; give the graph stable, documented names."""
     graph = model.graph
@@ -84,7 +145,9 @@ def keras_to_onnx(model: Any, dest: Path, opset: int = DEFAULT_OPSET) -> Any:
     h, w, c = model.input_shape[1:]
     spec = (tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME),)
     fn = tf.function(lambda x: model(x, training=False))
-    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    with _scalar_safe_transpose_pass():
+        onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    _fold_constants(onnx_model, _captured_constants(fn, spec))
     onnx_model = _rename_io(onnx_model)
     onnx_model.producer_name = "edgecat"
     onnx.checker.check_model(onnx_model)

@@ -1,4 +1,4 @@
-"""The order of an export: ONNX FP32 -> FP16 -> INT8 + precision table -> TensorRT -> Triton / DeepStream.
+"""The order of an export: (Keras HDF5) -> ONNX FP32 -> FP16 -> INT8 + precision table -> TensorRT -> Triton / DeepStream.
 
 Kept out of the CLI so notebooks and scripts run the same sequence `edgecat export` runs.
 """
@@ -34,6 +34,8 @@ class ExportPlan:
     deepstream_dir: str | None = None
     max_batch: int = 32
     opset: int = 17
+    #: model.h5 (legacy Keras HDF5) for Keras users without edgecat
+    h5: bool = False
 
 
 @dataclass
@@ -69,7 +71,12 @@ def run_export(bundle: Any, plan: ExportPlan) -> ExportResult:
 
     nothing_else = not (plan.fp16 or plan.int8 or plan.trt or plan.triton_dir or plan.deepstream_dir
                         or plan.eval_dir)
-    if plan.onnx or not bundle.has("onnx-fp32"):
+    if plan.h5:
+        from edgecat.export.h5 import export_h5
+
+        entry = export_h5(bundle, parity_dirs=[plan.calib] if plan.calib else None)
+        out.lines.append(f"keras-h5   {entry['file']}  reloaded vs Keras {entry['parity']['max_abs_diff']:.2e}")
+    if plan.onnx or not (bundle.has("onnx-fp32") or (plan.h5 and nothing_else)):
         if not bundle.has("keras"):
             what = "model.onnx nor model.keras" if not bundle.has("onnx-fp32") else "model.keras"
             raise EdgecatError(f"bundle {bundle.path} has no {what} to export ONNX from "
@@ -78,7 +85,7 @@ def run_export(bundle: Any, plan: ExportPlan) -> ExportResult:
 
         entry = export_onnx(bundle, opset=plan.opset, parity_dirs=[plan.calib] if plan.calib else None)
         out.lines.append(f"onnx-fp32  {entry['file']}  parity vs Keras {entry['parity']['max_abs_diff']:.2e}")
-    elif nothing_else:
+    elif nothing_else and not plan.h5:
         out.lines.append(f"{bundle.artifacts['onnx-fp32']['file']} is already there (use --onnx to re-export)")
     if plan.fp16:
         from edgecat.export.fp16 import export_fp16
