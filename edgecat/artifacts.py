@@ -44,7 +44,7 @@ _ORT = ("onnxruntime", "onnxruntime-cuda", "openvino")
 ARTIFACTS: dict[str, ArtifactKind] = {a.key: a for a in (
     ArtifactKind("keras", "model.keras", "keras", "fp32", export_flags="train",
                  backends=("keras", "keras-predict")),
-    ArtifactKind("h5", "model.h5", "h5", "fp32", made_from="keras", export_flags="--h5"),
+    ArtifactKind("keras-h5", "model.h5", "h5", "fp32", made_from="keras", export_flags="--h5"),
     ArtifactKind("onnx-fp32", "model.onnx", "onnx", "fp32", made_from="keras", export_flags="",
                  backends=(*_ORT, "onnxruntime-trt", "tensorrt", "triton"), scored=True),
     ArtifactKind("onnx-fp16", "model.fp16.onnx", "onnx", "fp16", made_from="onnx-fp32", export_flags="--fp16",
