@@ -95,12 +95,18 @@ def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Pat
     assert "bad.jpg" in out and "could not be read" in out
 
 
-def _scores_from_predict(bundle: Path, folder: Path) -> dict[str, float]:
-    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
-    and the class folders: an independent path to the figures evaluate reports."""
-    code, out = _run("predict", str(bundle), str(folder), "--backend", "onnxruntime", "--format", "json")
+def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
+    """(class folder, label) per image of ``folder`` as `edgecat predict` on ONNX Runtime gives them."""
+    code, out = _run("predict", str(bundle), str(folder), "--backend", "onnxruntime", "--precision", precision,
+                     "--format", "json")
     assert code == 0, out
-    pairs = [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(out[out.index("["):])]
+    return [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(out[out.index("["):])]
+
+
+def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
+    and the class folders: an independent path to the figures evaluate, bench and the precision table report."""
+    pairs = predicted_labels(bundle, folder, precision)
     said_dog = [truth for truth, label in pairs if label == "dog"]
     return {"accuracy": sum(t == p for t, p in pairs) / len(pairs),
             "precision": said_dog.count("dog") / len(said_dog) if said_dog else 0.0}
