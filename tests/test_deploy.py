@@ -171,7 +171,7 @@ def test_triton_compose_serves_the_exported_repository():
     services = compose["services"]
     assert set(services) == {"triton", "triton-cpu"}
     gpu_tag = base_image("gpu").split(":")[1].removesuffix("-py3")
-    for name, svc in services.items():
+    for svc in services.values():
         image = svc["image"]
         assert re.match(r"^nvcr\.io/nvidia/tritonserver:\d{2}\.\d{2}-py3$", image), image
         # plans built in the gpu image must load in this server: same release, same TensorRT

@@ -225,7 +225,7 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
     by_fp32, by_int8 = (predicted_labels(tiny_bundle, synth_data / "validation", p) for p in ("fp32", "int8"))
     assert fp32.accuracy == pytest.approx(np.mean([truth == label for truth, label in by_fp32]))
     assert int8.accuracy == pytest.approx(np.mean([truth == label for truth, label in by_int8]))
-    assert int8.agreement == pytest.approx(np.mean([a == b for a, b in zip(by_fp32, by_int8)]))
+    assert int8.agreement == pytest.approx(np.mean([a == b for a, b in zip(by_fp32, by_int8, strict=True)]))
     arts = Bundle.open(tiny_bundle).artifacts
     assert (int8.agreement, int8_trt.agreement) == pytest.approx(
         (arts["onnx-int8"]["parity"]["label_agreement"], arts["onnx-int8-trt"]["parity"]["label_agreement"]))

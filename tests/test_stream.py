@@ -206,7 +206,7 @@ def test_onnx_runtime_labels_match_the_model(tiny_bundle, video, tmp_path):
     rows = read_jsonl(events)
     assert summary.frames == len(frames) == len(rows)
     assert [r["label"] for r in rows] == bundle.labels_from_probs(probs)
-    want = [float(p[bundle.classes.index(r["label"])]) for p, r in zip(probs, rows)]
+    want = [float(p[bundle.classes.index(r["label"])]) for p, r in zip(probs, rows, strict=True)]
     assert np.allclose([r["probability"] for r in rows], want, atol=1e-4)
 
 

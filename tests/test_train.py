@@ -97,7 +97,7 @@ def test_feature_cache_trains_the_full_models_layers(synth_data: Path, tmp_path:
     init = snaps["init"]
 
     def same(a: list[Any], b: list[Any]) -> bool:
-        return all(np.array_equal(x, y) for x, y in zip(a, b))
+        return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
     assert same(snaps["stage2"]["Conv1"], init["Conv1"]), "a layer before the cut changed"
     assert same(snaps["stage1"]["Conv_1"], init["Conv_1"]), "stage 1 trained the backbone"
