@@ -25,7 +25,7 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime import Runtime
 from edgecat.stream import StreamConfig, Streamer, parse_source, run_stream
-from edgecat.stream.sinks import parse_sink
+from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.sources import LatestFrame
 from edgecat.synthetic import CLASSES, make_dataset, make_video
 
@@ -399,3 +399,56 @@ def test_overlay_text_scales_with_the_frame(size):
     label_px = white.max() - white.min() + 1
     assert label_px >= max(12, h / 20), label_px
     assert out.shape == (h, w, 3) and (out[h // 2:, w // 2:] == 60).all()  # the picture itself is untouched
+
+
+# ------------------------------------------------------------------------------ the sink contract
+def test_sinks_get_their_options_when_made_and_the_source_rate_when_opened(colour_bundle, tmp_path):
+    """Options reach sinks through their constructors (no attribute set by the loop afterwards); a
+    video sink without --output-fps plays at the first source's frame rate, handed to open()."""
+    import cv2
+
+    from edgecat.stream.base import Sink
+    from edgecat.stream.http_sink import HttpSink
+    from edgecat.stream.sinks import JsonlSink, VideoSink
+
+    with pytest.raises(TypeError, match="write"):
+        Sink()  # type: ignore[abstract]  # the loop calls write(): a sink without one is not a sink
+    clip = make_video(tmp_path / "clip15.mp4", [0, 1] * 3, size=(64, 48), fps=15)
+    cfg = StreamConfig(sources=[str(clip), str(clip)], jsonl_changes=True, http_token="t0ken",
+                       sinks=["http://127.0.0.1:0", f"jsonl://{tmp_path / 'e.jsonl'}", str(tmp_path / "a.mp4")])
+    streamer = Streamer(colour_bundle, cfg, runtime=ColourRuntime(colour_bundle))
+    http, jsonl, video = streamer.sinks
+    assert isinstance(http, HttpSink) and (http.sources, http.title, http.token) == (2, "colour", "t0ken")
+    assert isinstance(jsonl, JsonlSink) and jsonl.changes_only
+    assert isinstance(video, VideoSink) and video.fps is None  # not known until the sources are open
+    streamer.run()
+    cap = cv2.VideoCapture(str(tmp_path / "a.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+    cap.release()
+    fixed = Streamer(colour_bundle, StreamConfig(sources=[str(clip)], sinks=[str(tmp_path / "b.mp4")], output_fps=10),
+                     runtime=ColourRuntime(colour_bundle))
+    assert fixed.sinks[0].fps == 10.0  # type: ignore[attr-defined]
+
+
+def test_stream_modules_do_not_import_each_other_in_a_circle():
+    """sinks.py and http_sink.py both build on base.py; only the registry knows both."""
+    import ast
+
+    import edgecat.stream as pkg
+
+    folder = Path(pkg.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for f in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgecat.stream."):
+                deps.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.rsplit(".", 1)[1] for a in node.names if a.name.startswith("edgecat.stream.")}
+        graph[f.stem] = deps
+    assert "http_sink" not in graph["sinks"] and "sinks" not in graph["http_sink"]
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph.get(start, ()))
+
+    assert not [m for m in graph if reaches(m, m, set())], graph
