@@ -18,6 +18,9 @@ BACKENDS: dict[str, str] = {
     "onnxruntime-trt": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeTensorRT",
     "tensorrt": "edgecat.runtime.tensorrt_runtime:TensorRTRuntime",
     "triton": "edgecat.runtime.triton_runtime:TritonRuntime",
+    # issue 12: CPU runtimes beside ONNX Runtime
+    "openvino": "edgecat.runtime.openvino_runtime:OpenVINORuntime",
+    "litert": "edgecat.runtime.litert_runtime:LiteRTRuntime",
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
