@@ -33,11 +33,13 @@ from edgecat.cli.common import console, parse_list
               help="Write a DeepStream nvinfer config here.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Triton max_batch_size.")
+@click.option("--tflite", is_flag=True, help="Add LiteRT files from model.keras: model.{fp32,fp16,int8}.tflite (needs TensorFlow).")
+@click.option("--tflite-precision", default="fp32,fp16,int8", show_default=True, help="Which LiteRT files to write.")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
            calib_method: str, eval_dir: str | None, trt: bool, precision: str | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
-           opset: int) -> None:
+           opset: int, tflite: bool = False, tflite_precision: str = "fp32,fp16,int8") -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
     from edgecat.bundle import Bundle
     from edgecat.export.pipeline import ExportPlan, run_export
@@ -49,6 +51,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
         precisions=parse_list(precision, name="precision") if precision else None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
         max_batch=max_batch, opset=opset,
+        tflite=tflite, tflite_precisions=tuple(parse_list(tflite_precision, name="tflite-precision")),
     )
     result = run_export(b, plan)
     if result.table is not None:
