@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def runtime_class(backend: str) -> type[Runtime]:
     spec = BACKENDS.get(backend)
     if spec is None:
-        raise EdgecatError(f"unknown backend '{backend}' (choose from: {', '.join(BACKENDS)})")
+        raise EdgecatError(f"unknown backend '{backend}' (choose from: auto, {', '.join(BACKENDS)})")
     module, cls = spec.split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -40,15 +40,20 @@ def open_runtime(
     """Open ``bundle`` with ``backend`` at ``precision``; every failure is an EdgecatError line."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
+    if backend == "auto":  # issue 12: measured choice, see edgecat/autoselect.py
+        from edgecat.autoselect import open_auto
+
+        return open_auto(bundle, precision, **options)
     if precision not in PRECISIONS:
         raise EdgecatError(f"unknown precision '{precision}' (choose from: {', '.join(PRECISIONS)})")
     return runtime_class(backend)(bundle, precision=precision, **options)
 
 
 def default_backend(bundle: Bundle) -> str:
-    """ONNX Runtime when the bundle has an ONNX model, else Keras (right after training)."""
-    if bundle.has("onnx-fp32"):
-        return "onnxruntime"
+    """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports,
+    else Keras (right after training)."""
+    if bundle.has("onnx-fp32") or bundle.has("tflite-fp32"):
+        return "auto"
     return "keras"
 
 
