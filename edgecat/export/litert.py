@@ -107,7 +107,8 @@ def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str) -> dict[
 
 
 def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, calib: str | Path | None = None,
-                  calib_size: int = 500, parity_dirs: list[str] | None = None) -> list[dict[str, Any]]:
+                  calib_size: int = 500, parity_dirs: list[str] | None = None,
+                  fp16_tolerance: float | None = None) -> list[dict[str, Any]]:
     """Add ``model.{fp32,fp16,int8}.tflite`` (artifacts ``tflite-*``) made from the bundle's model.keras."""
     try:
         import tensorflow as tf  # noqa: F401
@@ -120,6 +121,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
     for p in precisions:
         if p not in PRECISIONS:
             raise EdgecatError(f"unknown LiteRT precision '{p}' (choose from: {', '.join(PRECISIONS)})")
+    tolerance = {**TOLERANCE, **({"fp16": fp16_tolerance} if fp16_tolerance is not None else {})}
     keras_entry = bundle.artifacts.get("keras", {})
     model = load_keras_model(bundle.artifact_path("keras"))
     size = bundle.input_size
@@ -140,9 +142,10 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
             par = parity(bundle, ref, tflite_outputs(tmp, batch), what)
             log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", p, what,
                      par["max_abs_diff"], 100 * par["label_agreement"])
-            if not par["max_abs_diff"] <= TOLERANCE[p]:
+            if not par["max_abs_diff"] <= tolerance[p]:
                 raise EdgecatError(f"LiteRT {p} model does not match Keras: max probability difference "
-                                   f"{par['max_abs_diff']:.3g} > {TOLERANCE[p]:g} on {what}; no {dest.name} written")
+                                   f"{par['max_abs_diff']:.3g} > {tolerance[p]:g} on {what}; no {dest.name} written"
+                                   + (" (--fp16-tolerance)" if p == "fp16" else ""))
         made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
                    "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
                    "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
@@ -153,5 +156,5 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
                            internals="int8 (TFLITE_BUILTINS_INT8)")
         entries.append(bundle.add_artifact(
             ARTIFACT[p], dest, format="tflite", precision=p, input="image", io_dtype="float32",
-            made_by=made_by, parity={**par, "tolerance": TOLERANCE[p]}))
+            made_by=made_by, parity={**par, "tolerance": tolerance[p]}))
     return entries

@@ -123,7 +123,8 @@ def _tflite(bundle: Any, plan: ExportPlan) -> list[str]:
     from edgecat.export.litert import export_litert
 
     lines = []
-    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size):
+    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
+                           fp16_tolerance=plan.fp16_tolerance):
         par = e["parity"]
         lines.append(f"tflite-{e['precision']:<7} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
                      f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")

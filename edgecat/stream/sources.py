@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-READ_AHEAD = 1  # frames a file source decodes ahead: decode overlaps inference, no queueing latency
+READ_AHEAD = 2  # frames a file source decodes ahead: decode of the next frames overlaps inference
 
 
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
@@ -414,6 +414,7 @@ class CaptureConfig:
     reconnect_seconds: float = 30.0  # how long a lost live source is retried before it ends
     camera: CameraOptions = field(default_factory=CameraOptions)
     full_frames: bool = True  # False when no sink looks at pictures
+    read_ahead: int = READ_AHEAD  # decoded frames a file source keeps ready (>= the stream's batch)
 
 
 class SourceThread:
@@ -434,7 +435,7 @@ class SourceThread:
         self._queue: queue.Queue[Frame | _Ended] = queue.Queue()
         # files: the reader decodes a frame only against a credit the consumer returns when it takes
         # one, so at most READ_AHEAD decoded frames wait (overlap without queueing latency)
-        self._credits = threading.Semaphore(READ_AHEAD)
+        self._credits = threading.Semaphore(max(1, cfg.read_ahead))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{index}", daemon=True)
         self.error: BaseException | None = None
@@ -488,6 +489,21 @@ class SourceThread:
             self._done = True
             return _Ended
         return item
+
+    def get_ready(self, limit: int) -> list[Frame]:
+        """Up to ``limit`` more frames a file source has already decoded, without waiting: batching
+        frames that are ready costs no latency, and the end marker is kept for the next :meth:`get`."""
+        out: list[Frame] = []
+        if self.latest or self._done:
+            return out
+        while len(out) < limit:
+            with self._queue.mutex:
+                head = self._queue.queue[0] if self._queue.queue else None
+            if head is None or isinstance(head, _Ended):
+                break
+            out.append(self._queue.get_nowait())  # type: ignore[arg-type]
+            self._credits.release()
+        return out
 
     @property
     def dropped(self) -> int:
