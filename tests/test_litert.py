@@ -89,4 +89,8 @@ def test_cli_export_tflite_and_missing_file(tiny_bundle, synth_data):
     r = CliRunner().invoke(main, ["export", str(tiny_bundle), "--tflite", "--tflite-precision", "fp32"])
     assert r.exit_code == 0, r.output
     assert "model.fp32.tflite" in r.output
-    assert Bundle.open(tiny_bundle).has("tflite-fp32") and not (tiny_bundle / "model.int8.tflite").exists()
+    b = Bundle.open(tiny_bundle)
+    assert b.has("tflite-fp32") and not (tiny_bundle / "model.int8.tflite").exists()
+    rows = {r["precision"]: r for r in b.manifest["metrics"]["precision_table"]["rows"]}
+    assert set(rows) == {"fp32", "tflite-fp32"}  # evaluated through the litert runtime beside ONNX
+    assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-fp32"]["max_prob_diff"] < 1e-4

@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 FILES = {p: f"model.{p}.tflite" for p in PRECISIONS}
 ARTIFACT = {p: f"tflite-{p}" for p in PRECISIONS}
-#: largest probability difference vs Keras before a file is refused (INT8 is judged on labels)
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.25}
+#: largest probability difference vs Keras before a file is refused. INT8's gate only catches a broken
+#: file (wrong scales): on 16 parity images one image near the threshold can move by 0.26 (trained
+#: MobileNetV2). Whether INT8 keeps labels is judged on the validation set by the precision table and
+#: by ``--backend auto`` (agreement_threshold), not on 16 images.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.5}
+MIN_INT8_PARITY_LABELS = 0.75
 CALIB_BATCH = 1
 
 
@@ -142,6 +146,9 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
             par = parity(bundle, ref, tflite_outputs(tmp, batch), what)
             log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", p, what,
                      par["max_abs_diff"], 100 * par["label_agreement"])
+            if p == "int8" and par["label_agreement"] < MIN_INT8_PARITY_LABELS:
+                raise EdgecatError(f"LiteRT int8 model keeps only {100 * par['label_agreement']:.0f}% of the "
+                                   f"Keras labels on {what}; no {dest.name} written")
             if not par["max_abs_diff"] <= tolerance[p]:
                 raise EdgecatError(f"LiteRT {p} model does not match Keras: max probability difference "
                                    f"{par['max_abs_diff']:.3g} > {tolerance[p]:g} on {what}; no {dest.name} written"
