@@ -2,7 +2,7 @@
 
 For each bundle: every runtime x precision the bundle has, batch 1, the same real photos, timed in
 interleaved rounds (round r runs every configuration over all photos before round r+1), median ms per
-image. Each runtime twice: with edgecat's settings (``threads``, the runtime module's options) and
+image. Each runtime with edgecat's settings at ``--threads`` and at 1 thread (``edgecat-tN``) and
 with the library's own defaults (a bare session / compile_model / Interpreter), so the gain from
 edgecat's settings is measured, not assumed. Then ``--backend auto``'s choice (measured afresh) and
 its ratio to the fastest default, and label agreement with FP32 of every INT8/FP16 file auto may pick.
@@ -73,8 +73,8 @@ def configs(bundle: Any, threads: int) -> dict[str, Callable[[np.ndarray], Any]]
 
     out: dict[str, Callable[[np.ndarray], Any]] = {}
     for backend, prec in candidates(bundle, gpu=False):
-        rt = open_runtime(bundle, backend, prec, threads=threads)
-        out[f"{backend}/{prec}/edgecat"] = rt.infer
+        for n in sorted({threads, 1}, reverse=True):
+            out[f"{backend}/{prec}/edgecat-t{n}"] = open_runtime(bundle, backend, prec, threads=n).infer
         default = default_runner(backend, bundle.artifact_path(CANDIDATES[backend][1][prec]))
         if default is not None:
             out[f"{backend}/{prec}/default"] = default
@@ -115,15 +115,17 @@ def one_bundle(path: Path, a: argparse.Namespace) -> dict[str, Any]:
     images = photos(a.images, a.n, bundle.input_size)
     runs = configs(bundle, a.threads)
     ms = interleaved(runs, images, a.rounds)
-    choice = choose_backend(bundle, None, threads=a.threads, refresh=True, save=False, images=8, rounds=5,
+    # auto measures afresh (threads: physical cores and 1), as on a user's first run
+    choice = choose_backend(bundle, None, refresh=True, save=False, images=8, rounds=5,
                             validation_limit=a.agreement or 200)
-    auto_ms = ms[f"{choice.backend}/{choice.precision}/edgecat"]
+    auto_ms = ms.get(f"{choice.backend}/{choice.precision}/edgecat-t{choice.threads}")
     defaults = {k: v for k, v in ms.items() if k.endswith("/default")}
     best_default = min(defaults, key=defaults.get)
     report = {"bundle": str(path), "backbone": bundle.backbone, "ms_per_image": ms,
-              "auto": {"backend": choice.backend, "precision": choice.precision, "reason": choice.reason,
+              "auto": {"backend": choice.backend, "precision": choice.precision, "threads": choice.threads,
+                       "reason": choice.reason,
                        "ms_in_this_table": auto_ms, "fastest_default": best_default,
-                       "speedup_vs_fastest_default": round(defaults[best_default] / auto_ms, 3)}}
+                       "speedup_vs_fastest_default": round(defaults[best_default] / auto_ms, 3) if auto_ms else None}}
     if a.agreement:
         report["agreement_with_fp32"] = agreements(bundle, a.agreement, a.threads)
     return report

@@ -49,6 +49,7 @@ MANIFEST_KEY = "autoselect"
 class Timing:
     backend: str
     precision: str
+    threads: int | None = None  # None: the runtime's default (GPU backends)
     ms: float | None = None  # median ms per image, batch 1
     agreement: float | None = None  # label agreement with FP32 on the validation images
     status: str = "timed"  # timed | chosen | refused | failed | unchecked
@@ -61,6 +62,7 @@ class Choice:
     precision: str
     reason: str
     timings: list[Timing] = field(default_factory=list)
+    threads: int | None = None
     machine: str = ""
     reused: bool = False
 
@@ -155,17 +157,30 @@ def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str]:
 
 
 # ------------------------------------------------------------------------------ measurement
-def time_candidates(bundle: Bundle, pairs: list[tuple[str, str]], images: np.ndarray, rounds: int = 5,
-                    warmup: int = 3, **options: Any) -> list[Timing]:
+def thread_options(backend: str, threads: int | None) -> list[int | None]:
+    """Threads to try: the user's, else physical cores and 1. On a CPU that other processes keep
+    busy, one thread measured faster than two (no waiting on a descheduled worker), so the count
+    is measured like the rest rather than fixed."""
+    from edgecat.runtime.base import physical_cores
+
+    if backend in GPU_BACKENDS:
+        return [threads]
+    if threads:
+        return [threads]
+    return sorted({physical_cores(), 1}, reverse=True)
+
+
+def time_candidates(bundle: Bundle, configs: list[tuple[str, str, int | None]], images: np.ndarray,
+                    rounds: int = 5, warmup: int = 3) -> list[Timing]:
     """Median ms per image at batch 1, all runtimes open at once and timed in interleaved rounds,
     so a burst of load on a shared machine hits every candidate alike."""
     from edgecat.runtime import open_runtime
 
     timings, runtimes = [], []
-    for backend, prec in pairs:
-        t = Timing(backend, prec)
+    for backend, prec, threads in configs:
+        t = Timing(backend, prec, threads)
         try:
-            rt = open_runtime(bundle, backend, prec, **options)
+            rt = open_runtime(bundle, backend, prec, **({"threads": threads} if threads else {}))
             for _ in range(warmup):
                 rt.infer(images[:1])
             runtimes.append((t, rt, []))
@@ -213,16 +228,19 @@ def measure(bundle: Bundle, precision: str | None = None, threads: int | None = 
     if not pairs:
         raise EdgecatError(f"--backend auto: no runtime here can open an export of {bundle.path} "
                            "(run `edgecat export BUNDLE`, or install onnxruntime / edgecat[openvino] / edgecat[litert])")
-    options = {"threads": threads} if threads else {}
+    configs = [(b, p, n) for b, p in pairs for n in thread_options(b, threads)]
     sample, what = sample_images(bundle, images)
-    timings = time_candidates(bundle, pairs, sample, rounds=rounds, **options)
+    timings = time_candidates(bundle, configs, sample, rounds=rounds)
     threshold = agreement_threshold(bundle)
     val = ref = None
     for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
         if val is None:
             val, val_what = validation_images(bundle, validation_limit)
             ref = _reference_labels(bundle, val)
-        t.agreement = label_agreement(bundle, t.backend, t.precision, val, ref, **options)
+        known = next((u.agreement for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
+                      and u.agreement is not None), None)  # labels do not depend on the thread count
+        t.agreement = known if known is not None else label_agreement(
+            bundle, t.backend, t.precision, val, ref, **({"threads": t.threads} if t.threads else {}))
         if t.agreement >= threshold:
             t.status = "chosen"
             for u in timings:
@@ -230,9 +248,10 @@ def measure(bundle: Bundle, precision: str | None = None, threads: int | None = 
                     u.status, u.note = "unchecked", "slower than the choice"
             fastest_fp32 = min((u.ms for u in timings if u.precision == "fp32" and u.ms), default=None)
             gain = f", {fastest_fp32 / t.ms:.2f}x the fastest FP32" if fastest_fp32 and t.ms else ""
-            reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 on {what}{gain}; "
+            reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
+                      f"thread(s) on {what}{gain}; "
                       f"agreement with FP32 {100 * t.agreement:.2f}% >= {100 * threshold:.1f}% on {val_what}")
-            return Choice(t.backend, t.precision, reason, timings, machine_key(threads))
+            return Choice(t.backend, t.precision, reason, timings, machine=machine_key(threads), threads=t.threads)
         t.status = "refused"
         t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
     raise EdgecatError("--backend auto: no backend x precision here keeps the bundle's labels "
@@ -249,7 +268,8 @@ def choose_backend(bundle: Bundle, precision: str | None = None, threads: int | 
     fp = fingerprint(bundle, pairs) if pairs else ""
     if known and not refresh and known.get("artifacts") == fp and (known["backend"], known["precision"]) in pairs:
         timings = [Timing(**t) for t in known.get("timings", [])]
-        return Choice(known["backend"], known["precision"], known["reason"], timings, key, reused=True)
+        return Choice(known["backend"], known["precision"], known["reason"], timings, machine=key,
+                      threads=known.get("threads"), reused=True)
     choice = measure(bundle, precision, threads, **kwargs)
     log.debug("--backend auto chose %s/%s: %s", choice.backend, choice.precision, choice.reason)
     if save:
@@ -268,17 +288,20 @@ def open_auto(bundle: Bundle, precision: str | None = None, **options: Any) -> A
     from edgecat.runtime import open_runtime
 
     choice = choose_backend(bundle, precision, threads=options.get("threads"))
+    if choice.threads and not options.get("threads"):
+        options = {**options, "threads": choice.threads}
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)
     rt.auto_choice = choice
     return rt
 
 
 def explain(choice: Choice) -> tuple[list[list[str]], str]:
-    """Rows (backend, precision, ms, agreement, status) and one line: what bench prints for auto."""
+    """Rows (backend, precision, threads, ms, agreement, status) and one line: what bench prints for auto."""
     rows = []
     for t in sorted(choice.timings, key=lambda t: (t.ms is None, t.ms or 0.0)):
-        rows.append([t.backend, t.precision, "-" if t.ms is None else f"{t.ms:.2f}",
+        rows.append([t.backend, t.precision, str(t.threads or "default"), "-" if t.ms is None else f"{t.ms:.2f}",
                      "-" if t.agreement is None else f"{100 * t.agreement:.2f}%",
                      t.status + (f" ({t.note})" if t.note else "")])
     how = "remembered for this machine" if choice.reused else "measured now"
-    return rows, f"auto -> {choice.backend}/{choice.precision} ({how}): {choice.reason}"
+    threads = f"{choice.threads} thread(s)" if choice.threads else "default threads"
+    return rows, f"auto -> {choice.backend}/{choice.precision}, {threads} ({how}): {choice.reason}"

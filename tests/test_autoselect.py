@@ -37,10 +37,11 @@ def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
     again = choose_backend(Bundle.open(tiny_bundle), threads=1)
     assert again.reused and (again.backend, again.precision) == (c.backend, c.precision)
     rows, line = explain(again)
-    assert line.startswith(f"auto -> {c.backend}/{c.precision} (remembered") and len(rows) == len(c.timings)
+    assert line.startswith(f"auto -> {c.backend}/{c.precision}, 1 thread(s) (remembered") and len(rows) == len(c.timings)
     # open_runtime("auto") is the chosen runtime
     with open_runtime(Bundle.open(tiny_bundle), "auto", "auto", threads=1) as rt:
         assert (rt.backend, rt.precision) == (c.backend, c.precision) and rt.auto_choice.reused
+        assert rt.options["threads"] == 1
         assert rt.infer(np.zeros((48, 48, 3), np.uint8)).shape == (1, 2)
 
 
@@ -75,3 +76,16 @@ def test_auto_without_exports_is_one_line(tmp_path):
                       classes=["cat", "dog"], preprocessing="mobilenet_v2")
     with pytest.raises(EdgecatError, match="no runtime here can open an export"):
         measure(b)
+
+
+@needs_tf
+def test_auto_measures_thread_counts_when_not_given(tiny_bundle):
+    from edgecat.autoselect import measure
+    from edgecat.bundle import Bundle
+    from edgecat.runtime.base import physical_cores
+
+    c = measure(Bundle.open(tiny_bundle), "fp32", images=2, rounds=1, validation_limit=12)
+    tried = {(t.backend, t.threads) for t in c.timings}
+    assert ("onnxruntime", 1) in tried and ("onnxruntime", physical_cores()) in tried
+    assert c.threads in {1, physical_cores()}
+    assert c.threads == next(t.threads for t in c.timings if t.status == "chosen")
