@@ -7,9 +7,9 @@ so the deployed file takes exactly what every other edgecat runtime takes, prepr
 - ``tflite-fp32`` (model.fp32.tflite): float32 throughout.
 - ``tflite-fp16`` (model.fp16.tflite): float16 weights (half the size); XNNPACK computes in fp32.
 - ``tflite-int8`` (model.int8.tflite): full-integer int8 internals calibrated on the SAME images as
-  the ONNX INT8 (:func:`edgecat.export.quantize.calibration_set`), float32 input and output kept.
-  Measured with XNNPACK on a 2-core AVX2 box (benchmarks/README.md), uint8 input was no faster: the
-  input quantize op is one of ~70 ops, and float I/O keeps one input contract for every runtime.
+  the ONNX INT8 (:func:`edgecat.export.quantize.calibration_set`), float32 input and output kept,
+  so every runtime keeps one input contract (raw 0-255 float32 or uint8); the input quantize op is
+  one of ~70 ops. uint8-input files are read too (the runtime quantizes with the file's scale).
 
 Every file is written atomically, checked against Keras on real images (max probability difference
 and label agreement) and recorded with its sha256 and provenance. Needs TensorFlow (export side only).
