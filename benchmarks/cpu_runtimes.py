@@ -131,6 +131,39 @@ def one_bundle(path: Path, a: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def litert_input_types(bundle_path: Path, a: argparse.Namespace) -> dict[str, float]:
+    """INT8 LiteRT with float32 input (what edgecat exports) vs uint8 input, interleaved (needs TF)."""
+    import tempfile
+
+    from edgecat.bundle import Bundle
+    from edgecat.export.litert import convert
+    from edgecat.export.quantize import calibration_set, load_calibration_images
+    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.litert_runtime import make_interpreter
+
+    bundle = Bundle.open(bundle_path)
+    cset = calibration_set(bundle, None, size=a.uint8_calib)
+    data = convert(load_keras_model(bundle.artifact_path("keras")), bundle.input_size, "int8",
+                   load_calibration_images(cset, bundle.input_size), int8_input="uint8")
+    images = photos(a.images, a.n, bundle.input_size)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "u8.tflite").write_bytes(data)
+        for name, path in (("float32-input", bundle.artifact_path("tflite-int8")), ("uint8-input", Path(tmp) / "u8.tflite")):
+            for n in sorted({a.threads, 1}, reverse=True):
+                it = make_interpreter(path, threads=n)
+                it.allocate_tensors()
+                inp, out = it.get_input_details()[0], it.get_output_details()[0]["index"]
+
+                def run(x: np.ndarray, it: Any = it, inp: dict = inp, out: int = out) -> Any:
+                    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+                    it.invoke()
+                    return it.get_tensor(out)
+
+                runs[f"{name}/t{n}"] = run
+        return interleaved(runs, images, a.rounds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundles", type=Path, nargs="+")
@@ -140,6 +173,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--agreement", type=int, default=1000, help="validation photos for INT8/FP16 agreement (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--litert-uint8", action="store_true",
+                    help="also convert a uint8-input INT8 .tflite (needs TensorFlow) and time it against float32 input")
+    ap.add_argument("--uint8-calib", type=int, default=100, help="calibration images for that file")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from edgecat.autoselect import cpu_model, library_versions
@@ -149,6 +185,8 @@ def main() -> None:
                               "load_before": os.getloadavg(), "results": []}
     for b in a.bundles:
         report["results"].append(one_bundle(b, a))
+        if a.litert_uint8:
+            report["results"][-1]["litert_int8_input_ms"] = litert_input_types(b, a)
     report["load_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)

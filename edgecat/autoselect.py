@@ -283,11 +283,47 @@ def choose_backend(bundle: Bundle, precision: str | None = None, threads: int | 
     return choice
 
 
+def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None) -> Choice:
+    """Measure (and record) in a child process, so the caller loads only the winner's library.
+    A stream that had loaded and released OpenVINO beside ONNX Runtime died with SIGSEGV on SIGTERM
+    instead of flushing its sinks; one library per process avoids that class of interaction."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from edgecat.autoselect import choose_backend; from edgecat.bundle import Bundle; "
+            "c = choose_backend(Bundle.open(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]) or None); "
+            "print(json.dumps(c.to_dict()))")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle.path), precision or "", str(threads or 0)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["measurement failed"])[-1]
+        raise EdgecatError(f"--backend auto: {last.split(': ', 1)[-1][:300]}")
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    d["timings"] = [Timing(**t) for t in d.get("timings", [])]
+    fresh = Bundle.open(bundle.path)  # the child recorded the choice in the manifest
+    bundle.manifest[MANIFEST_KEY] = fresh.manifest.get(MANIFEST_KEY, {})
+    return Choice(**d)
+
+
+def remembered(bundle: Bundle, precision: str | None, threads: int | None) -> bool:
+    pairs = candidates(bundle, precision)
+    known = bundle.manifest.get(MANIFEST_KEY, {}).get(f"{machine_key(threads)} | precision={precision or 'auto'}")
+    return bool(known and pairs and known.get("artifacts") == fingerprint(bundle, pairs))
+
+
 def open_auto(bundle: Bundle, precision: str | None = None, **options: Any) -> Any:
-    """The runtime ``--backend auto`` stands for; ``precision`` None/'auto' lets auto pick it too."""
+    """The runtime ``--backend auto`` stands for; ``precision`` None/'auto' lets auto pick it too.
+    A first measurement runs in a child process (see :func:`measure_in_child`)."""
     from edgecat.runtime import open_runtime
 
-    choice = choose_backend(bundle, precision, threads=options.get("threads"))
+    if precision == "auto":
+        precision = None
+    threads = options.get("threads")
+    if remembered(bundle, precision, threads):
+        choice = choose_backend(bundle, precision, threads=threads)
+    else:
+        choice = measure_in_child(bundle, precision, threads)
     if choice.threads and not options.get("threads"):
         options = {**options, "threads": choice.threads}
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)

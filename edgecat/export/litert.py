@@ -57,8 +57,10 @@ def _converter(model: Any, size: tuple[int, int]) -> Any:
     return conv
 
 
-def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray | None = None) -> bytes:
-    """One LiteRT flatbuffer at ``precision``; INT8 needs ``calib`` (uint8 NHWC images)."""
+def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray | None = None,
+            int8_input: str = "float32") -> bytes:
+    """One LiteRT flatbuffer at ``precision``; INT8 needs ``calib`` (uint8 NHWC images).
+    ``int8_input="uint8"`` makes a full-integer file with a uint8 input (benchmarks compare both)."""
     import tensorflow as tf
 
     conv = _converter(model, size)
@@ -77,7 +79,7 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
         conv.representative_dataset = representative
         # full integer inside: refuse rather than silently keep float ops
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.float32
+        conv.inference_input_type = tf.uint8 if int8_input == "uint8" else tf.float32
         conv.inference_output_type = tf.float32
     try:
         return bytes(conv.convert())

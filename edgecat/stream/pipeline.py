@@ -204,6 +204,7 @@ class Streamer:
                 backend = cfg.backend or default_backend(self.bundle)
                 runtime = open_runtime(self.bundle, backend, cfg.precision, **cfg.runtime_options)
                 self._runtime = runtime
+            ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
             h, w = self.bundle.input_size
             runtime.infer(np.zeros((len(self.threads), h, w, 3), np.uint8))  # warm-up, outside the figures
             log.info("model: %s on %s", self.bundle.name, runtime.description)
@@ -273,7 +274,7 @@ class Streamer:
                 batch = self._gather(active)
                 if not batch:
                     continue
-                probs = runtime.infer(np.stack([f.model_input for f in batch]))
+                probs = runtime.infer(_model_batch(batch))
                 batches += 1
                 infer_ms.append(runtime.last_inference_ms)
                 t_done = time.perf_counter()
@@ -319,6 +320,14 @@ class Streamer:
             inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
             sources=sources, labels=labels,
         )
+
+
+def _model_batch(batch: list[Frame]) -> np.ndarray:
+    """The frames' model inputs as one NHWC batch; one frame is a view, not a copy (np.stack of a
+    single 224x224 frame took 0.44 ms per call in the stream's profile, a fifth of an INT8 model)."""
+    if len(batch) == 1:
+        return batch[0].model_input[None]
+    return np.stack([f.model_input for f in batch])
 
 
 class _Output:
