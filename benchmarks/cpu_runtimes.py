@@ -22,12 +22,19 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from edgecat.autoselect import CANDIDATES, candidates, choose_backend, label_agreement, validation_images
+from edgecat.autoselect import (
+    CANDIDATES,
+    candidates,
+    choose_backend,
+    label_agreement,
+    validation_images,
+)
 
 
 def photos(folder: Path, n: int, size: tuple[int, int]) -> np.ndarray:

@@ -54,7 +54,7 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
         for x in frames[:200]:
             rt.infer(x[None])
             infer.append(rt.last_inference_ms / 1000)
-    ms = lambda v: round(float(np.median(v)) * 1000, 3)  # noqa: E731
+    ms = lambda v: round(float(np.median(v)) * 1000, 3)
     return {"decode_ms": ms(decode), "bgr2rgb_resize_ms": ms(prep), "inference_ms": ms(infer),
             "serial_sum_ms": ms(decode) + ms(prep) + ms(infer)}
 

@@ -295,7 +295,7 @@ def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None)
             "c = choose_backend(Bundle.open(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]) or None); "
             "print(json.dumps(c.to_dict()))")
     out = subprocess.run([sys.executable, "-c", code, str(bundle.path), precision or "", str(threads or 0)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["measurement failed"])[-1]
         raise EdgecatError(f"--backend auto: {last.split(': ', 1)[-1][:300]}")

@@ -6,13 +6,18 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import needs_tf
 
 
 @needs_tf
 def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
-    from edgecat.autoselect import MANIFEST_KEY, choose_backend, cpu_model, explain, machine_key
+    from edgecat.autoselect import (
+        MANIFEST_KEY,
+        choose_backend,
+        cpu_model,
+        explain,
+        machine_key,
+    )
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
     from edgecat.runtime import default_backend, open_runtime

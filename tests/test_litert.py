@@ -71,7 +71,7 @@ def test_runtime_runs_without_tensorflow(litert_bundle):
         "p = rt.infer(np.zeros((2, 48, 48, 3), np.uint8))\n"
         "print(json.dumps([list(p.shape), 'keras' in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr[-500:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[2, 2], False]
 

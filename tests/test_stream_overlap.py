@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_stream import ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.stream import StreamConfig
@@ -16,8 +17,6 @@ from edgecat.stream import sources as src_mod
 from edgecat.stream.pipeline import Streamer
 from edgecat.stream.sinks import Sink
 from edgecat.synthetic import CLASSES, make_video
-
-from test_stream import ColourRuntime, read_jsonl
 
 WAIT = 20.0  # seconds before a condition counts as never met (only reached when the pipeline is serial)
 LABELS = [0] * 8 + [1] * 8 + [0] * 8
@@ -73,7 +72,7 @@ def bundle(tmp_path_factory) -> Bundle:
 class WaitingRuntime(ColourRuntime):
     """Holds each model call until ``ready(frames taken so far)`` is true, recording whether it did."""
 
-    def __init__(self, bundle: Bundle, ready) -> None:  # noqa: ANN001
+    def __init__(self, bundle: Bundle, ready) -> None:
         super().__init__(bundle)
         self.ready = ready
         self.done = 0
@@ -107,7 +106,7 @@ class BlockingSink(Sink):
         self.first_waited: bool | None = None
         self.frames: list[int] = []
 
-    def write(self, frame, result, fps, annotated) -> None:  # noqa: ANN001
+    def write(self, frame, result, fps, annotated) -> None:
         if self.first_waited is None:
             self.first_waited = self.later_batch.wait(WAIT)
         self.frames.append(frame.index)
@@ -148,7 +147,7 @@ def test_sink_error_stops_the_stream_and_is_raised(bundle, clip):
     class Broken(Sink):
         needs_images = False
 
-        def write(self, frame, result, fps, annotated) -> None:  # noqa: ANN001
+        def write(self, frame, result, fps, annotated) -> None:
             raise OSError("disk full")
 
     st = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[]), ColourRuntime(bundle))

@@ -45,8 +45,9 @@ CALIB_BATCH = 1
 def _converter(model: Any, size: tuple[int, int]) -> Any:
     """A converter from a concrete function: raw 0-255 float32 NHWC, dynamic batch."""
     import tensorflow as tf
-
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     spec = tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="image")
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
@@ -83,7 +84,7 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
         conv.inference_output_type = tf.float32
     try:
         return bytes(conv.convert())
-    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and friends
+    except Exception as exc:
         raise EdgecatError(f"LiteRT {precision} conversion failed: {str(exc).splitlines()[0][:200]}") from exc
 
 

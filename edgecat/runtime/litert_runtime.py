@@ -30,7 +30,7 @@ def make_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool
     try:
         return Interpreter(model_path=str(path), num_threads=int(threads or physical_cores()),
                            experimental_op_resolver_type=resolver)
-    except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError for bad files
+    except Exception as exc:
         raise EdgecatError(f"cannot open {path} with LiteRT: {str(exc).splitlines()[0][:200]}") from exc
 
 

@@ -68,7 +68,7 @@ class OpenVINORuntime(Runtime):
         try:
             model = core.read_model(str(path))
             self.compiled = core.compile_model(model, device, config)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+        except Exception as exc:
             raise EdgecatError(f"cannot open {path} with OpenVINO: {str(exc).splitlines()[0][:200]}") from exc
         self.request = self.compiled.create_infer_request()
         inputs = self.compiled.inputs

@@ -29,8 +29,15 @@ from edgecat.redact import redact
 from edgecat.runtime import Runtime, default_backend, open_runtime
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.sinks import Sink, parse_sink
-from edgecat.stream.sources import (READ_AHEAD, CameraOptions, CaptureConfig, Ended, Frame, SourceThread,
-                                    parse_source)
+from edgecat.stream.sources import (
+    READ_AHEAD,
+    CameraOptions,
+    CaptureConfig,
+    Ended,
+    Frame,
+    SourceThread,
+    parse_source,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from edgecat.errors import EdgecatError
-from edgecat.imaging import IMAGE_EXTENSIONS, bgr_to_rgb, decode_image, list_images, resize
+from edgecat.imaging import (
+    IMAGE_EXTENSIONS,
+    bgr_to_rgb,
+    decode_image,
+    list_images,
+    resize,
+)
 from edgecat.redact import redact
 
 log = logging.getLogger(__name__)
@@ -181,8 +187,7 @@ def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
         from edgecat.stream.credentials import with_credentials
 
         return SourceSpec(redact(text), "network", with_credentials(text, credentials), True)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
+    text = text.removeprefix("file://")
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
         raise EdgecatError(
             f"unsupported source '{redact(uri)}': use 0 or /dev/video0, csi://0, rtsp://..., gst:PIPELINE, "
@@ -206,7 +211,7 @@ class FrameReader:
     fps: float = 0.0
     total: int | None = None
 
-    def open(self) -> None:  # noqa: B027 - optional hook
+    def open(self) -> None:
         """Open the device/file; raise EdgecatError with one clear line on failure."""
 
     def read(self) -> tuple[np.ndarray, str, str | None] | None:
@@ -216,7 +221,7 @@ class FrameReader:
         """Try to reopen a lost live source once; True when it is back."""
         return False
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         pass
 
 
