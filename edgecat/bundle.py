@@ -40,6 +40,10 @@ REMAKE = {
     "onnx-fp16": "edgecat export {b} --fp16",
     "onnx-int8": "edgecat export {b} --int8 --calib DIR",
     "onnx-int8-trt": "edgecat export {b} --int8 --calib DIR",
+    # issue 12: LiteRT files
+    "tflite-fp32": "edgecat export {b} --tflite --tflite-precision fp32",
+    "tflite-fp16": "edgecat export {b} --tflite --tflite-precision fp16",
+    "tflite-int8": "edgecat export {b} --tflite --tflite-precision int8 --calib DIR",
 }
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from edgecat.cli.common import command, console, option
 
 BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
-PRECISION = click.Choice(["fp32", "fp16", "int8"])
+PRECISION = click.Choice(["fp32", "fp16", "int8", "auto"])  # auto: --backend auto picks it too
 
 
 def _backend_choice() -> click.Choice:

@@ -28,6 +28,10 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("fp16", "onnx-fp16"),
     ("int8", "onnx-int8"),
     ("int8-trt", "onnx-int8-trt"),
+    # LiteRT files (issue 12), run through the litert runtime (XNNPACK) as on the device
+    ("tflite-fp32", "tflite-fp32"),
+    ("tflite-fp16", "tflite-fp16"),
+    ("tflite-int8", "tflite-int8"),
 )
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
 SIMULATED = frozenset(ARTIFACT[f] for f in SIMULATED_FLAVOURS)
@@ -118,6 +122,13 @@ def _predict(path: Path, images: np.ndarray, simulate_qdq: bool = False) -> np.n
     return np.concatenate(outs, axis=0)
 
 
+def _predict_litert(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
+    from edgecat.runtime import open_runtime
+
+    with open_runtime(bundle, "litert", key.split("-", 1)[1]) as rt:
+        return np.concatenate([rt.infer(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+
+
 def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
                     record: bool = True) -> PrecisionTable:
     """Evaluate every ONNX precision the bundle has on the same images; record the table in the
@@ -141,7 +152,10 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
             continue
         path = bundle.artifact_path(key)
         # the TensorRT flavour as TensorRT computes it, not through ORT's x86 int8 kernels
-        probs = bundle.class_probs(_predict(path, images, simulate_qdq=key in SIMULATED))
+        if key.startswith("tflite-"):
+            probs = _predict_litert(bundle, key, images)
+        else:
+            probs = bundle.class_probs(_predict(path, images, simulate_qdq=key in SIMULATED))
         pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(probs)])
         if ref_probs is None:
             ref_probs, ref_labels = probs, pred
