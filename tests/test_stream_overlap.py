@@ -14,8 +14,8 @@ from test_stream import ColourRuntime, read_jsonl
 from edgecat.bundle import Bundle
 from edgecat.stream import StreamConfig
 from edgecat.stream import sources as src_mod
-from edgecat.stream.pipeline import Streamer
-from edgecat.stream.sinks import Sink
+from edgecat.stream.base import Sink
+from edgecat.stream.loop import Streamer
 from edgecat.synthetic import CLASSES, make_video
 
 WAIT = 20.0  # seconds before a condition counts as never met (only reached when the pipeline is serial)
