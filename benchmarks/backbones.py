@@ -30,7 +30,9 @@ def mflops(model: Any) -> float:
     """Floating-point operations of one 1-image forward pass (a multiply-add counts 2), as the
     TensorFlow profiler counts them on the frozen graph."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     h, w, c = model.input_shape[1:]
     fn = tf.function(lambda x: model(x, training=False))
@@ -50,7 +52,7 @@ def build(root: Path, name: str, calib: str, calib_size: int, images: str, limit
     from edgecat.export.precision_table import precision_table
     from edgecat.export.quantize import quantize_all
     from edgecat.models import get_backbone
-    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.keras.loader import load_keras_model
 
     spec = get_backbone(name)
     t0 = time.perf_counter()

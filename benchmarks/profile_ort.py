@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle
-from edgecat.runtime.onnxruntime_runtime import ARTIFACT, session_options
+from edgecat.runtime.onnxruntime.loader import session_options
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     import onnxruntime as ort
 
     bundle = Bundle.open(a.bundle)
-    path = str(bundle.artifact_path(ARTIFACT[a.precision]))
+    path = str(bundle.artifact_path(artifacts.onnx(a.precision).key))
     h, w = bundle.input_size
     x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
     print(f"load average: {os.getloadavg()}")

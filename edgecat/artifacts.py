@@ -66,7 +66,7 @@ ARTIFACTS: dict[str, ArtifactKind] = {a.key: a for a in (
     ArtifactKind("trt-fp16", "model.{target}.fp16.engine", "engine", "fp16", made_from="onnx-fp16",
                  export_flags="--trt --precision fp16", backends=("tensorrt",)),
     ArtifactKind("trt-int8", "model.{target}.int8.engine", "engine", "int8", made_from="onnx-int8-trt",
-                 export_flags="--int8 --trt --precision int8", backends=("tensorrt",)),
+                 export_flags="--trt --precision int8", backends=("tensorrt",)),
 )}
 
 

@@ -268,7 +268,7 @@ def machine_info() -> dict[str, Any]:
                 break
     gpu = None
     with contextlib.suppress(Exception):
-        from edgecat.export.tensorrt import current_gpu
+        from edgecat.runtime.cuda import current_gpu
 
         gpu = " ".join(current_gpu())
     return {"platform": platform.platform(), "processor": cpu, "physical_cores": physical,

@@ -82,7 +82,7 @@ def tensorrt_info() -> dict[str, Any]:
 
 def gpu_info() -> dict[str, Any]:
     from edgecat.errors import EdgecatError
-    from edgecat.export.tensorrt import current_gpu
+    from edgecat.runtime.cuda import current_gpu
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:

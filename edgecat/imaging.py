@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -194,6 +195,34 @@ def to_batch(images: Sequence[np.ndarray], dtype: str = "float32") -> np.ndarray
     """Stack same-size uint8 RGB images into an NHWC batch with raw 0-255 values."""
     batch = np.stack(images, axis=0)
     return batch.astype(dtype, copy=False)
+
+
+@dataclass
+class LoadedBatch:
+    """Images read for a model: the uint8 NHWC batch, which files it holds (in order) and why the others
+    were skipped (file -> one-line reason)."""
+
+    images: np.ndarray
+    files: list[str]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def load_batch(files: Iterable[str | Path], size: tuple[int, int], limit: int | None = None) -> LoadedBatch:
+    """Decode and resize ``files`` (up to ``limit`` readable ones) into one uint8 batch; unreadable files
+    are skipped and reported, never fatal, so every caller treats a damaged photo the same way."""
+    images: list[np.ndarray] = []
+    kept: list[str] = []
+    errors: dict[str, str] = {}
+    for f in files:
+        if limit is not None and len(images) >= limit:
+            break
+        try:
+            images.append(load_for_model(f, size))
+            kept.append(str(f))
+        except EdgecatError as exc:
+            errors[str(f)] = str(exc)
+    batch = to_batch(images, dtype="uint8") if images else np.zeros((0, size[0], size[1], 3), np.uint8)
+    return LoadedBatch(batch, kept, errors)
 
 
 def list_images(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:

@@ -3,7 +3,7 @@
 Two flavours come from the same FP32 graph, because the fast path differs by target:
 
 - ``cpu`` (artifact ``onnx-int8``, ``model.int8.onnx``): uint8 activations, int8 per-channel weights.
-  On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here, see DESIGN §3).
+  On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here).
 - ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): Q/DQ placed by TensorRT's
   explicit-quantization rules as NVIDIA Model Optimizer places them (symmetric int8, zero points 0,
   no int32 biases, per-channel Conv weights, Q/DQ only on the inputs of Conv/MatMul/Gemm and on the
@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path
+from edgecat.runtime.onnxruntime.loader import onnx_outputs
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,12 @@ TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
 HIGH_PRECISION_OPSET = 19
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
-FLAVOURS = ("cpu", "trt")
-ARTIFACT = {"cpu": "onnx-int8", "trt": "onnx-int8-trt"}
-FILES = {"cpu": "model.int8.onnx", "trt": "model.int8-trt.onnx"}
-#: flavours built for another engine, so judged as Q/DQ arithmetic (see onnx.cpu_session), not
+#: the registry's INT8 ONNX artifacts by flavour (cpu: ORT's x86 path, trt: TensorRT's Q/DQ rules)
+KINDS = {k.flavour: k for k in artifacts.ARTIFACTS.values() if k.format == "onnx" and k.precision == "int8"}
+FLAVOURS = tuple(KINDS)
+#: flavours built for another engine, so judged as Q/DQ arithmetic (see cpu_session), not
 #: through this CPU's int8 kernels
-SIMULATED_FLAVOURS = frozenset({"trt"})
+SIMULATED_FLAVOURS = frozenset(f for f, k in KINDS.items() if k.simulated)
 
 
 @dataclass
@@ -452,7 +455,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
             raise EdgecatError(
-                f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {first_line(exc)[:200]}"
             ) from exc
     info: dict[str, Any] = {"preprocessed": preprocessed,
                             "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
@@ -461,7 +464,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
 
         info["node_counts"] = _trt_post_pass(dest)
         info.update(_high_precision_fp16(dest))
-        require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({FILES[flavour]})")
+        require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({KINDS[flavour].file})")
         info["tensorrt_rules"] = "checked (edgecat.export.trt_rules)"
     return info
 
@@ -478,16 +481,18 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
 
     opts = flavour_options(flavour, method)
-    src = bundle.artifact_path("onnx-fp32")
-    src_sha = bundle.artifacts["onnx-fp32"]["sha256"]
+    kind = KINDS[flavour]
+    src_key = str(kind.made_from)
+    src = bundle.artifact_path(src_key)
+    src_sha = bundle.artifacts[src_key]["sha256"]
     cset = cset or calibration_set(bundle, calib, calib_size, min_images)
     key = cache_key(src_sha, cset, method, flavour)
     (bundle.path / CALIB_DIR).mkdir(exist_ok=True)
     cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
     supports_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
     cache_used = supports_cache and cache_file.is_file()
-    dest = bundle.path / FILES[flavour]
-    input_name = bundle.artifacts["onnx-fp32"].get("input", "image")
+    dest = bundle.path / kind.file
+    input_name = bundle.artifacts[src_key].get("input", "image")
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
@@ -509,37 +514,34 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
     used = len(cset.used) if cset.used else len(cset.files)
     types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
     bundle.add_artifact(
-        ARTIFACT[flavour], dest, format="onnx", precision="int8", flavour=flavour,
+        kind.key, dest, format=kind.format, precision=kind.precision, flavour=flavour,
         quantization={"format": "QDQ", **types, "per_channel": opts["per_channel"],
                       "reduce_range": opts["reduce_range"], **info,
                       "quantize_bias": opts["extra_options"].get("QuantizeBias", True),
                       "symmetric_activations": opts["extra_options"].get("ActivationSymmetric", False)},
-        input=input_name, output=bundle.artifacts["onnx-fp32"].get("output", "probabilities"),
+        input=input_name, output=bundle.artifacts[src_key].get("output", "probabilities"),
         calibration={"method": method, "images": used, "source": cset.source, "replaced_unreadable": len(cset.skipped),
                      "key": key, "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None,
                      "cache_used": cache_used},
-        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": "onnx-fp32", "from_sha256": src_sha,
+        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": src_key, "from_sha256": src_sha,
                  "seconds": round(seconds, 2), "versions": tool_versions("onnx", "onnxruntime")},
         parity=parity,
     )
-    return QuantizeResult(flavour=flavour, artifact=ARTIFACT[flavour], file=dest.name, method=method,
+    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
                           images=used, cache_used=cache_used, cache_file=cache_file.name, seconds=seconds,
                           parity=parity)
 
 
 def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None) -> dict[str, Any]:
-    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic)."""
-    from edgecat.export.onnx import onnx_outputs, parity_images
+    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic); recorded, and
+    refused only when the outputs are broken (non-finite, another shape): INT8 moves probabilities by
+    an amount a calibration set decides, which the precision table then scores on labelled data."""
+    from edgecat.export.onnx import parity_images
 
     batch, what = parity_images(bundle, extra_dirs=parity_dirs)
-    ref = bundle.class_probs(onnx_outputs(src, batch))
-    got = bundle.class_probs(onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS))
-    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
-    parity = {"reference": "onnx-fp32", "images": what, "max_abs_diff": float(np.max(np.abs(ref - got))),
-              "label_agreement": agree}
-    log.info("INT8 %s: max prob diff vs FP32 %.3g, label agreement %.1f%% on %s",
-             flavour, parity["max_abs_diff"], 100 * agree, what)
-    return parity
+    report = validate(onnx_outputs(src, batch), onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS),
+                      what, bundle=bundle, reference_name=str(KINDS[flavour].made_from))
+    return report.raise_if_failed(f"INT8 model ({flavour})", "FP32", f"no {KINDS[flavour].file} written").parity()
 
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
@@ -551,5 +553,5 @@ def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: in
                           parity_dirs=[str(calib)] if calib else None) for f in flavours]
 
 
-__all__ = ["ARTIFACT", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
+__all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
            "flavour_options", "quantize_all", "quantize_int8"]

@@ -25,6 +25,12 @@ from typing import Any
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_dir
+from edgecat.runtime.triton.loader import (
+    artifact_precision,
+    is_engine,
+    model_name,
+    servable_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +51,6 @@ class TritonModel:
     precision: str
     max_batch: int
     path: Path
-
-
-def model_name(bundle: Bundle, artifact: str) -> str:
-    """Triton model name for one artifact: ``<bundle name>-<artifact key>``, filesystem- and URL-safe.
-
-    The Triton runtime derives the same name, so a bench against a served bundle needs no mapping.
-    """
-    raw = f"{bundle.name}-{artifact}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "edgecat"
-
-
-def is_engine(key: str, entry: dict[str, Any]) -> bool:
-    """TensorRT engines are stored under ``trt-*`` keys (``.engine``/``.plan`` files)."""
-    fmt = str(entry.get("format", "")).lower()
-    suffix = Path(str(entry.get("file", ""))).suffix.lower()
-    return key.startswith("trt-") or fmt in {"tensorrt", "engine", "plan"} or suffix in {".engine", ".plan"}
-
-
-def is_onnx(key: str, entry: dict[str, Any]) -> bool:
-    return str(entry.get("format", "")).lower() == "onnx" or str(entry.get("file", "")).endswith(".onnx")
-
-
-def servable_artifacts(bundle: Bundle) -> list[str]:
-    """Artifact keys Triton can serve, ONNX first (portable) then TensorRT engines."""
-    onnx = [k for k, e in bundle.artifacts.items() if is_onnx(k, e) and not is_engine(k, e)]
-    engines = [k for k, e in bundle.artifacts.items() if is_engine(k, e)]
-    return sorted(onnx) + sorted(engines)
-
-
-def artifact_precision(key: str, entry: dict[str, Any]) -> str:
-    prec = entry.get("precision")
-    if prec:
-        return str(prec)
-    for p in ("int8", "fp16", "fp32"):
-        if p in key:
-            return p
-    return "fp32"
 
 
 def _engine_max_batch(entry: dict[str, Any]) -> int | None:
