@@ -30,9 +30,7 @@ def mflops(model: Any) -> float:
     """Floating-point operations of one 1-image forward pass (a multiply-add counts 2), as the
     TensorFlow profiler counts them on the frozen graph."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     h, w, c = model.input_shape[1:]
     fn = tf.function(lambda x: model(x, training=False))

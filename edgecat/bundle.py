@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecat import __version__
+from edgecat import __version__, artifacts
 from edgecat.bundle_schema import FORMAT, FORMAT_VERSION, check_file_name, first_problem
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import sha256_file, write_json
@@ -33,21 +33,13 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "edgecat.json"
 
-# How each artifact is made again when its file is gone ({b}: the bundle path).
-REMAKE = {
-    "keras": "train it again (`edgecat train`); the Keras model cannot be re-made from the exports",
-    "onnx-fp32": "edgecat export {b} --onnx",
-    "onnx-fp16": "edgecat export {b} --fp16",
-    "onnx-int8": "edgecat export {b} --int8 --calib DIR",
-    "onnx-int8-trt": "edgecat export {b} --int8 --calib DIR",
-}
-
-
 def remake_hint(bundle: str | Path, key: str) -> str:
-    """The command that re-makes artifact ``key`` of ``bundle``."""
-    if key.startswith("trt-"):
-        return f"edgecat export {bundle} --trt --precision {key[4:]}"
-    return REMAKE.get(key, "edgecat export {b}").format(b=bundle)
+    """The command that re-makes artifact ``key`` of ``bundle`` (the registry's export flags)."""
+    if key not in artifacts.ARTIFACTS:
+        return f"edgecat export {bundle}"
+    if artifacts.kind(key).made_from is None:
+        return "train it again (`edgecat train`); the Keras model cannot be re-made from the exports"
+    return artifacts.export_command(bundle, key)
 
 
 def _outside(path: Path, root: Path) -> bool:

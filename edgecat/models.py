@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def build_model(
     except Exception as exc:  # noqa: BLE001 - download failures surface as many exception types
         if kw_weights == "imagenet":
             raise EdgecatError(
-                f"cannot get ImageNet weights for {spec.name} ({str(exc).splitlines()[0][:120]}); "
+                f"cannot get ImageNet weights for {spec.name} ({first_line(exc)[:120]}); "
                 "offline, pass --weights PATH (a local Keras weights file) or --weights none"
             ) from exc
         raise

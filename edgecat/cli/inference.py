@@ -11,10 +11,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, option
 
 BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
-PRECISION = click.Choice(["fp32", "fp16", "int8"])
+PRECISION = click.Choice(list(PRECISIONS))
 
 
 def _backend_choice() -> click.Choice:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, print_json
 
 
@@ -20,7 +21,7 @@ from edgecat.cli.common import command, console, print_json
               help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)),
               help="Model precision (fp16/int8 after edgecat export).")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--threshold", type=float, default=None,

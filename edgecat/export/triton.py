@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecat.artifacts import export_command, onnx
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_dir
@@ -153,7 +154,7 @@ def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch
     if not keys:
         raise EdgecatError(
             f"bundle {bundle.path} has no ONNX model or TensorRT engine to serve; "
-            "run `edgecat export BUNDLE --onnx` first"
+            f"run `{export_command('BUNDLE', onnx('fp32').key)}` first"
         )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -15,7 +15,7 @@ from edgecat.errors import EdgecatError
 from edgecat.runtime.cuda import current_gpu, require_tensorrt
 
 #: the ONNX artifact each engine precision is built from (the registry's ``made_from``)
-SOURCE: dict[str, str] = {p: str(artifacts.kind(f"trt-{p}").made_from) for p in artifacts.PRECISIONS}
+SOURCE: dict[str, str] = {p: str(artifacts.find("engine", p).made_from) for p in artifacts.PRECISIONS}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def engine_key(precision: str) -> str:
     if precision not in artifacts.PRECISIONS:
         raise EdgecatError(f"unknown TensorRT precision '{precision}' "
                            f"(choose from: {', '.join(artifacts.PRECISIONS)})")
-    return artifacts.kind(f"trt-{precision}").key
+    return artifacts.find("engine", precision).key
 
 
 def engine_filename(target: EngineTarget, precision: str) -> str:
