@@ -42,6 +42,17 @@ def remake_hint(bundle: str | Path, key: str) -> str:
     return artifacts.export_command(bundle, key)
 
 
+def class_indices(probs: Any, threshold: float = 0.5) -> Any:
+    """The decision, made once for every caller: class index per row of (N, C) probabilities; two
+    classes: the second when its probability reaches ``threshold``, else the most probable class."""
+    import numpy as np
+
+    probs = np.asarray(probs)
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(int)
+    return probs.argmax(axis=1)
+
+
 def _outside(path: Path, root: Path) -> bool:
     """Whether ``path`` (following symlinks) resolves outside ``root``."""
     try:
@@ -312,14 +323,7 @@ class Bundle:
     # ----------------------------------------------------------------- helpers
     def labels_from_probs(self, probs: Any) -> list[str]:
         """Class names for a batch of class probabilities (N, C), honouring the binary threshold."""
-        import numpy as np
-
-        probs = np.asarray(probs)
-        if self.binary:
-            idx = (probs[:, 1] >= self.threshold).astype(int)
-        else:
-            idx = probs.argmax(axis=1)
-        return [self.classes[i] for i in idx]
+        return [self.classes[i] for i in class_indices(probs, self.threshold)]
 
     def class_probs(self, raw: Any) -> Any:
         """Model output -> (N, C) class probabilities (a sigmoid output becomes [1-p, p])."""

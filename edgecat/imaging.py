@@ -199,30 +199,34 @@ def to_batch(images: Sequence[np.ndarray], dtype: str = "float32") -> np.ndarray
 
 @dataclass
 class LoadedBatch:
-    """Images read for a model: the uint8 NHWC batch, which files it holds (in order) and why the others
-    were skipped (file -> one-line reason)."""
+    """Images read for a model: the uint8 NHWC batch, the files it holds (in order) and their positions
+    in the input, and why the others were skipped (position -> one-line reason, ``skipped``: their files)."""
 
     images: np.ndarray
     files: list[str]
-    errors: dict[str, str] = field(default_factory=dict)
+    kept: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def load_batch(files: Iterable[str | Path], size: tuple[int, int], limit: int | None = None) -> LoadedBatch:
     """Decode and resize ``files`` (up to ``limit`` readable ones) into one uint8 batch; unreadable files
     are skipped and reported, never fatal, so every caller treats a damaged photo the same way."""
     images: list[np.ndarray] = []
-    kept: list[str] = []
-    errors: dict[str, str] = {}
-    for f in files:
+    out = LoadedBatch(np.zeros((0, size[0], size[1], 3), np.uint8), [])
+    for i, f in enumerate(files):
         if limit is not None and len(images) >= limit:
             break
         try:
             images.append(load_for_model(f, size))
-            kept.append(str(f))
+            out.files.append(str(f))
+            out.kept.append(i)
         except EdgecatError as exc:
-            errors[str(f)] = str(exc)
-    batch = to_batch(images, dtype="uint8") if images else np.zeros((0, size[0], size[1], 3), np.uint8)
-    return LoadedBatch(batch, kept, errors)
+            out.errors[i] = str(exc)
+            out.skipped.append(str(f))
+    if images:
+        out.images = to_batch(images, dtype="uint8")
+    return out
 
 
 def list_images(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:

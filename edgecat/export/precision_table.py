@@ -65,26 +65,11 @@ def labelled_set(bundle: Bundle, data: str | Path | None = None,
                  limit: int = DEFAULT_LIMIT) -> tuple[list[str], list[int] | None, str]:
     """(files, labels or None, description): ``data`` (class folders; a split layout's validation
     part), else the bundle's validation split, else the parity images (unlabelled)."""
-    if data is not None:
-        from edgecat.data import discover
+    from edgecat.splits import labelled_files
 
-        ds = discover(data, evaluation=True)
-        unknown = sorted(set(ds.classes) - set(bundle.classes))
-        if unknown:
-            raise EdgecatError(f"--eval {data} has classes the model does not know: {', '.join(unknown)} "
-                               f"(model classes: {', '.join(bundle.classes)})")
-        files = list(ds.val.files)
-        labels = [bundle.classes.index(ds.classes[y]) for y in ds.val.labels]
-        what = str(data)
-    else:
-        from edgecat.splits import validation_files
-
-        pairs = validation_files(bundle)
-        files = [f for f, _ in pairs]
-        labels = [y for _, y in pairs]
-        what = "bundle validation split"
-        if not files:
-            return [], None, "synthetic images (no labelled data: pass --eval DIR)"
+    files, labels, what = labelled_files(bundle, data, flag="--eval ")
+    if not files and data is None:
+        return [], None, "synthetic images (no labelled data: pass --eval DIR)"
     if not files:
         raise EdgecatError(f"no labelled images found in {what}")
     if len(files) > limit:
@@ -104,13 +89,12 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
     files, labels, what = labelled_set(bundle, data, limit)
     if files:
         loaded = imaging.load_batch(files, bundle.input_size)
-        for f, why in loaded.errors.items():
-            log.warning("precision table: skipping %s: %s", f, why)
+        for why in loaded.errors.values():
+            log.warning("precision table: skipping %s", why)
         if not loaded.files:
             raise EdgecatError("no readable images to evaluate on")
         images = loaded.images
-        index = {f: i for i, f in enumerate(map(str, files))}
-        y = np.array([labels[index[f]] for f in loaded.files]) if labels is not None else None
+        y = np.array([labels[i] for i in loaded.kept]) if labels is not None else None
     else:
         from edgecat.export.onnx import parity_images
 

@@ -30,12 +30,10 @@ import contextlib
 import hashlib
 import inspect
 import itertools
-import json
 import logging
 import platform
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,16 +112,9 @@ class QuantizeResult:
 # ------------------------------------------------------------------------------ calibration set
 def _splits_files(bundle: Bundle) -> tuple[list[str], list[str]]:
     """(train, validation) files from the bundle's splits.json that are still on disk."""
-    from edgecat.splits import SPLITS_FILE
+    from edgecat.splits import split_files
 
-    path = bundle.path / SPLITS_FILE
-    if not path.exists():
-        return [], []
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return [], []
-    train, val = ([str(f) for f, _ in rows.get(part, []) if Path(f).exists()] for part in ("train", "validation"))
+    train, val = ([f for f, _ in split_files(bundle, part)] for part in ("train", "validation"))
     return train, val
 
 
@@ -179,30 +170,21 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
     ``cset.used`` and ``cset.skipped`` say what was read and what was unreadable."""
     from edgecat import imaging
 
-    images, used = [], []
-    cset.skipped = []
     wanted = len(cset.files)
-    queue = deque(cset.files)
-    reserve = iter(cset.reserve)
-    while len(images) < wanted and queue:
-        f = queue.popleft()
-        try:
-            images.append(imaging.load_for_model(f, input_size))
-            used.append(f)
-        except EdgecatError as exc:
-            cset.skipped.append(f)
-            log.warning("calibration: skipping %s", exc)
-        if not queue and len(images) < wanted:
-            queue.extend(itertools.islice(reserve, wanted - len(images)))
+    loaded = imaging.load_batch(itertools.chain(cset.files, cset.reserve), input_size, limit=wanted)
+    cset.skipped = loaded.skipped
+    for why in loaded.errors.values():
+        log.warning("calibration: skipping %s", why)
+    images = loaded.images
     if cset.skipped and len(images) == wanted:
         log.info("calibration: %d unreadable file(s) replaced from the rest of %s", len(cset.skipped), cset.source)
-    cset.used = used
+    cset.used = loaded.files
     if len(images) < min_images:
         raise EdgecatError(
             f"too few readable calibration images: {len(images)} of {wanted} in {cset.source} "
             f"(need at least {min_images}; {len(cset.skipped)} unreadable)"
         )
-    return np.stack(images).astype(np.uint8)
+    return images
 
 
 def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> tuple[Any, int]:
