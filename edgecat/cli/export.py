@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgecat.artifacts import PRECISIONS, file_of
+from edgecat.artifacts import PRECISIONS, onnx
 from edgecat.cli.common import choice_list, command, console, option
 
 
@@ -16,10 +16,10 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
 @click.option("--h5", is_flag=True, help="Add model.h5: the Keras model as legacy HDF5 for keras.models.load_model.")
-@click.option("--fp16", is_flag=True, help=f"Add {file_of('onnx-fp16')} (fp16 inside, fp32 input/output).")
+@click.option("--fp16", is_flag=True, help=f"Add {onnx('fp16').file} (fp16 inside, fp32 input/output).")
 @click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=2e-2, show_default=True,
               help="Largest logit change FP16 may show against FP32, relative to the largest |logit| (plus 0.05).")
-@click.option("--int8", is_flag=True, help=f"Add INT8 QDQ models: {file_of('onnx-int8')} (CPU) and {file_of('onnx-int8-trt')} (TensorRT).")
+@click.option("--int8", is_flag=True, help=f"Add INT8 QDQ models: {onnx('int8').file} (CPU) and {onnx('int8', 'trt').file} (TensorRT).")
 @option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
               help="Folder of calibration images.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,

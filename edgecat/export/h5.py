@@ -24,8 +24,9 @@ from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-H5_KEY = "keras-h5"
-H5_FILE = artifacts.file_of(H5_KEY)
+KIND = artifacts.find("h5", "fp32")
+H5_KEY = KIND.key
+H5_FILE = KIND.file
 #: same weights, same runtime: anything beyond float rounding means the file lost something
 H5_TOLERANCE = 1e-6
 
@@ -73,7 +74,7 @@ def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str,
         seconds = time.perf_counter() - t0
         report = validate(np.asarray(model(batch, training=False)), np.asarray(load_h5(tmp)(batch, training=False)),
                           what, H5_TOLERANCE, bundle=bundle, reference_name="keras", space="raw")
-        report.raise_if_failed(f"{H5_FILE} reloaded", "model.keras", f"no {H5_FILE} written")
+        report.raise_if_failed(f"{H5_FILE} reloaded", artifacts.file_of(str(KIND.made_from)), f"no {H5_FILE} written")
     return bundle.add_artifact(
         H5_KEY,
         dest,

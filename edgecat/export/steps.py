@@ -76,7 +76,8 @@ def _onnx_step(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
                         or plan.eval_dir)
     if plan.onnx or not (bundle.has(FP32.key) or (plan.h5 and nothing_else)):
         if not bundle.has(FP32.made_from):
-            what = f"{FP32.file} nor model.keras" if not bundle.has(FP32.key) else "model.keras"
+            keras = artifacts.file_of(str(FP32.made_from))
+            what = f"{FP32.file} nor {keras}" if not bundle.has(FP32.key) else keras
             raise EdgecatError(f"bundle {bundle.path} has no {what} to export ONNX from "
                                "(ONNX FP32 is made where the Keras model and TensorFlow are)")
         from edgecat.export.onnx import export_onnx
