@@ -493,25 +493,32 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
             with atomic_path(cache_file) as tmpc:
                 tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
-    used = len(cset.used) if cset.used else len(cset.files)
+    calibration = {"method": method, "images": len(cset.used) if cset.used else len(cset.files),
+                   "source": cset.source, "replaced_unreadable": len(cset.skipped), "key": key,
+                   "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None, "cache_used": cache_used}
+    _record(bundle, kind, opts, info, calibration, parity, seconds)
+    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
+                          images=calibration["images"], cache_used=cache_used, cache_file=cache_file.name,
+                          seconds=seconds, parity=parity)
+
+
+def _record(bundle: Bundle, kind: artifacts.ArtifactKind, opts: dict[str, Any], info: dict[str, Any],
+            calibration: dict[str, Any], parity: dict[str, Any], seconds: float) -> None:
+    """The INT8 artifact's manifest entry: how it was quantized, calibrated and checked."""
+    src = bundle.artifacts[str(kind.made_from)]
     types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
     bundle.add_artifact(
-        kind.key, dest, format=kind.format, precision=kind.precision, flavour=flavour,
+        kind.key, bundle.path / kind.file, format=kind.format, precision=kind.precision, flavour=kind.flavour,
         quantization={"format": "QDQ", **types, "per_channel": opts["per_channel"],
                       "reduce_range": opts["reduce_range"], **info,
                       "quantize_bias": opts["extra_options"].get("QuantizeBias", True),
                       "symmetric_activations": opts["extra_options"].get("ActivationSymmetric", False)},
-        input=input_name, output=bundle.artifacts[src_key].get("output", "probabilities"),
-        calibration={"method": method, "images": used, "source": cset.source, "replaced_unreadable": len(cset.skipped),
-                     "key": key, "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None,
-                     "cache_used": cache_used},
-        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": src_key, "from_sha256": src_sha,
-                 "seconds": round(seconds, 2), "versions": tool_versions("onnx", "onnxruntime")},
+        input=src.get("input", "image"), output=src.get("output", "probabilities"), calibration=calibration,
+        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": kind.made_from,
+                 "from_sha256": src["sha256"], "seconds": round(seconds, 2),
+                 "versions": tool_versions("onnx", "onnxruntime")},
         parity=parity,
     )
-    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
-                          images=used, cache_used=cache_used, cache_file=cache_file.name, seconds=seconds,
-                          parity=parity)
 
 
 def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the repository ``edgecat export --triton`` wrote (``<bundle>-<artifact>``), so o
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -44,12 +45,20 @@ class TritonRuntime(Runtime):
     def _load(self) -> None:
         try:
             import tritonclient.http as httpclient
-            from tritonclient.utils import InferenceServerException
         except ImportError as exc:
             raise MissingDependencyError(
                 "the triton backend needs tritonclient: pip install 'edgecat[triton]'"
             ) from exc
         self._http = httpclient
+        self._connect(httpclient)
+        self._pick_model()
+        self._read_model()
+        log.info("Triton model %s at %s (max batch %d)", self.model_name, self.url, self.max_batch)
+
+    def _connect(self, httpclient: Any) -> None:
+        """A client to a live server (basic auth from the URL's credentials, never shown)."""
+        from tritonclient.utils import InferenceServerException
+
         self.url = server_url(self.options.get("url"))
         timeout = float(self.options.get("timeout") or 10.0)
         try:
@@ -73,6 +82,10 @@ class TritonRuntime(Runtime):
                 "check it (deploy/triton/README.md) or pass --url HOST:PORT"
             )
 
+    def _pick_model(self) -> None:
+        """The first ready model among the names this bundle is served as (or the one asked for)."""
+        from tritonclient.utils import InferenceServerException
+
         explicit = self.options.get("model")
         candidates = [(str(explicit), None)] if explicit else self.candidate_models()
         if not candidates:
@@ -94,6 +107,11 @@ class TritonRuntime(Runtime):
                 f"Triton server at {self.url} has no ready model named {names}; serve the repository "
                 "written by `edgecat export BUNDLE --triton DIR` (or pass the model name)"
             )
+
+    def _read_model(self) -> None:
+        """Batch limit and I/O names from the served model, checked against the bundle's input size."""
+        from tritonclient.utils import InferenceServerException
+
         try:
             config = self.client.get_model_config(self.model_name)
             meta = self.client.get_model_metadata(self.model_name)
@@ -110,7 +128,6 @@ class TritonRuntime(Runtime):
         self.input_name = meta["inputs"][0]["name"]
         self.input_datatype = meta["inputs"][0]["datatype"]
         self.output_name = meta["outputs"][0]["name"]
-        log.info("Triton model %s at %s (max batch %d)", self.model_name, self.url, self.max_batch)
 
     @property
     def description(self) -> str:
