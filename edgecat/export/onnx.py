@@ -21,7 +21,7 @@ from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, require_tensorflow
 from edgecat.fsutil import atomic_path
-from edgecat.runtime.onnxruntime.loader import cpu_session, onnx_outputs  # noqa: F401 - re-exported for callers
+from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
 log = logging.getLogger(__name__)

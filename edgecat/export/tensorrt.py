@@ -2,7 +2,7 @@
 
 Engines are not portable across GPUs or TensorRT versions, so each engine file is named by GPU
 (name + compute capability), TensorRT version and precision, and its manifest entry records them;
-:func:`load_engine` refuses a stale engine with the command that rebuilds it.
+:func:`edgecat.runtime.tensorrt.loader.load_engine` refuses a stale engine with the command that rebuilds it.
 
 Precision comes from the ONNX graph, never from builder flags: every network is created strongly
 typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: required on TensorRT 10, accepted and ignored
