@@ -32,16 +32,18 @@ def runtime_class(backend: str) -> type[Runtime]:
 
 
 KERAS_BACKENDS = tuple(artifacts.kind("keras").backends)
+#: backends whose model is not checked here: TensorRT engines (load_engine says what to build, after
+#: checking TensorRT is here) and models a Triton server serves
+UNCHECKED_BACKENDS = ("tensorrt", "triton")
 
 
 def required_artifact(backend: str, precision: str) -> str | None:
-    """Manifest key of the ONNX/Keras model ``backend`` runs at ``precision`` (None: not checked here)."""
-    if backend in KERAS_BACKENDS:
-        return "keras"
-    if backend.startswith("onnxruntime"):
-        found = artifacts.for_backend(backend, precision)
-        return found.key if found else None
-    return None  # TensorRT engines: load_engine says what to build, after checking TensorRT is here
+    """Manifest key of the bundle file ``backend`` runs at ``precision``, from the artifact registry
+    (None: not checked here)."""
+    if backend in UNCHECKED_BACKENDS:
+        return None
+    found = artifacts.for_backend(backend, precision)
+    return found.key if found else None
 
 
 def check_runnable(bundle: Bundle, backend: str, precision: str) -> None:
