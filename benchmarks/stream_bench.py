@@ -54,9 +54,29 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
         for x in frames[:200]:
             rt.infer(x[None])
             infer.append(rt.last_inference_ms / 1000)
-    ms = lambda v: round(float(np.median(v)) * 1000, 3)  # noqa: E731
+    ms = lambda v: round(float(np.median(v)) * 1000, 3)
     return {"decode_ms": ms(decode), "bgr2rgb_resize_ms": ms(prep), "inference_ms": ms(infer),
             "serial_sum_ms": ms(decode) + ms(prep) + ms(infer)}
+
+
+def photo_video(path: Path, folder: Path, frames: int, size: tuple[int, int] = (640, 480), fps: int = 30) -> Path:
+    """A video of real photos (each held for 10 frames), resized to ``size``: what a camera would show."""
+    import cv2
+
+    from edgecat.imaging import list_images
+
+    files = list_images([folder])
+    idx = np.linspace(0, len(files) - 1, max(1, frames // 10)).astype(int)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    n = 0
+    for i in idx:
+        img = cv2.resize(cv2.imread(str(files[i])), size, interpolation=cv2.INTER_AREA)
+        for _ in range(10):
+            if n < frames:
+                out.write(img)
+                n += 1
+    out.release()
+    return path
 
 
 def slideshow_accuracy(events: Path) -> dict[str, float]:
@@ -75,6 +95,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=900, help="length of the generated 640x480 video")
     ap.add_argument("--video", type=Path, default=None, help="use this video instead of generating one")
     ap.add_argument("--slideshow", type=Path, default=None, help="image folder with class sub-folders")
+    ap.add_argument("--photos", type=Path, default=None, help="make the 640x480 video from these real photos")
+    ap.add_argument("--batch", type=int, default=1, help="stream --batch (file frames per model call)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -89,18 +111,26 @@ def main() -> None:
         if a.slideshow:
             source = str(a.slideshow)
         else:
-            video = a.video or make_video(Path(tmp) / "bench.mp4", [i // 30 % 2 for i in range(a.frames)],
-                                          size=(640, 480), fps=30)
+            if a.video:
+                video = a.video
+            elif a.photos:
+                video = photo_video(Path(tmp) / "bench.mp4", a.photos, a.frames)
+            else:
+                video = make_video(Path(tmp) / "bench.mp4", [i // 30 % 2 for i in range(a.frames)],
+                                   size=(640, 480), fps=30)
             source = str(video)
             report["stages"] = stage_times(Path(video), a.bundle, a.backend, a.precision, a.threads)
         cfg = StreamConfig(sources=[source], sinks=[f"jsonl://{events}"], backend=a.backend,
-                           precision=a.precision, runtime_options=opts)
+                           precision=a.precision, runtime_options=opts, batch=a.batch)
         summary = run_stream(a.bundle, cfg)
         report["stream"] = {k: v for k, v in summary.as_dict().items() if k != "sources"}
         if a.slideshow:
             report["slideshow"] = slideshow_accuracy(events)
         else:
-            report["goal"] = {"fps>=150": summary.fps >= 150, "latency_p50<=15ms": summary.latency_p50_ms <= 15}
+            model_ms = report["stages"]["inference_ms"]
+            ratio = summary.fps * model_ms / 1000.0
+            report["goal"] = {"fps>=150": summary.fps >= 150, "latency_p50<=15ms": summary.latency_p50_ms <= 15,
+                              "fps_x_model_ms": round(ratio, 3), "fps>=0.95/model_ms": ratio >= 0.95}
     text = json.dumps(report, indent=2)
     print(text)
     if a.json:

@@ -94,12 +94,13 @@ def _structure(reference: Outputs, candidate: Outputs, report: ValidationReport)
 
 
 def validate(reference: Outputs, candidate: Outputs, images: str, tolerance: float | None = None, *,
-             bundle: Bundle, reference_name: str, space: str = "probs", floor: float = 0.0) -> ValidationReport:
+             bundle: Bundle, reference_name: str, space: str = "probs", floor: float = 0.0,
+             min_agreement: float | None = None) -> ValidationReport:
     """Compare ``candidate``'s outputs with ``reference``'s on the same ``images`` (a description).
 
     ``tolerance`` bounds the max difference in ``space`` (None: recorded, not enforced); in ``logits``
-    the bound is ``floor + tolerance * max|reference logit|``. Non-finite outputs and a different
-    output structure always fail."""
+    the bound is ``floor + tolerance * max|reference logit|``; ``min_agreement`` is the smallest share
+    of equal labels accepted. Non-finite outputs and a different output structure always fail."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}")
     report = ValidationReport(reference=reference_name, images=images, tolerance=tolerance)
@@ -123,6 +124,9 @@ def validate(reference: Outputs, candidate: Outputs, images: str, tolerance: flo
                                    f"({floor:g} + {tolerance:g} x largest |logit|)")
     elif tolerance is not None and not report.max_abs_diff <= tolerance:
         report.problems.append(f"max abs difference {report.max_abs_diff:.3g} > {tolerance:g}")
+    if min_agreement is not None and report.label_agreement < min_agreement:
+        report.problems.append(f"only {100 * report.label_agreement:.0f}% of the labels kept "
+                               f"(< {100 * min_agreement:.0f}%)")
     log.info("%s vs %s on %s: max diff %.3g, labels %.1f%% equal%s", space, reference_name, images,
              report.max_abs_diff, 100 * report.label_agreement, "" if report.ok else " (FAILED)")
     return report

@@ -15,7 +15,7 @@ from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, option
 
 BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
-PRECISION = click.Choice(list(PRECISIONS))
+PRECISION = click.Choice([*PRECISIONS, "auto"])  # auto: --backend auto picks it too
 
 
 def _backend_choice() -> click.Choice:

@@ -20,9 +20,10 @@ from edgecat.cli.common import command, console, print_json
 @click.option("--sink", "sinks", multiple=True,
               help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
-@click.option("--backend", default=None, help="Runtime (default: onnxruntime when the bundle has ONNX, else keras).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)),
-              help="Model precision (fp16/int8 after edgecat export).")
+@click.option("--backend", default=None,
+              help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice([*PRECISIONS, "auto"]),
+              help="Model precision (fp16/int8 after edgecat export; auto: let --backend auto pick it too).")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--threshold", type=float, default=None,
               help="Decision threshold (binary; default: the bundle's) or minimum probability (N classes).")
@@ -43,6 +44,8 @@ from edgecat.cli.common import command, console, print_json
 @click.option("--credentials", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="netrc-format file (mode 0600) with camera users and passwords, instead of putting them in "
                    "the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Video files / image folders: up to N already-decoded frames per source in one model call.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -50,7 +53,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
            width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,
-           summary_json: str | None, as_json: bool) -> None:
+           summary_json: str | None, as_json: bool, batch: int = 1) -> None:
     """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
 
     Ctrl-C or SIGTERM ends cleanly: sinks are flushed and a summary is printed.
@@ -63,6 +66,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
         runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
         max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
         jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip), credentials=credentials,
+        batch=batch,
     )
     summary = run_stream(bundle, cfg)
     if summary_json:

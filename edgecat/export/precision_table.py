@@ -26,15 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def row_name(kind: artifacts.ArtifactKind) -> str:
-    """``fp32`` ... ``int8`` (the default flavour), ``int8-trt`` (another flavour)."""
+    """ONNX: ``fp32`` ... ``int8`` (the default flavour), ``int8-trt`` (another flavour); other formats:
+    their key (``tflite-int8``)."""
+    if kind.format != "onnx":
+        return kind.key
     default = kind.flavour is None or artifacts.onnx(kind.precision).key == kind.key
     return kind.precision if default else f"{kind.precision}-{kind.flavour}"
 
 
-#: rows of the table, in order: (row name, artifact key): the registry's scored ONNX artifacts
-ROWS: tuple[tuple[str, str], ...] = tuple((row_name(a), a.key) for a in artifacts.scored() if a.format == "onnx")
+#: rows of the table, in order: (row name, artifact key): the registry's scored artifacts
+ROWS: tuple[tuple[str, str], ...] = tuple((row_name(a), a.key) for a in artifacts.scored())
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
 SIMULATED = frozenset(a.key for a in artifacts.scored() if a.simulated)
+EVAL_BATCH = 32
 DEFAULT_LIMIT = 1000
 
 
@@ -80,6 +84,19 @@ def labelled_set(bundle: Bundle, data: str | Path | None = None,
     return files, labels, what
 
 
+def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
+    """Raw outputs of artifact ``key``: ONNX through a plain ORT CPU session (the TensorRT flavour as
+    Q/DQ arithmetic, as TensorRT computes it, not through ORT's x86 int8 kernels); other formats
+    through the runtime the registry names for them (LiteRT files: XNNPACK, as on the device)."""
+    kind = artifacts.kind(key)
+    if kind.format == "onnx":
+        return onnx_outputs(bundle.artifact_path(key), images, simulate_qdq=kind.simulated)
+    from edgecat.runtime import open_runtime
+
+    with open_runtime(bundle, kind.backends[0], kind.precision) as rt:
+        return np.concatenate([rt.infer_raw(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+
+
 def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
                     record: bool = True) -> PrecisionTable:
     """Evaluate every ONNX precision the bundle has on the same images; record the table in the
@@ -106,8 +123,7 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
         if not bundle.has(key):
             continue
         path = bundle.artifact_path(key)
-        # the TensorRT flavour as TensorRT computes it, not through ORT's x86 int8 kernels
-        raw = onnx_outputs(path, images, simulate_qdq=key in SIMULATED)
+        raw = _outputs(bundle, key, images)
         ref_raw = raw if ref_raw is None else ref_raw
         vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1])
         pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(bundle.class_probs(raw))])

@@ -37,6 +37,8 @@ class ExportPlan:
     opset: int = 17
     #: model.h5 (legacy Keras HDF5) for Keras users without edgecat
     h5: bool = False
+    tflite: bool = False  # issue 12: LiteRT files from model.keras
+    tflite_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _fail_fast(bundle: Any, plan: ExportPlan) -> tuple[list[str] | None, tuple[i
         tensorrt.current_target(tensorrt.require_tensorrt())
     elif plan.precisions:
         raise EdgecatError("--precision applies to TensorRT engines: add --trt")
-    if plan.calib is not None and not plan.int8:
+    if plan.calib is not None and not (plan.int8 or plan.tflite):
         raise EdgecatError("--calib is for INT8: add --int8")
     return engines, batch
 
@@ -73,7 +75,7 @@ def _fail_fast(bundle: Any, plan: ExportPlan) -> tuple[list[str] | None, tuple[i
 def _onnx_step(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
     """ONNX FP32 when asked, or when the bundle lacks it (unless only model.h5 was asked for)."""
     nothing_else = not (plan.fp16 or plan.int8 or plan.trt or plan.triton_dir or plan.deepstream_dir
-                        or plan.eval_dir)
+                        or plan.eval_dir or plan.tflite)
     if plan.onnx or not (bundle.has(FP32.key) or (plan.h5 and nothing_else)):
         if not bundle.has(FP32.made_from):
             keras = artifacts.file_of(str(FP32.made_from))
@@ -103,7 +105,9 @@ def _derived_steps(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
         for r in quantize_all(bundle, calib=plan.calib, calib_size=plan.calib_size, method=plan.calib_method):
             out.lines.append(f"{r.artifact:<14} {r.file}  {r.images} calibration images ({r.method}, "
                              f"{'cached ranges' if r.cache_used else 'calibrated'})")
-    if plan.fp16 or plan.int8 or plan.eval_dir:
+    if plan.tflite:
+        out.lines += _tflite(bundle, plan)
+    if plan.fp16 or plan.int8 or plan.eval_dir or plan.tflite:
         from edgecat.export.precision_table import precision_table
 
         out.table = precision_table(bundle, data=plan.eval_dir)
@@ -147,6 +151,19 @@ def run_export(bundle: Any, plan: ExportPlan) -> ExportResult:
     _deployment_steps(bundle, plan, out, engines, batch)
     out.warnings += stale_derived(bundle)
     return out
+
+
+def _tflite(bundle: Any, plan: ExportPlan) -> list[str]:
+    """LiteRT files from model.keras, calibrated on the same set as the ONNX INT8 (issue 12)."""
+    from edgecat.export.litert import export_litert
+
+    lines = []
+    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
+                           fp16_tolerance=plan.fp16_tolerance):
+        par = e["parity"]
+        lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
+                     f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")
+    return lines
 
 
 def stale_derived(bundle: Any) -> list[str]:

@@ -16,7 +16,6 @@ Layout written (one folder per model; other models already in ``out_dir`` are le
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

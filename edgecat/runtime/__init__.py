@@ -20,13 +20,15 @@ BACKENDS: dict[str, str] = {
     "onnxruntime-trt": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeTensorRT",
     "tensorrt": "edgecat.runtime.tensorrt.runner:TensorRTRuntime",
     "triton": "edgecat.runtime.triton.runner:TritonRuntime",
+    "openvino": "edgecat.runtime.openvino.runner:OpenVINORuntime",
+    "litert": "edgecat.runtime.litert.runner:LiteRTRuntime",
 }
 
 
 def runtime_class(backend: str) -> type[Runtime]:
     spec = BACKENDS.get(backend)
     if spec is None:
-        raise EdgecatError(f"unknown backend '{backend}' (choose from: {', '.join(BACKENDS)})")
+        raise EdgecatError(f"unknown backend '{backend}' (choose from: auto, {', '.join(BACKENDS)})")
     module, cls = spec.split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -66,6 +68,12 @@ def open_runtime(
     and a model the bundle lacks is named with the export command that makes it."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
+    if backend == "auto":  # issue 12: measured choice, see edgecat/autoselect.py
+        from edgecat.autoselect import open_auto
+
+        return open_auto(bundle, precision, **options)
+    if precision == "auto":
+        raise EdgecatError("--precision auto is chosen by measurement: use it with --backend auto")
     if precision not in PRECISIONS:
         raise EdgecatError(f"unknown precision '{precision}' (choose from: {', '.join(PRECISIONS)})")
     cls = runtime_class(backend)
@@ -74,9 +82,12 @@ def open_runtime(
 
 
 def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
-    """ONNX Runtime when the bundle has an ONNX model or a precision Keras cannot run, else Keras
+    """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports;
+    ONNX Runtime for a precision Keras cannot run (its error names the export command); else Keras
     (right after training)."""
-    if bundle.has(artifacts.onnx("fp32").key) or precision != "fp32":
+    if bundle.has(artifacts.onnx("fp32").key) or bundle.has(artifacts.find("tflite", "fp32").key):
+        return "auto"
+    if precision != "fp32":
         return "onnxruntime"
     return "keras"
 

@@ -1,0 +1,169 @@
+"""model.keras -> LiteRT (TFLite) FP32, FP16 and full-integer INT8, for phones, Raspberry Pis and Corals.
+
+Converted from a concrete function with a fixed input signature: raw 0-255 float32 NHWC with a
+*dynamic* batch (``[None, H, W, 3]``; the runtime resizes the input tensor when the batch changes),
+so the deployed file takes exactly what every other edgecat runtime takes, preprocessing inside.
+
+- ``tflite-fp32`` (model.fp32.tflite): float32 throughout.
+- ``tflite-fp16`` (model.fp16.tflite): float16 weights (half the size); XNNPACK computes in fp32.
+- ``tflite-int8`` (model.int8.tflite): full-integer int8 internals calibrated on the SAME images as
+  the ONNX INT8 (:func:`edgecat.export.quantize.calibration_set`), float32 input and output kept,
+  so every runtime keeps one input contract (raw 0-255 float32 or uint8). Measured with XNNPACK on
+  the trained MobileNetV2 (benchmarks/README.md): float32 input 0.86 ms, uint8 input 0.96 ms at 2
+  threads. uint8-input files are read too (the runtime quantizes with the file's scale).
+
+Every file is written atomically, checked against Keras on real images (max probability difference
+and label agreement) and recorded with its sha256 and provenance. Needs TensorFlow (export side only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecat import artifacts
+from edgecat.artifacts import PRECISIONS
+from edgecat.bundle import Bundle, tool_versions
+from edgecat.errors import EdgecatError, MissingDependencyError, first_line
+from edgecat.fsutil import atomic_path
+from edgecat.validate import validate
+
+log = logging.getLogger(__name__)
+
+#: the registry's LiteRT artifacts by precision
+KINDS = {p: artifacts.find("tflite", p) for p in PRECISIONS}
+#: largest probability difference vs Keras before a file is refused. INT8's gate only catches a broken
+#: file (wrong scales): on 16 parity images one image near the threshold can move by 0.26 (trained
+#: MobileNetV2). Whether INT8 keeps labels is judged on the validation set by the precision table and
+#: by ``--backend auto`` (agreement_threshold), not on 16 images.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.5}
+MIN_INT8_PARITY_LABELS = 0.75
+CALIB_BATCH = 1
+
+
+def _converter(model: Any, size: tuple[int, int]) -> Any:
+    """A converter from a concrete function: raw 0-255 float32 NHWC, dynamic batch."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="image")
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    # Keras 3 variables would stay as READ_VARIABLE ops (no values in the file): freeze them first
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    conv.experimental_new_converter = True
+    return conv
+
+
+def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray | None = None,
+            int8_input: str = "float32") -> bytes:
+    """One LiteRT flatbuffer at ``precision``; INT8 needs ``calib`` (uint8 NHWC images).
+    ``int8_input="uint8"`` makes a full-integer file with a uint8 input (benchmarks compare both)."""
+    import tensorflow as tf
+
+    conv = _converter(model, size)
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calib is None or not len(calib):
+            raise EdgecatError("LiteRT INT8 needs calibration images")
+
+        def representative() -> Any:
+            for img in calib:
+                yield [img[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        # full integer inside: refuse rather than silently keep float ops
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8 if int8_input == "uint8" else tf.float32
+        conv.inference_output_type = tf.float32
+    try:
+        return bytes(conv.convert())
+    except Exception as exc:
+        raise EdgecatError(f"LiteRT {precision} conversion failed: {first_line(exc)[:200]}") from exc
+
+
+def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Run a .tflite file on ``batch`` with the edge runtime (ai-edge-litert), one image at a time
+    as a phone would; used for parity so the check runs the same interpreter as deployment."""
+    from edgecat.runtime.litert.loader import make_interpreter
+
+    interp = make_interpreter(path, threads=threads)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *batch.shape[1:]])
+    interp.allocate_tensors()
+    rows = []
+    for img in batch:
+        interp.set_tensor(inp["index"], img[None].astype(np.float32))
+        interp.invoke()
+        rows.append(np.array(interp.get_tensor(out["index"]), copy=True))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str, precision: str,
+           tolerance: float) -> dict[str, Any]:
+    """``got`` (the .tflite file's raw outputs) against Keras' ``ref`` in probability space; a
+    ParityError past ``tolerance``, or (INT8) when too few labels are kept."""
+    report = validate(ref, got, what, tolerance, bundle=bundle, reference_name=str(KINDS[precision].made_from),
+                      min_agreement=MIN_INT8_PARITY_LABELS if precision == "int8" else None)
+    log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", precision, what,
+             report.max_abs_diff, 100 * (report.label_agreement or 0.0))
+    hint = " (--fp16-tolerance)" if precision == "fp16" else ""
+    return report.raise_if_failed(f"LiteRT {precision} model", "Keras",
+                                  f"no {KINDS[precision].file} written{hint}").parity()
+
+
+def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, calib: str | Path | None = None,
+                  calib_size: int = 500, parity_dirs: list[str] | None = None,
+                  fp16_tolerance: float | None = None) -> list[dict[str, Any]]:
+    """Add ``model.{fp32,fp16,int8}.tflite`` (artifacts ``tflite-*``) made from the bundle's model.keras."""
+    try:
+        import tensorflow as tf  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("LiteRT export needs TensorFlow: pip install 'edgecat[train]'") from exc
+    from edgecat.export.onnx import parity_images
+    from edgecat.export.quantize import calibration_set, load_calibration_images
+    from edgecat.runtime.keras.loader import load_keras_model
+
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise EdgecatError(f"unknown LiteRT precision '{p}' (choose from: {', '.join(PRECISIONS)})")
+    tolerance = {**TOLERANCE, **({"fp16": fp16_tolerance} if fp16_tolerance is not None else {})}
+    keras_entry = bundle.artifacts.get("keras", {})
+    model = load_keras_model(bundle.artifact_path("keras"))
+    size = bundle.input_size
+    batch, what = parity_images(bundle, extra_dirs=parity_dirs)
+    ref = np.asarray(model(batch, training=False))
+    cset = calib_images = None
+    if "int8" in precisions:
+        cset = calibration_set(bundle, calib, size=calib_size)
+        calib_images = load_calibration_images(cset, size)
+    entries = []
+    for p in precisions:
+        t0 = time.perf_counter()
+        data = convert(model, size, p, calib_images if p == "int8" else None)
+        seconds = time.perf_counter() - t0
+        dest = bundle.path / KINDS[p].file
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(data)
+            par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance[p])
+        made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
+                   "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
+                   "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
+                   "versions": tool_versions("tensorflow", "ai_edge_litert")}
+        if p == "int8" and cset is not None:
+            made_by.update(calibration={"source": cset.source, "images": len(cset.files) - len(cset.skipped),
+                                        "fingerprint": cset.fingerprint()}, io_dtype="float32",
+                           internals="int8 (TFLITE_BUILTINS_INT8)")
+        entries.append(bundle.add_artifact(
+            KINDS[p].key, dest, format=KINDS[p].format, precision=p, input="image", io_dtype="float32",
+            made_by=made_by, parity=par))
+    return entries

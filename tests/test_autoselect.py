@@ -1,0 +1,96 @@
+"""--backend auto: measured on the machine, labels checked, remembered per machine in the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import needs_tf
+
+
+@needs_tf
+def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
+    from edgecat.autoselect import (
+        MANIFEST_KEY,
+        choose_backend,
+        cpu_model,
+        explain,
+        machine_key,
+    )
+    from edgecat.bundle import Bundle
+    from edgecat.export.fp16 import export_fp16
+    from edgecat.runtime import default_backend, open_runtime
+
+    b = Bundle.open(tiny_bundle)
+    export_fp16(b, tolerance=5e-2)
+    assert default_backend(b) == "auto"
+    c = choose_backend(b, threads=1, images=3, rounds=2, validation_limit=24)
+    pairs = {(t.backend, t.precision) for t in c.timings}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "fp16")} <= pairs
+    chosen = [t for t in c.timings if t.status == "chosen"]
+    assert len(chosen) == 1 and (chosen[0].backend, chosen[0].precision) == (c.backend, c.precision)
+    timed = [t.ms for t in c.timings if t.ms is not None]
+    assert chosen[0].ms == min(t.ms for t in c.timings if t.status in ("chosen", "unchecked")) or \
+        any(t.status == "refused" for t in c.timings)
+    assert all(ms > 0 for ms in timed) and chosen[0].agreement >= 0.995 and not c.reused
+    assert c.machine.startswith(cpu_model())  # keyed by CPU model, GPUs and library versions
+    record = json.loads((tiny_bundle / "edgecat.json").read_text())[MANIFEST_KEY]
+    (slot, saved), = record.items()
+    assert slot.startswith(machine_key(1)) and saved["backend"] == c.backend
+    # later runs reuse it without measuring
+    again = choose_backend(Bundle.open(tiny_bundle), threads=1)
+    assert again.reused and (again.backend, again.precision) == (c.backend, c.precision)
+    rows, line = explain(again)
+    assert line.startswith(f"auto -> {c.backend}/{c.precision}, 1 thread(s) (remembered") and len(rows) == len(c.timings)
+    # open_runtime("auto") is the chosen runtime
+    with open_runtime(Bundle.open(tiny_bundle), "auto", "auto", threads=1) as rt:
+        assert (rt.backend, rt.precision) == (c.backend, c.precision) and rt.auto_choice.reused
+        assert rt.options["threads"] == 1
+        assert rt.infer(np.zeros((48, 48, 3), np.uint8)).shape == (1, 2)
+
+
+@needs_tf
+def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synth_data):
+    from edgecat.autoselect import choose_backend
+    from edgecat.bundle import Bundle
+    from edgecat.errors import EdgecatError
+    from edgecat.export.quantize import quantize_int8
+
+    b = Bundle.open(tiny_bundle)
+    quantize_int8(b, "cpu", calib=synth_data / "train", calib_size=16)
+    b.manifest["agreement_threshold"] = 1.01  # nothing can reach it, FP32 included
+    with pytest.raises(EdgecatError, match="no backend x precision here keeps the bundle's labels"):
+        choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24, save=False)
+    b.manifest["agreement_threshold"] = 0.0
+    first = choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24)
+    assert first.precision == "int8" and not first.reused
+    assert choose_backend(b, "int8", threads=1).reused
+    # a re-made INT8 file (different sha256) is measured again
+    b.artifacts["onnx-int8"]["sha256"] = "0" * 64
+    b._verified.add("onnx-int8")
+    assert not choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24, save=False).reused
+
+
+def test_auto_without_exports_is_one_line(tmp_path):
+    from edgecat.autoselect import measure
+    from edgecat.bundle import Bundle
+    from edgecat.errors import EdgecatError
+
+    b = Bundle.create(tmp_path / "b", name="b", backbone="mobilenet_v2", input_size=(32, 32),
+                      classes=["cat", "dog"], preprocessing="mobilenet_v2")
+    with pytest.raises(EdgecatError, match="no runtime here can open an export"):
+        measure(b)
+
+
+@needs_tf
+def test_auto_measures_thread_counts_when_not_given(tiny_bundle):
+    from edgecat.autoselect import measure
+    from edgecat.bundle import Bundle
+    from edgecat.runtime.base import physical_cores
+
+    c = measure(Bundle.open(tiny_bundle), "fp32", images=2, rounds=1, validation_limit=12)
+    tried = {(t.backend, t.threads) for t in c.timings}
+    assert ("onnxruntime", 1) in tried and ("onnxruntime", physical_cores()) in tried
+    assert c.threads in {1, physical_cores()}
+    assert c.threads == next(t.threads for t in c.timings if t.status == "chosen")

@@ -1,0 +1,96 @@
+"""LiteRT export (needs TensorFlow) and runtime (ai-edge-litert only) on a tiny real bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed (pip install 'edgecat[litert]')")
+
+
+@pytest.fixture(scope="module")
+def litert_bundle(tiny_bundle_src, synth_data, tmp_path_factory):
+    """One export of all three files, shared by the tests below (conversion is the slow part)."""
+    import shutil
+
+    from edgecat.bundle import Bundle
+    from edgecat.export.litert import export_litert
+
+    dst = tmp_path_factory.mktemp("litert") / "bundle"
+    shutil.copytree(tiny_bundle_src, dst)
+    entries = export_litert(Bundle.open(dst), calib=synth_data / "train", calib_size=32)
+    return dst, entries
+
+
+def test_export_writes_three_checked_files(litert_bundle):
+    from edgecat.bundle import Bundle
+
+    path, entries = litert_bundle
+    b = Bundle.open(path)
+    assert [e["file"] for e in entries] == ["model.fp32.tflite", "model.fp16.tflite", "model.int8.tflite"]
+    assert b.verify() == {k: "ok" for k in b.artifacts}
+    fp32, fp16, int8 = (b.artifacts[f"tflite-{p}"] for p in ("fp32", "fp16", "int8"))
+    assert fp32["parity"]["max_abs_diff"] < 1e-4 and fp32["parity"]["label_agreement"] == 1.0
+    assert fp16["bytes"] < 0.6 * fp32["bytes"] and int8["bytes"] < 0.4 * fp32["bytes"]
+    assert int8["made_by"]["calibration"]["images"] == 32
+    assert not list(path.glob("*.tmp*")) and not list(path.glob(".*tflite*"))
+
+
+def test_runtime_matches_keras_and_takes_uint8_and_batches(litert_bundle):
+    from edgecat.bundle import Bundle
+    from edgecat.runtime import open_runtime
+
+    path, _ = litert_bundle
+    b = Bundle.open(path)
+    x = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
+    with open_runtime(b, "keras", "fp32") as k:
+        ref = k.infer(x)
+    with open_runtime(b, "litert", "fp32", threads=1) as rt:
+        got = rt.infer(x)  # batch of 5: the input tensor is resized
+        one = rt.infer(x[0].astype(np.float32))  # then back to 1
+        assert rt.last_inference_ms > 0 and rt.artifact_key == "tflite-fp32"
+    assert got.shape == (5, 2) and np.max(np.abs(got - ref)) < 1e-4
+    assert np.allclose(one[0], got[0], atol=1e-5)
+    with open_runtime(b, "litert", "int8") as rt:
+        q = rt.infer(x)
+    assert q.shape == (5, 2) and np.allclose(q.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_runtime_runs_without_tensorflow(litert_bundle):
+    """The device side: tensorflow made unimportable, the litert runtime still runs."""
+    path, _ = litert_bundle
+    code = (
+        "import sys, json; sys.modules['tensorflow'] = None\n"
+        "import numpy as np\n"
+        "from edgecat.runtime import open_runtime\n"
+        f"rt = open_runtime({str(path)!r}, 'litert', 'fp16')\n"
+        "p = rt.infer(np.zeros((2, 48, 48, 3), np.uint8))\n"
+        "print(json.dumps([list(p.shape), 'keras' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[2, 2], False]
+
+
+def test_cli_export_tflite_and_missing_file(tiny_bundle, synth_data):
+    from click.testing import CliRunner
+
+    from edgecat.bundle import Bundle
+    from edgecat.cli import main
+    from edgecat.errors import EdgecatError
+    from edgecat.runtime import open_runtime
+
+    with pytest.raises(EdgecatError, match="tflite-fp32"):
+        open_runtime(Bundle.open(tiny_bundle), "litert", "fp32")
+    r = CliRunner().invoke(main, ["export", str(tiny_bundle), "--tflite", "--tflite-precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert "model.fp32.tflite" in r.output
+    b = Bundle.open(tiny_bundle)
+    assert b.has("tflite-fp32") and not (tiny_bundle / "model.int8.tflite").exists()
+    rows = {r["precision"]: r for r in b.manifest["metrics"]["precision_table"]["rows"]}
+    assert set(rows) == {"fp32", "tflite-fp32"}  # evaluated through the litert runtime beside ONNX
+    assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-fp32"]["max_prob_diff"] < 1e-4
