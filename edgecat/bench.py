@@ -382,7 +382,7 @@ def _end_to_end(rt: Any, bundle: Bundle, images: ImageSet, batch_size: int, cfg:
         batch = imaging.to_batch([imaging.resize(im, size) for im in decoded], dtype="uint8")
         prepared = rt.prepare(batch)
         t2 = time.perf_counter()
-        raw = rt._run(prepared)
+        raw = rt.run_prepared(prepared)
         t3 = time.perf_counter()
         probs = bundle.class_probs(raw)
         labels = bundle.labels_from_probs(probs)

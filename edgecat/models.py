@@ -144,7 +144,9 @@ def bundle_backbone_weights(path: Path, backbone: str) -> list[Any]:
     bundle = Bundle.open(path)
     if bundle.backbone != backbone:
         raise EdgecatError(f"--weights {path}: that bundle is a {bundle.backbone}, not a {backbone}")
-    model = keras.models.load_model(str(bundle.artifact_path("keras")), compile=False)
+    from edgecat.runtime.keras.loader import load_keras_model
+
+    model = load_keras_model(bundle.artifact_path("keras"))
     bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not bases:
         raise EdgecatError(f"--weights {path}: no backbone found in its model.keras")

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, first_line, require_tensorflow
+from edgecat.errors import require_tensorflow
 from edgecat.fsutil import atomic_path
 from edgecat.validate import validate
 
@@ -48,22 +48,11 @@ def save_h5(model: Any, dest: Path) -> None:
         absl.removeFilter(quiet)
 
 
-def load_h5(path: Path) -> Any:
-    """Load as a plain Keras user does: no custom objects, safe mode."""
-    import keras
-
-    try:
-        return keras.models.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many types for a bad file
-        raise EdgecatError(f"cannot load {path} back with keras.models.load_model: "
-                           f"{first_line(exc)[:200]}") from exc
-
-
 def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str, Any]:
     """Add ``model.h5`` (from the bundle's model.keras) after checking its probabilities."""
     require_tensorflow()
     from edgecat.export.onnx import parity_images
-    from edgecat.runtime.keras.loader import load_keras_model
+    from edgecat.runtime.keras.loader import load_h5, load_keras_model
 
     model = load_keras_model(bundle.artifact_path("keras"))
     dest = bundle.path / H5_FILE
