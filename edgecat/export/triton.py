@@ -130,6 +130,42 @@ def config_text(bundle: Bundle, name: str, platform: str, max_batch: int, *, ins
     return "\n".join(lines)
 
 
+def _write_model(bundle: Bundle, key: str, out: Path, max_batch: int, onnx_kind: str, instances: int,
+                 queue_delay_us: int) -> TritonModel:
+    """One model folder (``<name>/1/model.onnx|plan``, labels, config), swapped in whole."""
+    entry = bundle.artifacts.get(key)
+    if entry is None:
+        raise EdgecatError(f"bundle {bundle.path} has no '{key}' artifact")
+    src = bundle.artifact_path(key)  # verifies the sha256: never publish a tampered model
+    engine = is_engine(key, entry)
+    platform = TRT_PLATFORM if engine else ONNX_PLATFORM
+    batch = int(max_batch)
+    note = ""
+    if engine:
+        cap = _engine_max_batch(entry)
+        if cap is not None and cap < batch:
+            log.info("%s: engine profile allows batches up to %d; max_batch_size set to %d", key, cap, cap)
+            batch = cap
+        built = ", ".join(str(entry[k]) for k in ("gpu", "tensorrt_version") if entry.get(k))
+        note = (f", TensorRT engine {src.name}{f' ({built})' if built else ''}: serve it only with "
+                "the TensorRT version and GPU it was built for")
+    kind = "KIND_GPU" if engine else onnx_kind
+    name = model_name(bundle, key)
+    dest = out / name
+    with atomic_dir(dest) as tmp:
+        (tmp / "1").mkdir()
+        shutil.copy2(src, tmp / "1" / ("model.plan" if engine else "model.onnx"))
+        (tmp / LABELS_FILE).write_text("\n".join(label_lines(bundle)) + "\n", encoding="utf-8")
+        (tmp / "config.pbtxt").write_text(
+            config_text(bundle, name, platform, batch, instance_kind=kind, instances=instances,
+                        queue_delay_us=queue_delay_us, comment=f", artifact '{key}'{note}"),
+            encoding="utf-8",
+        )
+    precision = artifact_precision(key, entry)
+    log.info("Triton model %s (%s, %s) -> %s", name, platform, precision, dest)
+    return TritonModel(name=name, artifact=key, platform=platform, precision=precision, max_batch=batch, path=dest)
+
+
 def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch: int = 32, *,
                      instance_kind: str = "auto", instances: int = 1,
                      queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
@@ -161,40 +197,8 @@ def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch
     if out.resolve() == bundle.path.resolve():
         raise EdgecatError("write the Triton repository outside the bundle folder (e.g. --triton triton_repo)")
     out.mkdir(parents=True, exist_ok=True)
-    models: list[TritonModel] = []
-    for key in keys:
-        entry = bundle.artifacts.get(key)
-        if entry is None:
-            raise EdgecatError(f"bundle {bundle.path} has no '{key}' artifact")
-        src = bundle.artifact_path(key)  # verifies the sha256: never publish a tampered model
-        engine = is_engine(key, entry)
-        platform = TRT_PLATFORM if engine else ONNX_PLATFORM
-        batch = int(max_batch)
-        note = ""
-        if engine:
-            cap = _engine_max_batch(entry)
-            if cap is not None and cap < batch:
-                log.info("%s: engine profile allows batches up to %d; max_batch_size set to %d", key, cap, cap)
-                batch = cap
-            built = ", ".join(str(entry[k]) for k in ("gpu", "tensorrt_version") if entry.get(k))
-            note = (f", TensorRT engine {src.name}{f' ({built})' if built else ''}: serve it only with "
-                    "the TensorRT version and GPU it was built for")
-        kind = "KIND_GPU" if engine else INSTANCE_KINDS[instance_kind]
-        name = model_name(bundle, key)
-        dest = out / name
-        with atomic_dir(dest) as tmp:
-            (tmp / "1").mkdir()
-            shutil.copy2(src, tmp / "1" / ("model.plan" if engine else "model.onnx"))
-            (tmp / LABELS_FILE).write_text("\n".join(label_lines(bundle)) + "\n", encoding="utf-8")
-            (tmp / "config.pbtxt").write_text(
-                config_text(bundle, name, platform, batch, instance_kind=kind, instances=instances,
-                            queue_delay_us=queue_delay_us, comment=f", artifact '{key}'{note}"),
-                encoding="utf-8",
-            )
-        precision = artifact_precision(key, entry)
-        models.append(TritonModel(name=name, artifact=key, platform=platform, precision=precision,
-                                  max_batch=batch, path=dest))
-        log.info("Triton model %s (%s, %s) -> %s", name, platform, precision, dest)
+    models = [_write_model(bundle, key, out, max_batch, INSTANCE_KINDS[instance_kind], instances, queue_delay_us)
+              for key in keys]
     log.info("Triton repository %s: %s", out, ", ".join(m.name for m in models))
     return out
 
