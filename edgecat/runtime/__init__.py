@@ -1,4 +1,5 @@
-"""Inference runtimes behind one interface; each imported only when it is asked for."""
+"""Inference runtimes behind one interface, one folder per backend (``loader``: opens the artifact, ``runner``:
+the Runtime); each imported only when it is asked for. The only code that opens a bundle artifact."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime, physical_cores
 
-#: backend name -> "module:Class"; adding a runtime is one line here and one module.
+#: backend name -> "module:Class"; adding a runtime is one line here and one folder (loader.py, runner.py)
 BACKENDS: dict[str, str] = {
     "keras-predict": "edgecat.runtime.keras.runner:KerasPredictRuntime",
     "keras": "edgecat.runtime.keras.runner:KerasFunctionRuntime",
