@@ -301,7 +301,8 @@ def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None)
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["measurement failed"])[-1]
-        raise EdgecatError(f"--backend auto: {last.split(': ', 1)[-1][:300]}")
+        msg = last.split(": ", 1)[-1].removeprefix("--backend auto: ")  # the child's EdgecatError line
+        raise EdgecatError(f"--backend auto: {msg[:300]}")
     d = json.loads(out.stdout.strip().splitlines()[-1])
     d["timings"] = [Timing(**t) for t in d.get("timings", [])]
     fresh = Bundle.open(bundle.path)  # the child recorded the choice in the manifest

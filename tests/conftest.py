@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +136,48 @@ def onnx_bundle(request, tmp_path) -> Path:
         shutil.copytree(src, dst)
         return dst
     return request.getfixturevalue("tiny_bundle")
+
+
+# ------------------------------------------------------------------------------ stream tests
+WAIT = 20.0  # seconds before a condition counts as never met (only reached when something is broken)
+
+
+class CountingReader:
+    """Wraps the real reader of a source and signals every frame it has decoded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.read_count = 0
+        self.ended = False
+        self.cond = threading.Condition()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def read(self):
+        got = self.inner.read()
+        with self.cond:
+            self.read_count += 1 if got is not None else 10**6  # end of file: release every waiter
+            self.ended = self.ended or got is None
+            self.cond.notify_all()
+        return got
+
+    def wait_for(self, n: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.read_count >= n, timeout=WAIT)
+
+
+@pytest.fixture
+def readers(monkeypatch):
+    """Every stream source's reader, wrapped in a CountingReader, in the order they are made."""
+    from edgecat.stream import sources
+
+    made: list[CountingReader] = []
+    real = sources.make_reader
+
+    def make(*args, **kwargs):
+        made.append(CountingReader(real(*args, **kwargs)))
+        return made[-1]
+
+    monkeypatch.setattr(sources, "make_reader", make)
+    return made

@@ -52,9 +52,29 @@ def test_rows_stages_and_speedup(report):
         assert ok.fps > 0 and ok.model_mb > 0 and ok.peak_rss_mb > 0
         assert ok.speedup_vs_keras_predict is not None and ok.speedup_vs_keras_predict > 0
         # class folders cat/ dog/ give accuracy over the images seen end to end
-        assert ok.accuracy_images == 4 * batch and 0.0 <= ok.accuracy <= 1.0
+        assert ok.accuracy_images == 4 * batch and round(ok.accuracy * ok.accuracy_images, 9).is_integer()
         base = _row(report, "keras-predict", "fp32", batch)
         assert base.status == "ok" and base.speedup_vs_keras_predict == pytest.approx(1.0)
+        # both backends saw the same images (same order) through the same model: the same labels
+        assert (ok.accuracy, ok.accuracy_images) == (base.accuracy, base.accuracy_images)
+
+
+@needs_tf
+def test_accuracy_is_the_labels_predict_gives(tiny_bundle_src, synth_data, tmp_path):
+    """Two batches of four see each of 8 images (2 cats, 6 dogs: unbalanced, so a flipped comparison
+    cannot give the same figure) once: bench's accuracy is then the one worked out from
+    `edgecat predict`'s labels, an independent path through the same model."""
+    from test_cli import _scores_from_predict
+
+    for cls, n in (("cat", 2), ("dog", 6)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for f in sorted((synth_data / "validation" / cls).iterdir())[:n]:
+            shutil.copy(f, tmp_path / "imgs" / cls / f.name)
+    cfg = BenchConfig(backends=["onnxruntime"], batches=[4], images=str(tmp_path / "imgs"), warmup=0, iters=2,
+                      options={"threads": 1})
+    row = run_bench(tiny_bundle_src, cfg).results[0]
+    assert row.status == "ok" and row.accuracy_images == 8, row.reason
+    assert row.accuracy == pytest.approx(_scores_from_predict(tiny_bundle_src, tmp_path / "imgs")["accuracy"])
 
 
 @needs_tf
@@ -65,8 +85,12 @@ def test_skip_reasons(report):
     trt = _row(report, "tensorrt", "fp32", 1)
     if not has_gpu():  # no TensorRT / GPU / engine here: skipped (not failed), the reason is one line
         assert trt.status == "skipped" and trt.reason and "\n" not in trt.reason
-    else:  # a GPU box: the tiny bundle has no engine, so still a one-line skip, never a failure
-        assert trt.status != "failed", trt.reason
+    else:  # a GPU box: the tiny bundle has no engine, so still a one-line skip that names the fix
+        import importlib.util
+
+        assert trt.status == "skipped" and trt.reason and "\n" not in trt.reason, trt.reason
+        fix = "--trt --precision fp32" if importlib.util.find_spec("tensorrt") else "TensorRT is not installed"
+        assert fix in trt.reason, trt.reason
 
 
 @needs_tf
@@ -81,7 +105,7 @@ def test_json_schema_and_plot(report, tmp_path):
         assert set(r) == RESULT_KEYS
         assert r["status"] in ("ok", "skipped", "failed")
         for key in ("model_only", "end_to_end"):
-            assert r[key] is None or set(r[key]) == LATENCY_KEYS
+            assert (r[key] is None) == (r["status"] != "ok") and (r[key] is None or set(r[key]) == LATENCY_KEYS)
         assert (r["status"] == "ok") == (r["reason"] is None)
     png = write_plot(report, tmp_path / "r.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -147,6 +171,14 @@ def test_cli_writes_table_json_and_plot(tiny_bundle, tmp_path):
     data = json.loads(out.read_text())
     assert [r["backend"] for r in data["results"]] == ["onnxruntime", "onnxruntime-cuda"]
     assert data["results"][0]["status"] == "ok" and data["config"]["synthetic_images"] is True
+    from conftest import has_onnxruntime_cuda
+
+    cuda = data["results"][1]  # asked for, so checked: it runs on a CUDA box, else a one-line skip saying why
+    if has_onnxruntime_cuda():
+        assert cuda["status"] == "ok" and cuda["model_only"]["iters"] == 3, cuda["reason"]
+    else:
+        assert cuda["status"] == "skipped" and "\n" not in cuda["reason"], cuda["reason"]
+        assert "CUDA" in cuda["reason"] or "GPU" in cuda["reason"], cuda["reason"]
     assert (tmp_path / "b.png").exists()
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import needs_tf
@@ -25,11 +26,19 @@ def _one_line_error(code: int, out: str, needle: str) -> None:
     assert "Traceback" not in out
 
 
+def _listed_commands(help_text: str) -> list[str]:
+    """The names in the help page's "Commands:" section (first word of each indented line), so a
+    command is counted only where it is listed, not where an example or a description mentions it."""
+    section = help_text.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.strip()]
+
+
 def test_help_lists_every_command() -> None:
     code, out = _run("--help")
     assert code == 0
-    for cmd in ["train", "export", "bench", "stream", "predict", "evaluate", "info"]:
-        assert cmd in out
+    assert _listed_commands(out) == sorted(["train", "export", "bench", "stream", "predict", "evaluate", "info",
+                                            "checks"])
+    assert _listed_commands(out) == sorted(main.commands)
 
 
 @needs_tf
@@ -86,6 +95,23 @@ def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Pat
     assert "bad.jpg" in out and "could not be read" in out
 
 
+def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
+    """(class folder, label) per image of ``folder`` as `edgecat predict` on ONNX Runtime gives them."""
+    code, out = _run("predict", str(bundle), str(folder), "--backend", "onnxruntime", "--precision", precision,
+                     "--format", "json")
+    assert code == 0, out
+    return [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(out[out.index("["):])]
+
+
+def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
+    and the class folders: an independent path to the figures evaluate, bench and the precision table report."""
+    pairs = predicted_labels(bundle, folder, precision)
+    said_dog = [truth for truth, label in pairs if label == "dog"]
+    return {"accuracy": sum(t == p for t, p in pairs) / len(pairs),
+            "precision": said_dog.count("dog") / len(said_dog) if said_dog else 0.0}
+
+
 @needs_tf
 def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
     (tiny_bundle / "metrics.json").write_text('{"training": "result"}')
@@ -94,7 +120,9 @@ def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
     assert code == 0, out
     m = json.loads(out[out.index("{"):])
     assert m["n"] == 12 and m["backend"] == "onnxruntime" and m["model_precision"] == "fp32"
-    assert 0.0 <= m["precision"] <= 1.0  # the metric, not overwritten by the artifact precision
+    # the metric (not overwritten by the artifact precision), and the figure predict's labels give
+    want = _scores_from_predict(tiny_bundle, synth_data / "validation")
+    assert m["precision"] == pytest.approx(want["precision"]) and m["accuracy"] == pytest.approx(want["accuracy"])
 
     code, out = _run("evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"), "--backend", "onnxruntime")
     assert code == 0, out
@@ -275,7 +303,8 @@ def test_evaluate_scores_a_one_class_folder(tiny_bundle: Path, synth_data: Path,
                   "--json")
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
-    assert m["n"] == 6 and 0.0 <= m["accuracy"] <= 1.0
+    want = _scores_from_predict(tiny_bundle, tmp_path / "cats-only")
+    assert m["n"] == 6 and m["accuracy"] == pytest.approx(want["accuracy"])
     assert m["precision"] is None and m["roc_auc"] is None and "only one class (cat)" in m["note"]
     res = _invoke("evaluate", str(tiny_bundle), "--data", str(tmp_path / "cats-only"), "--backend", "onnxruntime")
     assert res.exit_code == 0 and "n/a" in res.stdout and "only one class" in res.stdout

@@ -39,7 +39,7 @@ def test_kaggle_layout(tmp_path: Path) -> None:
     ds = discover(root, val_split=0.2)
     assert ds.layout.startswith("kaggle")
     assert ds.classes == ["cat", "dog"]
-    for f, y in zip(ds.train.files + ds.val.files, ds.train.labels + ds.val.labels):
+    for f, y in zip(ds.train.files + ds.val.files, ds.train.labels + ds.val.labels, strict=True):
         assert Path(f).name.startswith(ds.classes[y] + ".")
     # the same naming under DIR/train/ works too
     (tmp_path / "k2").mkdir()
@@ -100,7 +100,7 @@ def test_check_images_statuses_and_cache(tmp_path: Path) -> None:
     assert "empty" in res[files[0]].reason
     assert "truncated" in res[str(tmp_path / "imgs" / "truncated.jpg")].reason
     assert res[str(tmp_path / "imgs" / "text.jpg")].reason == "not an image"
-    for f, r in res.items():
+    for r in res.values():
         if r.status == "converted":
             with Image.open(r.use) as im:
                 assert im.mode == "RGB" and im.format == "PNG"

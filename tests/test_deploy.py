@@ -6,7 +6,11 @@ No container engine runs here: images are built nowhere by the tests (see deploy
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,12 +29,56 @@ def hadolint() -> str | None:
     return str(local) if local.exists() else shutil.which("hadolint")
 
 
-def dockerfile(target: str) -> str:
-    return (DEPLOY / target / "Dockerfile").read_text(encoding="utf-8")
+def instructions(target: str) -> list[tuple[str, str]]:
+    """The Dockerfile's instructions in order, as Docker reads them (continuations joined, comments
+    dropped): assertions look at what is built, not at text that might sit in a comment."""
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(path=str(DEPLOY / target / "Dockerfile"))
+    return [(s["instruction"], s["value"]) for s in parser.structure if s["instruction"] != "COMMENT"]
 
 
-def base_image(text: str) -> str:
-    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+def commands(run: str) -> list[list[str]]:
+    """A RUN line's shell commands as argument lists: split at && || ; | and parentheses, quotes
+    removed as the shell removes them, redirections (2>/dev/null) dropped."""
+    lexer = shlex.shlex(run, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    tokens, out, cur = list(lexer), [], []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in ("&&", "||", ";", "|", "(", ")"):
+            out, cur = out + [cur] if cur else out, []
+        elif tok in (">", ">>", "<"):
+            i += 1  # the redirection's target
+            if cur and cur[-1].isdigit():
+                cur.pop()  # its file descriptor
+        else:
+            cur.append(tok)
+        i += 1
+    return out + [cur] if cur else out
+
+
+def run_commands(target: str) -> list[list[str]]:
+    return [cmd for kind, value in instructions(target) if kind == "RUN" for cmd in commands(value)]
+
+
+def pip_args(cmd: list[str], verb: str) -> list[str] | None:
+    """The arguments of `pip VERB` / `python -m pip VERB` (None: another command)."""
+    at = 1 if cmd[:1] == ["pip"] else 3 if cmd[1:3] == ["-m", "pip"] and cmd[0].startswith("python") else None
+    return cmd[at + 1:] if at is not None and cmd[at:at + 1] == [verb] else None
+
+
+def python_code(target: str, needle: str) -> tuple[int, str]:
+    """(position among the RUN commands, code) of the `python -c CODE` step whose code uses ``needle``."""
+    found = [(i, cmd[2]) for i, cmd in enumerate(run_commands(target))
+             if cmd[0].startswith("python") and cmd[1] == "-c" and needle in cmd[2]]
+    assert len(found) == 1, run_commands(target)
+    return found[0]
+
+
+def base_image(target: str) -> str:
+    froms = [value for kind, value in instructions(target) if kind == "FROM"]
     assert len(froms) == 1, froms
     return froms[0]
 
@@ -49,22 +97,32 @@ def test_dockerfile_passes_hadolint(target):
     ("cpu", r"^python:3\.\d+(\.\d+)?-slim(-\w+)?$"),
 ])
 def test_base_image_is_pinned(target, expected):
-    image = base_image(dockerfile(target))
+    image = base_image(target)
     assert re.match(expected, image), image
     assert not image.endswith(":latest")
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_dockerfile_installs_edgecat_from_the_repo(target):
-    text = dockerfile(target)
-    assert re.search(r"^COPY pyproject\.toml README\.md \./$", text, flags=re.MULTILINE)
-    assert re.search(r"^COPY edgecat \./edgecat$", text, flags=re.MULTILINE)
-    install = re.search(r"pip install --no-cache-dir (.*)", text).group(1)
+    steps = instructions(target)
+    kinds = [kind for kind, _ in steps]
+    copies = [i for i, kind in enumerate(kinds) if kind == "COPY"]
+    assert [steps[i][1].split() for i in copies] == [["pyproject.toml", "README.md", "./"], ["edgecat", "./edgecat"]]
+    assert [v for k, v in steps[:copies[0]] if k == "WORKDIR"][-1] == "/opt/edgecat"  # where ./ lands
+    installs = [args for args in (pip_args(cmd, "install") for cmd in run_commands(target)) if args is not None]
+    edgecat_install = [args for args in installs if "." in args or any(a.startswith("./[") for a in args)]
+    assert len(edgecat_install) == 1, installs
+    args = edgecat_install[0]
+    assert "--no-cache-dir" in args
     if target == "gpu":
-        assert '"./[train,triton,tensorrt]"' in install  # training and TensorRT in one image
+        assert "./[train,triton,tensorrt]" in args  # training and TensorRT in one image
     else:
-        assert "train" not in install and "tensorflow" not in install.lower()
-        assert re.search(r'(^|\s)(\.|"numpy[^"]*" \.)(\s|$)', install), install
+        assert "." in args and not any("train" in a or "tensorflow" in a.lower() for a in args), args
+    # the install runs after both COPY lines, and the image's command is edgecat itself
+    first_run_after_copies = next(i for i, k in enumerate(kinds) if k == "RUN" and i > copies[-1])
+    assert any(pip_args(cmd, "install") == args for cmd in commands(steps[first_run_after_copies][1]))
+    assert json.loads(dict(steps)["ENTRYPOINT"]) == ["edgecat"] and json.loads(dict(steps)["CMD"]) == ["--help"]
+    assert ["edgecat", "--help"] in run_commands(target)  # the build fails if the installed CLI does not start
     # files the COPY lines need really are in the repo, and the build context ignore keeps them
     for path in ("pyproject.toml", "README.md", "edgecat/__init__.py"):
         assert (ROOT / path).exists()
@@ -73,24 +131,47 @@ def test_dockerfile_installs_edgecat_from_the_repo(target):
 
 
 def test_cpu_image_checks_it_has_no_tensorflow():
-    assert "find_spec('tensorflow') is not None" in dockerfile("cpu")
+    """The image's own check, run here: it fails where TensorFlow is importable, passes where not."""
+    at, code = python_code("cpu", "find_spec('tensorflow')")
+    install = next(i for i, cmd in enumerate(run_commands("cpu")) if pip_args(cmd, "install") is not None)
+    assert at > install  # checked after installing, so a dependency that pulls TensorFlow in fails the build
+    blocked = subprocess.run([sys.executable, "-c", "import sys; sys.modules['tensorflow'] = None\n" + code],
+                             timeout=60)
+    assert blocked.returncode == 0
+    here = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert (here.returncode != 0) == (importlib.util.find_spec("tensorflow") is not None)
 
 
 def test_jetson_image_uses_jetpack_opencv_and_tensorrt():
-    text = dockerfile("jetson")
-    assert "pip uninstall -y opencv-python-headless" in text  # pip's OpenCV has no GStreamer
-    assert "python3-opencv" in text
-    # the check must be able to fail: pip's cv2 says "GStreamer: NO", so a substring test would pass
-    assert "gstreamer_support" in text and "'GStreamer' in cv2.getBuildInformation()" not in text
-    assert "import tensorrt" in text and '"cuda-python>=12.2,<13"' in text
+    cmds = run_commands("jetson")
+    install = next(i for i, cmd in enumerate(cmds) if pip_args(cmd, "install") is not None)
+    assert "cuda-python>=12.2,<13" in pip_args(cmds[install], "install")
+    # pip's OpenCV has no GStreamer: removed after the install pulled it in, JetPack's/Ubuntu's used instead
+    assert pip_args(cmds[install + 1], "uninstall") == ["-y", "opencv-python-headless"]
+    assert any(cmd[:2] == ["apt-get", "install"] and "python3-opencv" in cmd for cmd in cmds[:install])
+    at, code = python_code("jetson", "gstreamer_support")
+    assert at > install + 1
+    tree = ast.parse(code)
+    assert any(isinstance(n, ast.Import) and [a.name for a in n.names] == ["tensorrt"] for n in tree.body)
+    # the GStreamer check must be able to fail: run it here without its TensorRT lines (pip's cv2
+    # here says "GStreamer: NO", which a substring test of the build information would accept)
+    from edgecat.stream.sources import gstreamer_support
+
+    tree.body = [n for n in tree.body if "tensorrt" not in ast.unparse(n)]
+    assert any(isinstance(n, ast.Assert) for n in tree.body)
+    proc = subprocess.run([sys.executable, "-c", ast.unparse(tree)], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert (proc.returncode == 0) == (gstreamer_support() is not None), proc.stderr
+    if gstreamer_support() is None:
+        assert "this OpenCV has no GStreamer" in proc.stderr
 
 
 def test_triton_compose_serves_the_exported_repository():
     compose = yaml.safe_load((DEPLOY / "triton" / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"triton", "triton-cpu"}
-    gpu_tag = base_image(dockerfile("gpu")).split(":")[1].removesuffix("-py3")
-    for name, svc in services.items():
+    gpu_tag = base_image("gpu").split(":")[1].removesuffix("-py3")
+    for svc in services.values():
         image = svc["image"]
         assert re.match(r"^nvcr\.io/nvidia/tritonserver:\d{2}\.\d{2}-py3$", image), image
         # plans built in the gpu image must load in this server: same release, same TensorRT

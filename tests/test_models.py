@@ -78,7 +78,7 @@ def test_local_weights_path_loads(tmp_path) -> None:
     path = tmp_path / "mnv2.weights.h5"
     base.save_weights(str(path))
     _, base2 = build_model("mobilenet_v2", img_size=32, weights=str(path))
-    for a, b in zip(base.get_weights(), base2.get_weights()):
+    for a, b in zip(base.get_weights(), base2.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -117,7 +117,7 @@ def test_weights_from_a_bundle(tiny_bundle) -> None:
     src = keras.models.load_model(str(tiny_bundle / "model.keras"), compile=False)
     src_base = [layer for layer in src.layers if isinstance(layer, keras.Model)][0]
     _, base = build_model("mobilenet_v2", img_size=64, weights=str(tiny_bundle))  # another size is fine
-    for a, b in zip(src_base.get_weights(), base.get_weights()):
+    for a, b in zip(src_base.get_weights(), base.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(EdgecatError, match="is a mobilenet_v2, not a resnet50"):
         build_model("resnet50", img_size=32, weights=str(tiny_bundle))

@@ -28,7 +28,8 @@ from edgecat.redact import RedactingFilter, redact
 from edgecat.stream import StreamConfig, Streamer
 from edgecat.stream.http_sink import HttpSink
 from edgecat.stream.overlay import Result
-from edgecat.stream.sinks import Sink, parse_sink
+from edgecat.stream.base import Sink
+from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.sources import Frame, parse_source
 from edgecat.synthetic import CLASSES, make_image, make_video
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -34,10 +33,10 @@ def live_stream(tmp_path):
     thread = threading.Thread(target=lambda: result.update(summary=streamer.run()), daemon=True)
     thread.start()
     sink = streamer.sinks[0]
-    deadline = time.monotonic() + 20
-    while getattr(sink, "_server", None) is None and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert thread.is_alive(), "stream ended before the server started"
+    # the sink is told the stream's figures after each processed frame: wait for the first ones
+    # (the server is up by then) rather than for a fixed time
+    assert sink.wait_for(lambda: sink.current_stats()["frames"] > 0 or sink.closed, 30), "no frame in 30 s"
+    assert thread.is_alive() and not sink.closed, "stream ended before the server started"
     yield sink.url, streamer
     streamer.stop("test over")
     thread.join(10)
@@ -46,7 +45,6 @@ def live_stream(tmp_path):
 
 def test_stats_endpoint_and_mjpeg_with_urllib(live_stream):
     url, _ = live_stream
-    time.sleep(0.5)
     with urllib.request.urlopen(url + "stats.json", timeout=5) as r:
         stats = json.load(r)
     assert stats["frames"] > 0 and stats["last"][0]["label"] in CLASSES

@@ -9,53 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WAIT
 from test_stream import ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.stream import StreamConfig
-from edgecat.stream import sources as src_mod
-from edgecat.stream.pipeline import Streamer
-from edgecat.stream.sinks import Sink
+from edgecat.stream.base import Sink
+from edgecat.stream.loop import Streamer
 from edgecat.synthetic import CLASSES, make_video
 
-WAIT = 20.0  # seconds before a condition counts as never met (only reached when the pipeline is serial)
 LABELS = [0] * 8 + [1] * 8 + [0] * 8
-
-
-class CountingReader:
-    """Wraps the real reader of a source and signals every frame it has decoded."""
-
-    def __init__(self, inner: src_mod.FrameReader) -> None:
-        self.inner = inner
-        self.read_count = 0
-        self.cond = threading.Condition()
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def read(self):
-        got = self.inner.read()
-        with self.cond:
-            self.read_count += 1 if got is not None else 10**6  # end of file: release every waiter
-            self.cond.notify_all()
-        return got
-
-    def wait_for(self, n: int) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: self.read_count >= n, timeout=WAIT)
-
-
-@pytest.fixture
-def readers(monkeypatch):
-    made: list[CountingReader] = []
-    real = src_mod.make_reader
-
-    def make(*args, **kwargs):
-        made.append(CountingReader(real(*args, **kwargs)))
-        return made[-1]
-
-    monkeypatch.setattr(src_mod, "make_reader", make)
-    return made
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_secrets_live_in_a_root_only_env_file(monkeypatch):
     start without a token when there is no terminal to show one on (as under systemd)."""
     import edgecat.stream.http_sink as http_sink
     from edgecat.errors import EdgecatError
-    from edgecat.stream.sinks import parse_sink
+    from edgecat.stream.sink_registry import parse_sink
 
     env = read_env(ENV)
     assert {"EDGECAT_RTSP_USER", "EDGECAT_RTSP_PASSWORD"} <= set(env)

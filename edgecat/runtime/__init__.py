@@ -86,7 +86,10 @@ def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
     """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports;
     ONNX Runtime for a precision Keras cannot run (its error names the export command); else Keras
     (right after training)."""
-    if bundle.has(artifacts.onnx("fp32").key) or bundle.has(artifacts.find("tflite", "fp32").key):
+    exported = [a for a in artifacts.ARTIFACTS.values() if a.format in ("onnx", "tflite") and bundle.has(a.key)]
+    if precision not in ("fp32", "auto") and not any(a.precision == precision for a in exported):
+        return "onnxruntime"  # nothing at that precision yet: its error names the export command
+    if exported:
         return "auto"
     if precision != "fp32":
         return "onnxruntime"

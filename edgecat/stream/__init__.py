@@ -1,6 +1,6 @@
 """Live inference on cameras, network streams, video files and image folders (``edgecat stream``)."""
 
-from edgecat.stream.pipeline import StreamConfig, Streamer, StreamSummary, run_stream
+from edgecat.stream.loop import StreamConfig, Streamer, StreamSummary, run_stream
 from edgecat.stream.sources import CameraOptions, gstreamer_support, parse_source
 
 __all__ = ["CameraOptions", "StreamConfig", "StreamSummary", "Streamer", "gstreamer_support", "parse_source",

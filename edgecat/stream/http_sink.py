@@ -42,8 +42,8 @@ import numpy as np
 
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact, register_secret
+from edgecat.stream.base import Sink
 from edgecat.stream.overlay import Result
-from edgecat.stream.sinks import Sink
 from edgecat.stream.sources import Frame
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class HttpSink(Sink):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, max_fps: float = 25.0, quality: int = 80,
                  token: str | None = None, max_viewers: int = MAX_VIEWERS, max_connections: int = MAX_CONNECTIONS,
-                 write_timeout: float = WRITE_TIMEOUT) -> None:
+                 write_timeout: float = WRITE_TIMEOUT, sources: int = 1, title: str = "stream") -> None:
         self.host, self.port = host or "127.0.0.1", port
         self.uri = f"http://{self.host}:{port}"
         self.remote = not is_loopback(self.host)
@@ -311,8 +311,8 @@ class HttpSink(Sink):
         self._last: dict[int, dict[str, Any]] = {}
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
-        self.title = "stream"
-        self.sources = 1
+        self.title = title  # the page's heading: the bundle's name
+        self.sources = sources  # one picture per source on the page
 
     @property
     def url(self) -> str:
@@ -336,7 +336,7 @@ class HttpSink(Sink):
         self.token = token
         register_secret(token)
 
-    def open(self) -> None:
+    def open(self, source_fps: float | None = None) -> None:
         try:
             self._server = _Server((self.host, self.port), self)
         except OSError as exc:

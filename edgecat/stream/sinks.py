@@ -1,7 +1,8 @@
-"""Where results go: ``display://``, a video file, ``jsonl://FILE`` and ``http://:PORT`` (http_sink).
+"""The file and screen sinks: ``display://``, a video file and ``jsonl://FILE`` (the live view is
+:mod:`edgecat.stream.http_sink`; URIs are turned into sinks by :mod:`edgecat.stream.sink_registry`).
 
-Every sink has ``write(frame, result, fps)`` and ``close()``; closing flushes, so an interrupted
-stream still leaves a playable video and a complete JSONL file.
+Each implements :class:`edgecat.stream.base.Sink`; closing flushes, so an interrupted stream still
+leaves a playable video and a complete JSONL file.
 """
 
 from __future__ import annotations
@@ -19,32 +20,14 @@ from typing import IO, Any
 import numpy as np
 
 from edgecat.errors import EdgecatError
-from edgecat.redact import redact
+from edgecat.stream.base import Sink
 from edgecat.stream.overlay import Result
 from edgecat.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
-
-
-class Sink:
-    """Base class. ``needs_images``: whether the sink looks at pictures (else overlay is skipped)."""
-
-    needs_images = True
-    uri = ""
-
-    def open(self) -> None:  # noqa: B027
-        pass
-
-    def write(self, frame: Frame, result: Result, fps: float, annotated: np.ndarray | None) -> None:
-        raise NotImplementedError
-
-    def stats(self, stats: dict[str, Any]) -> None:  # noqa: B027 - only the http sink shows them
-        pass
-
-    def close(self) -> None:  # noqa: B027
-        pass
+DEFAULT_FPS = 30.0  # a video file's frame rate when neither --output-fps nor the source says
 
 
 class JsonlSink(Sink):
@@ -60,7 +43,7 @@ class JsonlSink(Sink):
         self._f: IO[str] | None = None
         self.lines = 0
 
-    def open(self) -> None:
+    def open(self, source_fps: float | None = None) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "w", encoding="utf-8", buffering=1)  # line-buffered: `tail -f` sees whole lines
@@ -95,16 +78,19 @@ class JsonlSink(Sink):
 
 class VideoSink(Sink):
     """Annotated video; written under a temporary name and renamed on close, so the file that
-    appears is always playable. With several sources, source i>0 goes to ``name.i.ext``."""
+    appears is always playable. With several sources, source i>0 goes to ``name.i.ext``.
+    ``fps``: the file's frame rate; None plays it at the first source's rate (given to :meth:`open`)."""
 
-    def __init__(self, path: str | Path, fps: float = 30.0) -> None:
+    def __init__(self, path: str | Path, fps: float | None = None) -> None:
         self.path = Path(path)
         self.uri = str(path)
         self.fps = fps
         self._writers: dict[int, tuple[Any, Path, Path, tuple[int, int]]] = {}
         self.frames: dict[int, int] = {}
 
-    def open(self) -> None:
+    def open(self, source_fps: float | None = None) -> None:
+        if self.fps is None:
+            self.fps = source_fps or DEFAULT_FPS
         if self.path.suffix.lower() not in FOURCC:
             raise EdgecatError(f"unsupported video sink {self.path}: use .mp4, .avi, .mkv or .mov")
         if not self.path.parent.exists():
@@ -124,7 +110,8 @@ class VideoSink(Sink):
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the video is an ordinary output file
             size = (int(shape[1]), int(shape[0]))
-            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*FOURCC[dest.suffix.lower()]), self.fps, size)
+            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*FOURCC[dest.suffix.lower()]),
+                                     self.fps or DEFAULT_FPS, size)
             if not writer.isOpened():
                 Path(tmp).unlink(missing_ok=True)
                 raise EdgecatError(f"OpenCV cannot write video {dest}")
@@ -159,7 +146,7 @@ class DisplaySink(Sink):
         self._last_print = 0.0
         self.stop_requested = False
 
-    def open(self) -> None:
+    def open(self, source_fps: float | None = None) -> None:
         import cv2
 
         info = cv2.getBuildInformation()
@@ -197,37 +184,3 @@ class DisplaySink(Sink):
             import cv2
 
             cv2.destroyAllWindows()
-
-
-def parse_sink(uri: str, *, fps: float = 30.0, jsonl_changes: bool = False, token: str | None = None) -> Sink:
-    """``display://``, ``http://[HOST]:PORT``, ``jsonl://FILE`` (or a ``.jsonl`` path), a video file.
-
-    ``http://:PORT`` listens on loopback only; naming another host (``http://0.0.0.0:PORT``) is how
-    the live view is opened to the network, and then it requires the access ``token``.
-    """
-    text = str(uri).strip()
-    if text in ("display", "display://") or text.startswith("display://"):
-        return DisplaySink(text)
-    if text.startswith("http://"):
-        from edgecat.stream.http_sink import HttpSink
-
-        m = re.fullmatch(r"http://([^:/]*):(\d+)/?", text)
-        if not m:
-            raise EdgecatError(f"bad http sink '{redact(uri)}': expected http://:PORT (this machine only) or "
-                               "http://HOST:PORT (e.g. http://0.0.0.0:8080: the network, with an access token)")
-        return HttpSink(m.group(1) or "127.0.0.1", int(m.group(2)), token=token)
-    if text.startswith("jsonl://"):
-        path = text[len("jsonl://"):]
-        if not path:
-            raise EdgecatError("jsonl:// needs a file: jsonl://events.jsonl")
-        return JsonlSink(path, jsonl_changes)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
-        raise EdgecatError(f"unsupported sink '{redact(uri)}': use display://, http://:PORT, jsonl://FILE or out.mp4")
-    path = Path(text)
-    if path.suffix.lower() == ".jsonl":
-        return JsonlSink(path, jsonl_changes)
-    if path.suffix.lower() in FOURCC:
-        return VideoSink(path, fps)
-    raise EdgecatError(f"unsupported sink '{redact(uri)}': a video file must end in .mp4/.avi/.mkv/.mov")

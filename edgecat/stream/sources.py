@@ -12,6 +12,7 @@ inference) unless ``realtime`` plays them at their native rate like a camera.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -204,25 +205,33 @@ def parse_source(uri: str, credentials: str | None = None) -> SourceSpec:
 
 
 # ---------------------------------------------------------------------------------- readers
-class FrameReader:
-    """Reads raw frames from one source; ``read()`` returns (image, color, path) or None at the end."""
+class FrameReader(abc.ABC):
+    """Reads raw frames from one source. The capture thread calls :meth:`open` once, :meth:`read`
+    per frame, :meth:`rewind` at the end with ``--loop``, :meth:`reconnect` when a live source is
+    lost, and :meth:`close` once; what a reader needs (camera settings, decode size) is given to its
+    constructor (:func:`make_reader`)."""
 
     live = False
-    fps: float = 0.0
-    total: int | None = None
+    fps: float = 0.0  # frames per second the source plays at (0: unknown)
+    total: int | None = None  # frames in a file or folder, when known
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - optional hook
         """Open the device/file; raise EdgecatError with one clear line on failure."""
 
+    @abc.abstractmethod
     def read(self) -> tuple[np.ndarray, str, str | None] | None:
-        raise NotImplementedError
+        """(image, "BGR" or "RGB", file path or None), or None at the end / on a lost source."""
+
+    def rewind(self) -> bool:
+        """Back to the first frame for ``--loop``; False where a source cannot be replayed (live ones)."""
+        return False
 
     def reconnect(self) -> bool:
         """Try to reopen a lost live source once; True when it is back."""
         return False
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the device/file."""
 
 
 class CaptureReader(FrameReader):
@@ -508,9 +517,10 @@ class SourceThread:
         while len(out) < limit:
             with self._queue.mutex:
                 head = self._queue.queue[0] if self._queue.queue else None
-            if head is None or isinstance(head, _Ended):
+            if not isinstance(head, Frame):  # nothing decoded yet, or the end marker (kept for get())
                 break
-            out.append(self._queue.get_nowait())  # type: ignore[arg-type]
+            self._queue.get_nowait()  # head: only this (the consumer's) thread takes from the queue
+            out.append(head)
             self._credits.release()
         return out
 
@@ -565,7 +575,7 @@ class SourceThread:
                         continue
                     self._finish("lost")
                     return
-                if self.cfg.loop and index > 0 and reader.rewind():  # type: ignore[attr-defined]
+                if self.cfg.loop and index > 0 and reader.rewind():
                     continue
                 self._finish("end of file" if self.spec.kind == "file" else "end of folder")
                 return

@@ -27,8 +27,9 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
 from edgecat.runtime import Runtime, default_backend, open_runtime
+from edgecat.stream.base import Sink, SinkOptions
 from edgecat.stream.overlay import Result, draw_overlay
-from edgecat.stream.sinks import Sink, parse_sink
+from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.sources import (
     READ_AHEAD,
     CameraOptions,
@@ -155,8 +156,9 @@ class Streamer:
         self.cfg = cfg
         # bad URIs fail before anything opens
         self.specs = [parse_source(s, cfg.credentials) for s in cfg.sources]
-        self.sinks: list[Sink] = [parse_sink(s, fps=cfg.output_fps or 30.0, jsonl_changes=cfg.jsonl_changes,
-                                             token=cfg.http_token) for s in cfg.sinks]
+        options = SinkOptions(fps=cfg.output_fps, sources=len(cfg.sources), title=self.bundle.name,
+                              changes_only=cfg.jsonl_changes, token=cfg.http_token)
+        self.sinks: list[Sink] = [parse_sink(s, options) for s in cfg.sinks]
         self._runtime = runtime
         self._own_runtime = runtime is None
         self._stop = threading.Event()
@@ -215,16 +217,9 @@ class Streamer:
             h, w = self.bundle.input_size
             runtime.infer(np.zeros((len(self.threads), h, w, 3), np.uint8))  # warm-up, outside the figures
             log.info("model: %s on %s", self.bundle.name, runtime.description)
-            if cfg.output_fps is None:
-                fps = self.threads[0].reader.fps or 30.0
-                for s in self.sinks:
-                    if hasattr(s, "fps"):
-                        s.fps = fps  # type: ignore[attr-defined]
+            source_fps = self.threads[0].reader.fps or None
             for s in self.sinks:
-                if hasattr(s, "sources"):
-                    s.sources = len(self.threads)  # type: ignore[attr-defined]
-                    s.title = self.bundle.name  # type: ignore[attr-defined]
-                s.open()
+                s.open(source_fps)
                 opened.append(s)
             for t in self.threads:
                 t.start()
@@ -254,8 +249,8 @@ class Streamer:
                     log.error("source %s stopped: %s", th.spec.uri, redact(th.error))
                 else:
                     log.info("source %s: %s", th.spec.uri, th.stats.ended)
-            elif item is not None:
-                batch.append(item)  # type: ignore[arg-type]
+            elif isinstance(item, Frame):
+                batch.append(item)
                 batch += th.get_ready(self.cfg.batch - 1)
         return batch
 
@@ -384,7 +379,7 @@ class _Output:
             last_stats = 0.0
             while (item := self._q.get()) is not None:
                 batch, probs, infer_ms, t_done, wall, fps = item
-                for f, p in zip(batch, probs):
+                for f, p in zip(batch, probs, strict=True):
                     self._one(f, p, infer_ms, t_done, wall, fps)
                 if t_done - last_stats >= 0.25:
                     last_stats = t_done
@@ -405,7 +400,7 @@ class _Output:
         annotated = draw_overlay(f.bgr(), result, fps) if self.need_images else None
         for sink in self.s.sinks:
             sink.write(f, result, fps, annotated)
-            if getattr(sink, "stop_requested", False):
+            if sink.stop_requested:
                 self.s.stop("display window closed")
         self.frames += 1
 
