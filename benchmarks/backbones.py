@@ -50,7 +50,7 @@ def build(root: Path, name: str, calib: str, calib_size: int, images: str, limit
     from edgecat.export.precision_table import precision_table
     from edgecat.export.quantize import quantize_all
     from edgecat.models import get_backbone
-    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.keras.loader import load_keras_model
 
     spec = get_backbone(name)
     t0 = time.perf_counter()

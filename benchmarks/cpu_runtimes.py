@@ -145,8 +145,8 @@ def litert_input_types(bundle_path: Path, a: argparse.Namespace) -> dict[str, fl
     from edgecat.bundle import Bundle
     from edgecat.export.litert import convert
     from edgecat.export.quantize import calibration_set, load_calibration_images
-    from edgecat.runtime.keras_runtime import load_keras_model
-    from edgecat.runtime.litert_runtime import make_interpreter
+    from edgecat.runtime.keras.loader import load_keras_model
+    from edgecat.runtime.litert.loader import make_interpreter
 
     bundle = Bundle.open(bundle_path)
     cset = calibration_set(bundle, None, size=a.uint8_calib)

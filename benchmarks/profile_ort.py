@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle
-from edgecat.runtime.onnxruntime_runtime import ARTIFACT, session_options
+from edgecat.runtime.onnxruntime.loader import open_session, session_options
 
 
 def main() -> None:
@@ -26,10 +27,9 @@ def main() -> None:
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--runs", type=int, default=100)
     a = ap.parse_args()
-    import onnxruntime as ort
 
     bundle = Bundle.open(a.bundle)
-    path = str(bundle.artifact_path(ARTIFACT[a.precision]))
+    path = str(bundle.artifact_path(artifacts.onnx(a.precision).key))
     h, w = bundle.input_size
     x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
     print(f"load average: {os.getloadavg()}")
@@ -38,7 +38,7 @@ def main() -> None:
     opts = session_options(threads=1)
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = open_session(path, opts)
     name = sess.get_inputs()[0].name
     for _ in range(10):
         sess.run(None, {name: x})
@@ -56,7 +56,7 @@ def main() -> None:
     settings = [(t, s) for t in range(1, (os.cpu_count() or 1) + 1) for s in (False, True)]
     sessions = {}
     for t, s in settings:
-        sessions[(t, s)] = ort.InferenceSession(path, session_options(t, s), providers=["CPUExecutionProvider"])
+        sessions[(t, s)] = open_session(path, session_options(t, s))
     times: dict[tuple[int, bool], list[float]] = {k: [] for k in settings}
     for _ in range(a.runs):
         for k, sess in sessions.items():

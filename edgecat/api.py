@@ -198,10 +198,10 @@ def evaluate(bundle: PathLike, data: PathLike | None = None, backend: str | None
 
 def export(bundle: PathLike, **plan: Any) -> Any:
     """``edgecat export``: ``export("runs/cats", fp16=True, int8=True, calib="data/train")``.
-    Settings are :class:`edgecat.export.pipeline.ExportPlan`'s fields."""
+    Settings are :class:`edgecat.export.steps.ExportPlan`'s fields."""
     import dataclasses
 
-    from edgecat.export.pipeline import ExportPlan, run_export
+    from edgecat.export.steps import ExportPlan, run_export
 
     _ensure_logging()
     known = {f.name for f in dataclasses.fields(ExportPlan)}

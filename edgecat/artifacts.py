@@ -31,7 +31,7 @@ class ArtifactKind:
     made_from: str | None = None
     #: what re-makes it: the ``edgecat export`` flags, or "train"
     export_flags: str = ""
-    #: backends that load it
+    #: backends that load it (TensorRT and Triton: also the engines built from it)
     backends: tuple[str, ...] = ()
     #: judged as Q/DQ arithmetic on the CPU (built for an engine, not for this CPU's int8 kernels)
     simulated: bool = False
@@ -45,28 +45,28 @@ ARTIFACTS: dict[str, ArtifactKind] = {a.key: a for a in (
     ArtifactKind("keras", "model.keras", "keras", "fp32", export_flags="train",
                  backends=("keras", "keras-predict")),
     ArtifactKind("keras-h5", "model.h5", "h5", "fp32", made_from="keras", export_flags="--h5"),
-    ArtifactKind("onnx-fp32", "model.onnx", "onnx", "fp32", made_from="keras", export_flags="",
+    ArtifactKind("onnx-fp32", "model.onnx", "onnx", "fp32", made_from="keras", export_flags="--onnx",
                  backends=(*_ORT, "onnxruntime-trt", "tensorrt", "triton"), scored=True),
     ArtifactKind("onnx-fp16", "model.fp16.onnx", "onnx", "fp16", made_from="onnx-fp32", export_flags="--fp16",
-                 backends=(*_ORT, "onnxruntime-trt", "tensorrt"), scored=True),
+                 backends=(*_ORT, "onnxruntime-trt", "tensorrt", "triton"), scored=True),
     ArtifactKind("onnx-int8", "model.int8.onnx", "onnx", "int8", flavour="cpu", made_from="onnx-fp32",
-                 export_flags="--int8 --calib DIR", backends=_ORT, scored=True),
+                 export_flags="--int8 --calib DIR", backends=(*_ORT, "triton"), scored=True),
     ArtifactKind("onnx-int8-trt", "model.int8-trt.onnx", "onnx", "int8", flavour="trt", made_from="onnx-fp32",
-                 export_flags="--int8 --calib DIR", backends=("onnxruntime-trt", "tensorrt"), simulated=True,
-                 scored=True),
-    ArtifactKind("tflite-fp32", "model.fp32.tflite", "tflite", "fp32", made_from="keras", export_flags="--tflite",
-                 backends=("litert",), scored=True),
-    ArtifactKind("tflite-fp16", "model.fp16.tflite", "tflite", "fp16", made_from="keras", export_flags="--tflite",
-                 backends=("litert",), scored=True),
+                 export_flags="--int8 --calib DIR", backends=("onnxruntime-trt", "tensorrt", "triton"),
+                 simulated=True, scored=True),
+    ArtifactKind("tflite-fp32", "model.fp32.tflite", "tflite", "fp32", made_from="keras",
+                 export_flags="--tflite --tflite-precision fp32", backends=("litert",), scored=True),
+    ArtifactKind("tflite-fp16", "model.fp16.tflite", "tflite", "fp16", made_from="keras",
+                 export_flags="--tflite --tflite-precision fp16", backends=("litert",), scored=True),
     ArtifactKind("tflite-int8", "model.int8.tflite", "tflite", "int8", made_from="keras",
-                 export_flags="--tflite --calib DIR", backends=("litert",), scored=True),
+                 export_flags="--tflite --tflite-precision int8 --calib DIR", backends=("litert",), scored=True),
     # TensorRT engines: file named by GPU, compute capability, TensorRT version and precision
     ArtifactKind("trt-fp32", "model.{target}.fp32.engine", "engine", "fp32", made_from="onnx-fp32",
                  export_flags="--trt --precision fp32", backends=("tensorrt",)),
     ArtifactKind("trt-fp16", "model.{target}.fp16.engine", "engine", "fp16", made_from="onnx-fp16",
                  export_flags="--trt --precision fp16", backends=("tensorrt",)),
     ArtifactKind("trt-int8", "model.{target}.int8.engine", "engine", "int8", made_from="onnx-int8-trt",
-                 export_flags="--int8 --trt --precision int8", backends=("tensorrt",)),
+                 export_flags="--trt --precision int8", backends=("tensorrt",)),
 )}
 
 
@@ -94,7 +94,7 @@ def find(fmt: str, precision: str, flavour: str | None = None) -> ArtifactKind:
 
 def engine_file(precision: str, target: str) -> str:
     """``model.<gpu-slug>-sm<cc>-trt<ver>.<prec>.engine``: engines are not portable across GPUs or versions."""
-    return kind(f"trt-{precision}").file.format(target=target)
+    return find("engine", precision).file.format(target=target)
 
 
 def for_backend(backend: str, precision: str) -> ArtifactKind | None:
@@ -103,6 +103,11 @@ def for_backend(backend: str, precision: str) -> ArtifactKind | None:
         if backend in a.backends and a.precision == precision and a.format != "engine":
             return a  # TensorRT: the ONNX an engine is built from; engines are found by target
     return None
+
+
+def precisions_of(backend: str) -> tuple[str, ...]:
+    """The precisions ``backend`` runs, in :data:`PRECISIONS` order (Keras: fp32 only)."""
+    return tuple(p for p in PRECISIONS if for_backend(backend, p) is not None)
 
 
 def scored() -> Iterator[ArtifactKind]:
@@ -119,4 +124,4 @@ def export_command(bundle_path: object, key: str) -> str:
 
 
 __all__ = ["ARTIFACTS", "PRECISIONS", "ArtifactKind", "engine_file", "export_command", "file_of", "find",
-           "for_backend", "kind", "onnx", "scored"]
+           "for_backend", "kind", "onnx", "precisions_of", "scored"]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
 
@@ -31,14 +32,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AGREEMENT = 0.995
 #: backend -> (python module that must be importable, precision -> artifact key)
-ONNX = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
-TFLITE = {"fp32": "tflite-fp32", "fp16": "tflite-fp16", "int8": "tflite-int8"}
+ONNX = {p: artifacts.onnx(p).key for p in artifacts.PRECISIONS}
+TFLITE = {p: artifacts.find("tflite", p).key for p in artifacts.PRECISIONS}
+ENGINES = {p: artifacts.find("engine", p).key for p in artifacts.PRECISIONS}
 CANDIDATES: dict[str, tuple[str, dict[str, str]]] = {
     "onnxruntime": ("onnxruntime", ONNX),
     "openvino": ("openvino", ONNX),
     "litert": ("ai_edge_litert", TFLITE),
     "onnxruntime-cuda": ("onnxruntime", ONNX),
-    "tensorrt": ("tensorrt", {"fp32": "trt-fp32", "fp16": "trt-fp16", "int8": "trt-int8"}),
+    "tensorrt": ("tensorrt", ENGINES),
 }
 GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt")
 LIB_DISTS = ("onnxruntime", "onnxruntime-gpu", "openvino", "ai-edge-litert", "tensorrt")
@@ -147,12 +149,13 @@ def sample_images(bundle: Bundle, n: int) -> tuple[np.ndarray, str]:
 
 
 def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str]:
-    from edgecat.export.precision_table import _load, labelled_set
+    from edgecat import imaging
+    from edgecat.export.precision_table import labelled_set
 
     files, _, what = labelled_set(bundle, None, limit)
-    if not files:
+    images = imaging.load_batch(files, bundle.input_size).images
+    if not len(images):
         return sample_images(bundle, min(limit, 32))
-    images, _ = _load(files, bundle.input_size)
     return images, f"{len(images)} images from {what}"
 
 
@@ -215,7 +218,7 @@ def _reference_labels(bundle: Bundle, images: np.ndarray, batch: int = 16) -> np
     """FP32 labels: ONNX Runtime on model.onnx, else LiteRT FP32 (a LiteRT-only device bundle)."""
     from edgecat.runtime import open_runtime
 
-    backend = "onnxruntime" if bundle.has("onnx-fp32") else "litert"
+    backend = "onnxruntime" if bundle.has(ONNX["fp32"]) else "litert"
     with open_runtime(bundle, backend, "fp32") as rt:
         probs = np.concatenate([rt.infer(images[i:i + batch]) for i in range(0, len(images), batch)])
     return np.array(bundle.labels_from_probs(probs))

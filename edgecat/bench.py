@@ -59,9 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from edgecat import imaging
+from edgecat import artifacts, imaging
 from edgecat.bundle import Bundle, now_iso, tool_versions
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ DEFAULT_ITERS = 100
 DEFAULT_SECONDS = 10.0
 MIN_ITERS = 5
 STAGES = ("decode", "preprocess", "inference", "postprocess")
-KERAS_BACKENDS = ("keras", "keras-predict")
+KERAS_BACKENDS = artifacts.kind("keras").backends
 
 #: Progress callback: (description of the current combination, fraction done 0..1)
 ProgressFn = Callable[[str, float], None]
@@ -95,7 +95,8 @@ class BenchConfig:
     options: dict[str, Any] = field(default_factory=dict)  # runtime options: threads, url, ...
 
     def validate(self) -> None:
-        from edgecat.runtime import BACKENDS, PRECISIONS
+        from edgecat.artifacts import PRECISIONS
+        from edgecat.runtime import BACKENDS
 
         if not self.backends:
             raise EdgecatError("no backend given (--backend keras-predict,keras,onnxruntime,...)")
@@ -268,7 +269,7 @@ def machine_info() -> dict[str, Any]:
                 break
     gpu = None
     with contextlib.suppress(Exception):
-        from edgecat.export.tensorrt import current_gpu
+        from edgecat.runtime.cuda import current_gpu
 
         gpu = " ".join(current_gpu())
     return {"platform": platform.platform(), "processor": cpu, "physical_cores": physical,
@@ -350,7 +351,7 @@ def _model_only(rt: Any, batch: np.ndarray, cfg: BenchConfig, tick: Callable[[fl
     budget = _Budget(cfg.iters, cfg.seconds)
     while not budget.done(len(times)):
         t0 = time.perf_counter()
-        rt._run(prepared)  # the model call alone, on an already prepared batch
+        rt.run_prepared(prepared)  # the model call alone, on an already prepared batch
         times.append((time.perf_counter() - t0) * 1000.0 / len(batch))
         tick(budget.fraction(len(times)))
     return Latency.of(times)
@@ -381,7 +382,7 @@ def _end_to_end(rt: Any, bundle: Bundle, images: ImageSet, batch_size: int, cfg:
         batch = imaging.to_batch([imaging.resize(im, size) for im in decoded], dtype="uint8")
         prepared = rt.prepare(batch)
         t2 = time.perf_counter()
-        raw = rt._run(prepared)
+        raw = rt.run_prepared(prepared)
         t3 = time.perf_counter()
         probs = bundle.class_probs(raw)
         labels = bundle.labels_from_probs(probs)
@@ -438,8 +439,8 @@ def _one(bundle: Bundle, backend: str, precision: str, batch: int, images: Image
             res.artifact = rt.artifact_key
             res.model_mb = rt.model_bytes / 1e6 if rt.model_bytes else None
             size = bundle.input_size
-            sample = [imaging.load_for_model(images.files[i % len(images.files)], size) for i in range(batch)]
-            res.model_only = _model_only(rt, imaging.to_batch(sample, dtype="uint8"), cfg, ticker(0))
+            sample = imaging.load_batch([images.files[i % len(images.files)] for i in range(batch)], size).images
+            res.model_only = _model_only(rt, sample, cfg, ticker(0))
             if cfg.end_to_end:
                 e2e = _end_to_end(rt, bundle, images, batch, cfg, ticker(1))
                 res.end_to_end, res.stages_ms = e2e.latency, e2e.stages
@@ -453,7 +454,7 @@ def _one(bundle: Bundle, backend: str, precision: str, batch: int, images: Image
         return res
     except Exception as exc:  # noqa: BLE001 - one broken runtime must not end the whole bench
         log.debug("bench %s failed", label, exc_info=True)
-        res.status, res.reason = "failed", f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        res.status, res.reason = "failed", f"{type(exc).__name__}: {first_line(exc)[:200]}"
         return res
     res.peak_rss_mb = peak_rss_mb()
     head = res.headline
@@ -498,10 +499,11 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
                 if progress:
                     progress(label, (i + frac) / len(combos))
 
-            if backend in KERAS_BACKENDS and precision != "fp32":
+            runs = artifacts.precisions_of(backend)
+            if precision not in runs:
                 res = BenchResult(backend, precision, batch, status="skipped",
-                                  reason=f"{backend} runs fp32 only ({precision}: --backend onnxruntime or tensorrt)",
-                                  target_ms=cfg.target_ms)
+                                  reason=f"{backend} runs {'/'.join(runs)} only ({precision}: --backend onnxruntime "
+                                         "or tensorrt)", target_ms=cfg.target_ms)
             else:
                 log.debug("bench %s/%s/b%d", backend, precision, batch)
                 res = _one(bundle, backend, precision, batch, images, cfg, sub)

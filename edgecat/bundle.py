@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecat import __version__
+from edgecat import __version__, artifacts
 from edgecat.bundle_schema import FORMAT, FORMAT_VERSION, check_file_name, first_problem
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import sha256_file, write_json
@@ -33,25 +33,24 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "edgecat.json"
 
-# How each artifact is made again when its file is gone ({b}: the bundle path).
-REMAKE = {
-    "keras": "train it again (`edgecat train`); the Keras model cannot be re-made from the exports",
-    "onnx-fp32": "edgecat export {b} --onnx",
-    "onnx-fp16": "edgecat export {b} --fp16",
-    "onnx-int8": "edgecat export {b} --int8 --calib DIR",
-    "onnx-int8-trt": "edgecat export {b} --int8 --calib DIR",
-    # issue 12: LiteRT files
-    "tflite-fp32": "edgecat export {b} --tflite --tflite-precision fp32",
-    "tflite-fp16": "edgecat export {b} --tflite --tflite-precision fp16",
-    "tflite-int8": "edgecat export {b} --tflite --tflite-precision int8 --calib DIR",
-}
-
-
 def remake_hint(bundle: str | Path, key: str) -> str:
-    """The command that re-makes artifact ``key`` of ``bundle``."""
-    if key.startswith("trt-"):
-        return f"edgecat export {bundle} --trt --precision {key[4:]}"
-    return REMAKE.get(key, "edgecat export {b}").format(b=bundle)
+    """The command that re-makes artifact ``key`` of ``bundle`` (the registry's export flags)."""
+    if key not in artifacts.ARTIFACTS:
+        return f"edgecat export {bundle}"
+    if artifacts.kind(key).made_from is None:
+        return "train it again (`edgecat train`); the Keras model cannot be re-made from the exports"
+    return artifacts.export_command(bundle, key)
+
+
+def class_indices(probs: Any, threshold: float = 0.5) -> Any:
+    """The decision, made once for every caller: class index per row of (N, C) probabilities; two
+    classes: the second when its probability reaches ``threshold``, else the most probable class."""
+    import numpy as np
+
+    probs = np.asarray(probs)
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(int)
+    return probs.argmax(axis=1)
 
 
 def _outside(path: Path, root: Path) -> bool:
@@ -324,14 +323,7 @@ class Bundle:
     # ----------------------------------------------------------------- helpers
     def labels_from_probs(self, probs: Any) -> list[str]:
         """Class names for a batch of class probabilities (N, C), honouring the binary threshold."""
-        import numpy as np
-
-        probs = np.asarray(probs)
-        if self.binary:
-            idx = (probs[:, 1] >= self.threshold).astype(int)
-        else:
-            idx = probs.argmax(axis=1)
-        return [self.classes[i] for i in idx]
+        return [self.classes[i] for i in class_indices(probs, self.threshold)]
 
     def class_probs(self, raw: Any) -> Any:
         """Model output -> (N, C) class probabilities (a sigmoid output becomes [1-p, p])."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecat import __version__
+from edgecat.errors import EdgecatError, first_line
 
 #: CPU flags that decide ONNX Runtime's speed: AVX2/FMA for fp32, VNNI for int8 dot products
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")
@@ -76,13 +77,12 @@ def tensorrt_info() -> dict[str, Any]:
     try:
         import tensorrt as trt
     except (ImportError, OSError) as exc:  # the wheel without its libraries
-        return {"installed": False, "version": _version("tensorrt"), "error": str(exc).splitlines()[0]}
+        return {"installed": False, "version": _version("tensorrt"), "error": first_line(exc)}
     return {"installed": True, "version": str(trt.__version__)}
 
 
 def gpu_info() -> dict[str, Any]:
-    from edgecat.errors import EdgecatError
-    from edgecat.export.tensorrt import current_gpu
+    from edgecat.runtime.cuda import current_gpu
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
@@ -91,7 +91,7 @@ def gpu_info() -> dict[str, Any]:
         return {"found": False, "name": None, "compute_capability": None, "cuda_visible_devices": visible}
     except Exception as exc:  # noqa: BLE001 - a broken driver is a finding, not a crash
         return {"found": False, "name": None, "compute_capability": None, "cuda_visible_devices": visible,
-                "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                "error": first_line(exc) or type(exc).__name__}
     return {"found": True, "name": name, "compute_capability": cc, "cuda_visible_devices": visible}
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -127,7 +127,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except EdgecatError:
         raise
     except Exception as exc:  # noqa: BLE001 - parser errors of three libraries
-        raise EdgecatError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from exc
+        raise EdgecatError(f"cannot parse config file {path}: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise EdgecatError(f"config file {path} must hold a mapping of settings")
     if isinstance(data.get("train"), dict):

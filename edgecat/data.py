@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 from edgecat.fsutil import cache_dir, write_json
 from edgecat.imaging import IMAGE_EXTENSIONS
 
@@ -288,7 +288,7 @@ def _check_one(path: Path, key: str) -> ImageCheck:
     except UnidentifiedImageError:
         return ImageCheck(f, "skipped", "not an image")
     except (OSError, SyntaxError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         if "truncated" in msg.lower():
             msg = "truncated image"
         return ImageCheck(f, "skipped", f"corrupt image: {msg}")

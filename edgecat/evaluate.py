@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.bundle import Bundle
+from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import write_json
 from edgecat.predict import run_files
@@ -38,7 +38,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
 
     y_true = np.asarray(y_true, dtype=int)
     binary = len(classes) == 2
-    y_pred = (probs[:, 1] >= threshold).astype(int) if binary else probs.argmax(axis=1)
+    y_pred = class_indices(probs, threshold)
     avg = "binary" if binary else "macro"
     out: dict[str, Any] = {
         "n": int(len(y_true)),
@@ -81,27 +81,14 @@ def evaluate_bundle(
     any other run gets its own files and key (``metrics-onnxruntime-int8.json``, key
     ``onnxruntime/int8``) so it never overwrites the training figures.
     """
-    from edgecat.data import checked, discover
     from edgecat.runtime import default_backend, open_runtime
-    from edgecat.splits import validation_files
+    from edgecat.splits import labelled_files
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-    if data:
-        ds = checked(discover(data, evaluation=True))
-        unknown = sorted(set(ds.classes) - set(bundle.classes))
-        if unknown:
-            raise EdgecatError(f"{data} has classes the model does not know: {', '.join(unknown)} "
-                               f"(model classes: {', '.join(bundle.classes)})")
-        files = ds.val.files
-        y = np.asarray([bundle.classes.index(ds.classes[i]) for i in ds.val.labels])
-        source = data
-    else:
-        pairs = validation_files(bundle)
-        if not pairs:
-            raise EdgecatError(f"{bundle.path} has no validation images on this machine: pass --data DIR")
-        files = [f for f, _ in pairs]
-        y = np.asarray([lab for _, lab in pairs])
-        source = "bundle validation split"
+    files, labels, source = labelled_files(bundle, data or None, check=True)
+    if not files and not data:
+        raise EdgecatError(f"{bundle.path} has no validation images on this machine: pass --data DIR")
+    y = np.asarray(labels)
     backend = backend or default_backend(bundle, precision)
     with open_runtime(bundle, backend, precision, **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size, progress=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -194,6 +195,38 @@ def to_batch(images: Sequence[np.ndarray], dtype: str = "float32") -> np.ndarray
     """Stack same-size uint8 RGB images into an NHWC batch with raw 0-255 values."""
     batch = np.stack(images, axis=0)
     return batch.astype(dtype, copy=False)
+
+
+@dataclass
+class LoadedBatch:
+    """Images read for a model: the uint8 NHWC batch, the files it holds (in order) and their positions
+    in the input, and why the others were skipped (position -> one-line reason, ``skipped``: their files)."""
+
+    images: np.ndarray
+    files: list[str]
+    kept: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_batch(files: Iterable[str | Path], size: tuple[int, int], limit: int | None = None) -> LoadedBatch:
+    """Decode and resize ``files`` (up to ``limit`` readable ones) into one uint8 batch; unreadable files
+    are skipped and reported, never fatal, so every caller treats a damaged photo the same way."""
+    images: list[np.ndarray] = []
+    out = LoadedBatch(np.zeros((0, size[0], size[1], 3), np.uint8), [])
+    for i, f in enumerate(files):
+        if limit is not None and len(images) >= limit:
+            break
+        try:
+            images.append(load_for_model(f, size))
+            out.files.append(str(f))
+            out.kept.append(i)
+        except EdgecatError as exc:
+            out.errors[i] = str(exc)
+            out.skipped.append(str(f))
+    if images:
+        out.images = to_batch(images, dtype="uint8")
+    return out
 
 
 def list_images(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from edgecat.data import Split
-from edgecat.errors import EdgecatError, require_tensorflow
+from edgecat.errors import EdgecatError, first_line, require_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def tfds_splits(name: str, val_split: float = 0.2) -> tuple[Any, Any, list[str]]
     except Exception as exc:  # noqa: BLE001 - offline failures come as many exception types
         raise EdgecatError(
             f"cannot load TensorFlow Datasets '{name}' ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:100] if str(exc) else 'no details'}); "
+            f"{first_line(exc)[:100] or 'no details'}); "
             "offline, pass a local folder with --data DIR"
         ) from exc
     classes = list(info.features["label"].names)
@@ -107,7 +107,7 @@ def _check_tfds_reachable(tfds: Any, name: str, timeout: float = 5.0) -> None:
     try:
         builder = tfds.builder(name)
     except Exception as exc:  # noqa: BLE001 - unknown names and registry errors alike
-        raise EdgecatError(f"unknown TensorFlow Datasets name '{name}': {str(exc).splitlines()[0][:100]}") from exc
+        raise EdgecatError(f"unknown TensorFlow Datasets name '{name}': {first_line(exc)[:100]}") from exc
     if builder.is_prepared():
         return
     url = getattr(sys.modules.get(type(builder).__module__), "_URL", None) or "https://storage.googleapis.com"

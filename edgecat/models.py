@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ def bundle_backbone_weights(path: Path, backbone: str) -> list[Any]:
     bundle = Bundle.open(path)
     if bundle.backbone != backbone:
         raise EdgecatError(f"--weights {path}: that bundle is a {bundle.backbone}, not a {backbone}")
-    model = keras.models.load_model(str(bundle.artifact_path("keras")), compile=False)
+    from edgecat.runtime.keras.loader import load_keras_model
+
+    model = load_keras_model(bundle.artifact_path("keras"))
     bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not bases:
         raise EdgecatError(f"--weights {path}: no backbone found in its model.keras")
@@ -220,7 +222,7 @@ def build_model(
     except Exception as exc:  # noqa: BLE001 - download failures surface as many exception types
         if kw_weights == "imagenet":
             raise EdgecatError(
-                f"cannot get ImageNet weights for {spec.name} ({str(exc).splitlines()[0][:120]}); "
+                f"cannot get ImageNet weights for {spec.name} ({first_line(exc)[:120]}); "
                 "offline, pass --weights PATH (a local Keras weights file) or --weights none"
             ) from exc
         raise

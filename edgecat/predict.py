@@ -36,13 +36,6 @@ class Prediction:
         return d
 
 
-def _load(path: str, size: tuple[int, int]) -> np.ndarray | str:
-    try:
-        return imaging.load_for_model(path, size)
-    except EdgecatError as exc:
-        return str(exc)
-
-
 def run_files(runtime: Any, files: list[str], batch_size: int = 32,
               progress: bool = False) -> tuple[np.ndarray, list[int], dict[int, str]]:
     """Class probabilities for ``files``; returns (probs of the readable ones, their indices, errors)."""
@@ -62,15 +55,12 @@ def run_files(runtime: Any, files: list[str], batch_size: int = 32,
         prog.start()
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch while this one runs
-            loaded = pool.map(lambda idx: [_load(files[i], size) for i in idx], chunks)
-            for idx, images in zip(chunks, loaded):
-                good = [(i, im) for i, im in zip(idx, images) if not isinstance(im, str)]
-                for i, im in zip(idx, images):
-                    if isinstance(im, str):
-                        errors[i] = im
-                if good:
-                    probs.append(runtime.infer(imaging.to_batch([im for _, im in good])))
-                    ok += [i for i, _ in good]
+            loaded = pool.map(lambda idx: imaging.load_batch([files[i] for i in idx], size), chunks)
+            for idx, batch in zip(chunks, loaded):
+                errors.update({idx[k]: why for k, why in batch.errors.items()})
+                if batch.kept:
+                    probs.append(runtime.infer(batch.images))
+                    ok += [idx[k] for k in batch.kept]
                 if prog is not None:
                     prog.advance(task, len(idx))
     finally:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.config import TrainConfig
 from edgecat.errors import EdgecatError, require_tensorflow
@@ -191,7 +192,7 @@ def _dead_run(path: Path) -> bool:
         manifest = json.loads((path / "edgecat.json").read_text())
     except (OSError, ValueError):
         return False
-    return manifest.get("status") in ("failed", "training") and not (path / "model.keras").exists() \
+    return manifest.get("status") in ("failed", "training") and not (path / artifacts.file_of("keras")).exists() \
         and not (path / CHECKPOINT_DIR / STATE_FILE).exists()
 
 
@@ -235,12 +236,12 @@ class Trainer:
 
     def _save_best(self) -> None:
         assert self.bundle is not None
-        with atomic_path(self.bundle.path / "model.keras") as tmp:
+        with atomic_path(self.bundle.path / artifacts.file_of("keras")) as tmp:
             self.model.save(str(tmp))
         with atomic_path(self.ckpt / "best.weights.h5", suffix=".weights.h5") as tmp:
             self.model.save_weights(str(tmp))
         self.bundle.add_artifact(
-            "keras", "model.keras", format="keras", precision="fp32",
+            "keras", artifacts.file_of("keras"), format="keras", precision="fp32",
             made_by={"tool": "edgecat train", "versions": tool_versions("tensorflow", "keras")},
             best={"val_loss": self.best_val_loss, "epoch": len(self.history)},
         )
@@ -519,7 +520,7 @@ class Trainer:
     def _finish_interrupted(self) -> None:
         bundle = self.bundle
         assert bundle is not None
-        if not (bundle.path / "model.keras").exists() and self.model is not None:
+        if not (bundle.path / artifacts.file_of("keras")).exists() and self.model is not None:
             self._save_best()  # interrupted in the first epoch: keep what there is
         bundle.manifest["status"] = "interrupted"
         bundle.manifest["history_summary"] = {"epochs": len(self.history), "interrupted_in": self.current}

@@ -33,7 +33,7 @@ def has_gpu() -> bool:
     """An NVIDIA GPU the driver can see. Not "a GPU package is installed": onnxruntime-gpu lists
     its CUDA provider and the tensorrt wheel imports on machines without one."""
     from edgecat.errors import EdgecatError
-    from edgecat.export.tensorrt import current_gpu
+    from edgecat.runtime.cuda import current_gpu
 
     try:
         current_gpu()

@@ -35,7 +35,7 @@ def test_import_is_light_and_every_public_name_resolves() -> None:
 def test_api_functions_are_not_replaced_by_submodules_of_the_same_name() -> None:
     import edgecat.checks  # noqa: F401 - importing the submodule must not rebind edgecat.checks
     import edgecat.evaluate  # noqa: F401
-    from edgecat.export import pipeline  # noqa: F401
+    from edgecat.export import steps  # noqa: F401
 
     for name in ("train", "evaluate", "export", "checks"):
         assert callable(getattr(edgecat, name)) and not isinstance(getattr(edgecat, name), type(os)), name

@@ -105,7 +105,7 @@ def test_deepstream_and_triton_exports_run_without_tensorflow(tiny_bundle, tmp_p
         "for m in ('tensorflow', 'keras', 'tf2onnx'): sys.modules[m] = None\n"
         "from edgecat.export.deepstream import write_config\n"
         "from edgecat.export.triton import write_repository\n"
-        "import edgecat.runtime.triton_runtime\n"
+        "import edgecat.runtime.triton.runner\n"
         f"print(write_config({str(tiny_bundle)!r}, {str(tmp_path / 'ds')!r}).name)\n"
         f"print(sorted(p.name for p in write_repository({str(tiny_bundle)!r}, {str(tmp_path / 'tr')!r}).iterdir()))\n"
     )

@@ -174,7 +174,7 @@ def test_target_check_names_the_selected_device():
 @needs_tf
 def test_ort_tensorrt_ep_refuses_cpu_int8_and_keys_its_cache_on_content(tiny_bundle, synth_data):
     from edgecat.export.quantize import quantize_int8
-    from edgecat.runtime.onnxruntime_runtime import OnnxRuntimeTensorRT
+    from edgecat.runtime.onnxruntime.runner import OnnxRuntimeTensorRT
 
     def runtime(precision):  # the provider itself is absent here: exercise the artifact/cache choice
         rt = OnnxRuntimeTensorRT.__new__(OnnxRuntimeTensorRT)

@@ -112,7 +112,7 @@ def test_errors_are_one_line(tiny_bundle):
 
 
 def test_triton_is_registered():
-    assert BACKENDS["triton"] == "edgecat.runtime.triton_runtime:TritonRuntime"
+    assert BACKENDS["triton"] == "edgecat.runtime.triton.runner:TritonRuntime"
 
 
 @needs_tf

@@ -157,7 +157,7 @@ def test_password_in_no_output_channel(bundle, tmp_path, caplog):
 
 def test_triton_url_password_stays_out_of_errors(bundle):
     pytest.importorskip("tritonclient.http")
-    from edgecat.runtime.triton_runtime import TritonRuntime
+    from edgecat.runtime.triton.runner import TritonRuntime
 
     with pytest.raises(EdgecatError) as err:
         TritonRuntime(bundle, "fp32", url=f"http://admin:{PASSWORD}@127.0.0.1:1", timeout=2)

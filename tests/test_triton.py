@@ -154,7 +154,7 @@ def _closed_port() -> int:
 
 
 def test_runtime_says_clearly_when_no_server_answers(tiny_bundle):
-    from edgecat.runtime.triton_runtime import TritonRuntime
+    from edgecat.runtime.triton.runner import TritonRuntime
 
     url = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(EdgecatError, match=r"Triton server at 127\.0\.0\.1:\d+ does not answer"):
@@ -162,7 +162,7 @@ def test_runtime_says_clearly_when_no_server_answers(tiny_bundle):
 
 
 def test_runtime_without_tritonclient(tiny_bundle, monkeypatch):
-    from edgecat.runtime.triton_runtime import TritonRuntime
+    from edgecat.runtime.triton.runner import TritonRuntime
 
     monkeypatch.setitem(sys.modules, "tritonclient.http", None)  # as if not installed
     with pytest.raises(MissingDependencyError, match=r"edgecat\[triton\]"):
@@ -179,7 +179,7 @@ def _server_answers(url: str | None) -> bool:
     try:
         import tritonclient.http as httpclient
 
-        from edgecat.runtime.triton_runtime import server_url
+        from edgecat.runtime.triton.runner import server_url
 
         return bool(httpclient.InferenceServerClient(url=server_url(url), connection_timeout=3).is_server_live())
     except Exception:  # noqa: BLE001
@@ -199,7 +199,7 @@ def test_served_model_matches_onnxruntime(tiny_bundle, tmp_path):
     from google.protobuf import json_format
 
     from edgecat.runtime import open_runtime
-    from edgecat.runtime.triton_runtime import TritonRuntime, server_url
+    from edgecat.runtime.triton.runner import TritonRuntime, server_url
 
     bundle = Bundle.open(tiny_bundle)
     bundle.manifest["name"] = f"edgecat-test-{os.getpid()}"

@@ -14,7 +14,7 @@ import click
 
 from edgecat import __version__
 from edgecat.cli.common import apply_global, global_options
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 from edgecat.redact import redact
 
 #: Click >= 8.2 raises this (a UsageError) for a bare `edgecat`; it is the help page, not an error
@@ -71,7 +71,7 @@ class EdgecatGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen input: still one line
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            first = (redact(exc).strip().splitlines() or [""])[0][:300]
+            first = redact(first_line(exc))[:300]
             click.secho(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
                         fg="red", err=True)
             sys.exit(1)

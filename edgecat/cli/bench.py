@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import choice_list, command, console, int_list, option
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _backends() -> list[str]:
@@ -26,7 +25,7 @@ def _backends() -> list[str]:
               help="Comma list: keras-predict, keras, onnxruntime, onnxruntime-cuda, onnxruntime-trt, "
                    "tensorrt, triton.")
 @click.option("--precision", "precisions", default="fp32", callback=choice_list(PRECISIONS, "precision"),
-              help="Comma list of fp32, fp16, int8.")
+              help=f"Comma list of {', '.join(PRECISIONS)}.")
 @option("--batch", "batches", default="1", callback=int_list, aliases=("--batch-size",),
         help="Batch size(s) to run, comma list (1,8,32).")
 @click.option("--images", type=click.Path(path_type=str), default=None,

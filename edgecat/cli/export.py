@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgecat.artifacts import PRECISIONS, onnx
 from edgecat.cli.common import choice_list, command, console, option
 
 
@@ -15,10 +16,10 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
 @click.option("--h5", is_flag=True, help="Add model.h5: the Keras model as legacy HDF5 for keras.models.load_model.")
-@click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 inside, fp32 input/output).")
+@click.option("--fp16", is_flag=True, help=f"Add {onnx('fp16').file} (fp16 inside, fp32 input/output).")
 @click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=2e-2, show_default=True,
               help="Largest logit change FP16 may show against FP32, relative to the largest |logit| (plus 0.05).")
-@click.option("--int8", is_flag=True, help="Add INT8 QDQ models: model.int8.onnx (CPU) and model.int8-trt.onnx (TensorRT).")
+@click.option("--int8", is_flag=True, help=f"Add INT8 QDQ models: {onnx('int8').file} (CPU) and {onnx('int8', 'trt').file} (TensorRT).")
 @option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
               help="Folder of calibration images.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,
@@ -28,7 +29,7 @@ from edgecat.cli.common import choice_list, command, console, option
 @option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
               help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
-@option("--precision", default=None, callback=choice_list(("fp32", "fp16", "int8"), "precision"),
+@option("--precision", default=None, callback=choice_list(PRECISIONS, "precision"),
               show_default="fp32,fp16, plus int8 if the bundle has INT8", help="TensorRT engine precisions, comma list.")
 @option("--batch-profile", "batch", default="1,8,32", aliases=("--batch",), metavar="MIN,OPT,MAX",
         help="TensorRT engine batch sizes: smallest, tuned-for and largest.")
@@ -40,7 +41,7 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Triton max_batch_size.")
 @click.option("--tflite", is_flag=True, help="Add LiteRT files from model.keras: model.{fp32,fp16,int8}.tflite (needs TensorFlow).")
-@option("--tflite-precision", default="fp32,fp16,int8", callback=choice_list(("fp32", "fp16", "int8"), "tflite-precision"),
+@option("--tflite-precision", default="fp32,fp16,int8", callback=choice_list(PRECISIONS, "tflite-precision"),
         show_default=True, help="Which LiteRT files to write, comma list.")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
@@ -49,7 +50,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
            opset: int, h5: bool, tflite: bool, tflite_precision: list[str]) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
     from edgecat.bundle import Bundle
-    from edgecat.export.pipeline import ExportPlan, run_export
+    from edgecat.export.steps import ExportPlan, run_export
 
     b = Bundle.open(bundle)
     plan = ExportPlan(

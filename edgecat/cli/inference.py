@@ -11,10 +11,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, option
 
 BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
-PRECISION = click.Choice(["fp32", "fp16", "int8", "auto"])  # auto: --backend auto picks it too
+PRECISION = click.Choice([*PRECISIONS, "auto"])  # auto: --backend auto picks it too
 
 
 def _backend_choice() -> click.Choice:

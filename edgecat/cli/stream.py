@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, print_json
 
 
@@ -21,7 +22,7 @@ from edgecat.cli.common import command, console, print_json
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None,
               help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8", "auto"]),
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice([*PRECISIONS, "auto"]),
               help="Model precision (fp16/int8 after edgecat export; auto: let --backend auto pick it too).")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--threshold", type=float, default=None,

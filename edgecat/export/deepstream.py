@@ -23,6 +23,7 @@ import re
 import shutil
 from pathlib import Path
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_path, write_text
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 #: ONNX artifact nvinfer builds from, per precision. FP16 is built by TensorRT from the FP32 graph;
 #: INT8 needs the explicit-quantization (QDQ, symmetric) graph so no calibration table is needed.
-ONNX_FOR = {"fp32": "onnx-fp32", "fp16": "onnx-fp32", "int8": "onnx-int8-trt"}
+ONNX_FOR = {"fp32": artifacts.onnx("fp32").key, "fp16": artifacts.onnx("fp32").key,
+            "int8": artifacts.onnx("int8", "trt").key}
 LABELS_FILE = "labels.txt"
 NETWORK_TYPE_CLASSIFIER = 1
 INPUT_ORDER_NHWC = 1
@@ -53,10 +55,9 @@ def labels_line(bundle: Bundle) -> str:
 
 
 def _engine_for(bundle: Bundle, precision: str) -> str | None:
-    for key, entry in sorted(bundle.artifacts.items()):
-        if key.startswith("trt-") and str(entry.get("precision", "")) == precision:
-            return key
-    return None
+    """The bundle's TensorRT engine at ``precision``, copied next to the ONNX so nvinfer need not build one."""
+    kind = artifacts.find("engine", precision)
+    return kind.key if kind.key in bundle.artifacts else None
 
 
 def check_input(bundle: Bundle) -> None:
@@ -73,7 +74,7 @@ def check_input(bundle: Bundle) -> None:
 
 
 def config_values(bundle: Bundle, precision: str = "fp32", batch_size: int = 1, gpu_id: int = 0,
-                  onnx_file: str = "model.onnx", engine_file: str | None = None) -> dict[str, str]:
+                  onnx_file: str = artifacts.onnx("fp32").file, engine_file: str | None = None) -> dict[str, str]:
     """The [property] keys, in the order nvinfer's documentation lists them."""
     check_input(bundle)
     h, w = bundle.input_size
@@ -113,17 +114,16 @@ def write_config(bundle: Bundle | str | Path, out_dir: str | Path, precision: st
     """Write an nvinfer config, labels and model into ``out_dir``; returns the config's path."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
-    if precision not in NETWORK_MODE:
+    if precision not in artifacts.PRECISIONS:
         raise EdgecatError(f"unknown precision '{precision}' (choose from: {', '.join(NETWORK_MODE)})")
     if batch_size < 1:
         raise EdgecatError(f"batch size must be at least 1 (got {batch_size})")
     check_input(bundle)
     key = ONNX_FOR[precision]
     if not bundle.has(key):
-        hint = "--int8 --calib DIR" if precision == "int8" else "--onnx"
         raise EdgecatError(
             f"bundle {bundle.path} has no '{key}' for a DeepStream {precision} config; "
-            f"run `edgecat export BUNDLE {hint}` first"
+            f"run `{artifacts.export_command('BUNDLE', key)}` first"
         )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

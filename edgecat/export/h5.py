@@ -16,14 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, require_tensorflow
+from edgecat.errors import require_tensorflow
 from edgecat.fsutil import atomic_path
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-H5_KEY = "keras-h5"
-H5_FILE = "model.h5"
+KIND = artifacts.find("h5", "fp32")
+H5_KEY = KIND.key
+H5_FILE = KIND.file
 #: same weights, same runtime: anything beyond float rounding means the file lost something
 H5_TOLERANCE = 1e-6
 
@@ -45,22 +48,11 @@ def save_h5(model: Any, dest: Path) -> None:
         absl.removeFilter(quiet)
 
 
-def load_h5(path: Path) -> Any:
-    """Load as a plain Keras user does: no custom objects, safe mode."""
-    import keras
-
-    try:
-        return keras.models.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many types for a bad file
-        raise EdgecatError(f"cannot load {path} back with keras.models.load_model: "
-                           f"{str(exc).splitlines()[0][:200]}") from exc
-
-
 def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str, Any]:
     """Add ``model.h5`` (from the bundle's model.keras) after checking its probabilities."""
     require_tensorflow()
     from edgecat.export.onnx import parity_images
-    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.keras.loader import load_h5, load_keras_model
 
     model = load_keras_model(bundle.artifact_path("keras"))
     dest = bundle.path / H5_FILE
@@ -69,13 +61,9 @@ def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str,
     with atomic_path(dest) as tmp:
         save_h5(model, tmp)
         seconds = time.perf_counter() - t0
-        ref = np.asarray(model(batch, training=False))
-        got = np.asarray(load_h5(tmp)(batch, training=False))
-        diff = float(np.max(np.abs(ref - got)))
-        log.info("model.h5 reloaded vs model.keras on %s: max abs diff %.2e", what, diff)
-        if not diff <= H5_TOLERANCE:
-            raise EdgecatError(f"{H5_FILE} reloaded does not match model.keras (max abs difference "
-                               f"{diff:.3g} > {H5_TOLERANCE:g} on {what}); no {H5_FILE} written")
+        report = validate(np.asarray(model(batch, training=False)), np.asarray(load_h5(tmp)(batch, training=False)),
+                          what, H5_TOLERANCE, bundle=bundle, reference_name="keras", space="raw")
+        report.raise_if_failed(f"{H5_FILE} reloaded", artifacts.file_of(str(KIND.made_from)), f"no {H5_FILE} written")
     return bundle.add_artifact(
         H5_KEY,
         dest,
@@ -86,6 +74,6 @@ def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str,
         made_by={"tool": "keras Model.save (legacy HDF5)", "from": "keras", "seconds": round(seconds, 2),
                  "from_sha256": bundle.artifacts["keras"].get("sha256"),
                  "versions": tool_versions("tensorflow", "keras", "h5py")},
-        parity={"reference": "keras", "images": what, "max_abs_diff": diff, "tolerance": H5_TOLERANCE},
+        parity=report.parity(),
         load_with="keras.models.load_model(path)",
     )

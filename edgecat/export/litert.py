@@ -25,15 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
+from edgecat.artifacts import PRECISIONS
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-FILES = {p: f"model.{p}.tflite" for p in PRECISIONS}
-ARTIFACT = {p: f"tflite-{p}" for p in PRECISIONS}
+#: the registry's LiteRT artifacts by precision
+KINDS = {p: artifacts.find("tflite", p) for p in PRECISIONS}
 #: largest probability difference vs Keras before a file is refused. INT8's gate only catches a broken
 #: file (wrong scales): on 16 parity images one image near the threshold can move by 0.26 (trained
 #: MobileNetV2). Whether INT8 keeps labels is judged on the validation set by the precision table and
@@ -86,13 +88,13 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
     try:
         return bytes(conv.convert())
     except Exception as exc:
-        raise EdgecatError(f"LiteRT {precision} conversion failed: {str(exc).splitlines()[0][:200]}") from exc
+        raise EdgecatError(f"LiteRT {precision} conversion failed: {first_line(exc)[:200]}") from exc
 
 
 def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
     """Run a .tflite file on ``batch`` with the edge runtime (ai-edge-litert), one image at a time
     as a phone would; used for parity so the check runs the same interpreter as deployment."""
-    from edgecat.runtime.litert_runtime import make_interpreter
+    from edgecat.runtime.litert.loader import make_interpreter
 
     interp = make_interpreter(path, threads=threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -106,12 +108,17 @@ def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.
     return np.concatenate(rows).astype(np.float32)
 
 
-def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str) -> dict[str, Any]:
-    """Max probability difference and label agreement of ``got`` against ``ref`` (raw outputs)."""
-    p_ref, p_got = bundle.class_probs(ref), bundle.class_probs(got)
-    same = np.array(bundle.labels_from_probs(p_ref)) == np.array(bundle.labels_from_probs(p_got))
-    return {"reference": "keras", "images": what, "max_abs_diff": float(np.max(np.abs(p_ref - p_got))),
-            "label_agreement": float(same.mean())}
+def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str, precision: str,
+           tolerance: float) -> dict[str, Any]:
+    """``got`` (the .tflite file's raw outputs) against Keras' ``ref`` in probability space; a
+    ParityError past ``tolerance``, or (INT8) when too few labels are kept."""
+    report = validate(ref, got, what, tolerance, bundle=bundle, reference_name=str(KINDS[precision].made_from),
+                      min_agreement=MIN_INT8_PARITY_LABELS if precision == "int8" else None)
+    log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", precision, what,
+             report.max_abs_diff, 100 * (report.label_agreement or 0.0))
+    hint = " (--fp16-tolerance)" if precision == "fp16" else ""
+    return report.raise_if_failed(f"LiteRT {precision} model", "Keras",
+                                  f"no {KINDS[precision].file} written{hint}").parity()
 
 
 def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, calib: str | Path | None = None,
@@ -124,7 +131,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         raise MissingDependencyError("LiteRT export needs TensorFlow: pip install 'edgecat[train]'") from exc
     from edgecat.export.onnx import parity_images
     from edgecat.export.quantize import calibration_set, load_calibration_images
-    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.keras.loader import load_keras_model
 
     for p in precisions:
         if p not in PRECISIONS:
@@ -144,19 +151,10 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         t0 = time.perf_counter()
         data = convert(model, size, p, calib_images if p == "int8" else None)
         seconds = time.perf_counter() - t0
-        dest = bundle.path / FILES[p]
+        dest = bundle.path / KINDS[p].file
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
-            par = parity(bundle, ref, tflite_outputs(tmp, batch), what)
-            log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", p, what,
-                     par["max_abs_diff"], 100 * par["label_agreement"])
-            if p == "int8" and par["label_agreement"] < MIN_INT8_PARITY_LABELS:
-                raise EdgecatError(f"LiteRT int8 model keeps only {100 * par['label_agreement']:.0f}% of the "
-                                   f"Keras labels on {what}; no {dest.name} written")
-            if not par["max_abs_diff"] <= tolerance[p]:
-                raise EdgecatError(f"LiteRT {p} model does not match Keras: max probability difference "
-                                   f"{par['max_abs_diff']:.3g} > {tolerance[p]:g} on {what}; no {dest.name} written"
-                                   + (" (--fp16-tolerance)" if p == "fp16" else ""))
+            par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance[p])
         made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
                    "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
                    "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
@@ -166,6 +164,6 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
                                         "fingerprint": cset.fingerprint()}, io_dtype="float32",
                            internals="int8 (TFLITE_BUILTINS_INT8)")
         entries.append(bundle.add_artifact(
-            ARTIFACT[p], dest, format="tflite", precision=p, input="image", io_dtype="float32",
-            made_by=made_by, parity={**par, "tolerance": tolerance[p]}))
+            KINDS[p].key, dest, format=KINDS[p].format, precision=p, input="image", io_dtype="float32",
+            made_by=made_by, parity=par))
     return entries

@@ -17,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, require_tensorflow
 from edgecat.fsutil import atomic_path
+from edgecat.runtime.onnxruntime.loader import onnx_outputs
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +47,9 @@ def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = No
         except EdgecatError:
             pass
     candidates += [f for f, _ in validation_files(bundle)]
-    images = []
-    for f in candidates:
-        if len(images) >= n:
-            break
-        try:
-            images.append(imaging.load_for_model(f, size))
-        except EdgecatError:
-            continue
-    if len(images) >= min(n, 4):
-        return imaging.to_batch(images), f"{len(images)} real images"
+    loaded = imaging.load_batch(candidates, size, limit=n)
+    if len(loaded.files) >= min(n, 4):
+        return loaded.images.astype(np.float32), f"{len(loaded.files)} real images"
     rng = np.random.default_rng(seed)
     synth = rng.integers(0, 256, size=(n, size[0], size[1], 3)).astype(np.float32)
     return synth, f"{n} synthetic images"
@@ -156,61 +152,36 @@ def keras_to_onnx(model: Any, dest: Path, opset: int = DEFAULT_OPSET) -> Any:
     return onnx_model
 
 
-def cpu_session(path: Path, simulate_qdq: bool = False) -> Any:
-    """An ONNX Runtime CPU session. ``simulate_qdq`` turns graph fusion off so a Q/DQ model runs as
-    quantize -> dequantize -> float op, i.e. the arithmetic TensorRT performs (int32 accumulation
-    has no overflow). ORT's fused x86 int8 kernels are not that: without VNNI they multiply through
-    AVX2 ``vpmaddubsw``, whose int16 pair sums saturate on full-range symmetric int8 (the TensorRT
-    flavour), which cost 20% label agreement on the cats-vs-dogs model and says nothing about how
-    the model does on TensorRT."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if simulate_qdq:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def onnx_outputs(path: Path, batch: np.ndarray, simulate_qdq: bool = False) -> np.ndarray:
-    sess = cpu_session(path, simulate_qdq)
-    return sess.run(None, {sess.get_inputs()[0].name: batch.astype(np.float32)})[0]
-
-
 def export_onnx(bundle: Bundle, opset: int = DEFAULT_OPSET, parity_dirs: list[str] | None = None,
                 tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
     """Add ``model.onnx`` (FP32) to the bundle after checking it against Keras."""
-    from edgecat.runtime.keras_runtime import load_keras_model
+    from edgecat.runtime.keras.loader import load_keras_model
 
+    kind = artifacts.onnx("fp32")
     model = load_keras_model(bundle.artifact_path("keras"))
-    dest = bundle.path / "model.onnx"
-    staging = bundle.path / ".model.staging.onnx"
+    dest = bundle.path / kind.file
+    staging = dest.with_name(f".{dest.stem}.staging{dest.suffix}")
     t0 = time.perf_counter()
     try:
         keras_to_onnx(model, staging, opset=opset)
         seconds = time.perf_counter() - t0
         batch, what = parity_images(bundle, extra_dirs=parity_dirs)
-        ref = np.asarray(model(batch, training=False))
-        got = onnx_outputs(staging, batch)
-        diff = float(np.max(np.abs(ref - got)))
-        log.info("ONNX FP32 parity vs Keras on %s: max abs diff %.2e (tolerance %.0e)", what, diff, tolerance)
-        if not diff <= tolerance:
-            raise EdgecatError(
-                f"ONNX export does not match Keras: max abs difference {diff:.3g} > {tolerance:g} "
-                f"on {what}; no model.onnx written"
-            )
+        report = validate(np.asarray(model(batch, training=False)), onnx_outputs(staging, batch), what, tolerance,
+                          bundle=bundle, reference_name="keras", space="raw")
+        report.raise_if_failed("ONNX export", "Keras", f"no {kind.file} written")
         staging.replace(dest)
     finally:
         staging.unlink(missing_ok=True)
     entry = bundle.add_artifact(
-        "onnx-fp32",
+        kind.key,
         dest,
-        format="onnx",
-        precision="fp32",
+        format=kind.format,
+        precision=kind.precision,
         opset=opset,
         input=INPUT_NAME,
         output=OUTPUT_NAME,
-        made_by={"tool": "tf2onnx.convert.from_function", "from": "keras", "seconds": round(seconds, 2),
+        made_by={"tool": "tf2onnx.convert.from_function", "from": kind.made_from, "seconds": round(seconds, 2),
                  "versions": tool_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")},
-        parity={"reference": "keras", "images": what, "max_abs_diff": diff, "tolerance": tolerance},
+        parity=report.parity(),
     )
     return entry

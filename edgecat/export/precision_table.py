@@ -4,7 +4,7 @@ Quantization is only worth shipping if it keeps the labels: the table gives accu
 agreement with FP32, the largest probability difference and size on disk for every precision, all
 through ONNX Runtime on CPU with the deployment image path (so no TensorFlow is needed). The
 TensorRT INT8 flavour is run as Q/DQ arithmetic (what TensorRT computes), see
-:func:`edgecat.export.onnx.cpu_session`.
+:func:`edgecat.runtime.onnxruntime.loader.cpu_session`.
 """
 
 from __future__ import annotations
@@ -16,25 +16,28 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts, imaging
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
-from edgecat.export.quantize import ARTIFACT, SIMULATED_FLAVOURS
+from edgecat.runtime.onnxruntime.loader import onnx_outputs
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-#: rows of the table, in order: (row name, artifact key)
-ROWS: tuple[tuple[str, str], ...] = (
-    ("fp32", "onnx-fp32"),
-    ("fp16", "onnx-fp16"),
-    ("int8", "onnx-int8"),
-    ("int8-trt", "onnx-int8-trt"),
-    # LiteRT files (issue 12), run through the litert runtime (XNNPACK) as on the device
-    ("tflite-fp32", "tflite-fp32"),
-    ("tflite-fp16", "tflite-fp16"),
-    ("tflite-int8", "tflite-int8"),
-)
+
+def row_name(kind: artifacts.ArtifactKind) -> str:
+    """ONNX: ``fp32`` ... ``int8`` (the default flavour), ``int8-trt`` (another flavour); other formats:
+    their key (``tflite-int8``)."""
+    if kind.format != "onnx":
+        return kind.key
+    default = kind.flavour is None or artifacts.onnx(kind.precision).key == kind.key
+    return kind.precision if default else f"{kind.precision}-{kind.flavour}"
+
+
+#: rows of the table, in order: (row name, artifact key): the registry's scored artifacts
+ROWS: tuple[tuple[str, str], ...] = tuple((row_name(a), a.key) for a in artifacts.scored())
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
-SIMULATED = frozenset(ARTIFACT[f] for f in SIMULATED_FLAVOURS)
+SIMULATED = frozenset(a.key for a in artifacts.scored() if a.simulated)
 EVAL_BATCH = 32
 DEFAULT_LIMIT = 1000
 
@@ -66,26 +69,11 @@ def labelled_set(bundle: Bundle, data: str | Path | None = None,
                  limit: int = DEFAULT_LIMIT) -> tuple[list[str], list[int] | None, str]:
     """(files, labels or None, description): ``data`` (class folders; a split layout's validation
     part), else the bundle's validation split, else the parity images (unlabelled)."""
-    if data is not None:
-        from edgecat.data import discover
+    from edgecat.splits import labelled_files
 
-        ds = discover(data, evaluation=True)
-        unknown = sorted(set(ds.classes) - set(bundle.classes))
-        if unknown:
-            raise EdgecatError(f"--eval {data} has classes the model does not know: {', '.join(unknown)} "
-                               f"(model classes: {', '.join(bundle.classes)})")
-        files = list(ds.val.files)
-        labels = [bundle.classes.index(ds.classes[y]) for y in ds.val.labels]
-        what = str(data)
-    else:
-        from edgecat.splits import validation_files
-
-        pairs = validation_files(bundle)
-        files = [f for f, _ in pairs]
-        labels = [y for _, y in pairs]
-        what = "bundle validation split"
-        if not files:
-            return [], None, "synthetic images (no labelled data: pass --eval DIR)"
+    files, labels, what = labelled_files(bundle, data, flag="--eval ")
+    if not files and data is None:
+        return [], None, "synthetic images (no labelled data: pass --eval DIR)"
     if not files:
         raise EdgecatError(f"no labelled images found in {what}")
     if len(files) > limit:
@@ -96,74 +84,54 @@ def labelled_set(bundle: Bundle, data: str | Path | None = None,
     return files, labels, what
 
 
-def _load(files: list[str], size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
-    from edgecat import imaging
-
-    images, keep = [], []
-    for i, f in enumerate(files):
-        try:
-            images.append(imaging.load_for_model(f, size))
-            keep.append(i)
-        except EdgecatError as exc:
-            log.warning("precision table: skipping %s", exc)
-    if not images:
-        raise EdgecatError("no readable images to evaluate on")
-    return np.stack(images), keep
-
-
-def _predict(path: Path, images: np.ndarray, simulate_qdq: bool = False) -> np.ndarray:
-    from edgecat.export.onnx import cpu_session
-
-    sess = cpu_session(path, simulate_qdq)
-    name = sess.get_inputs()[0].name
-    want = np.uint8 if sess.get_inputs()[0].type == "tensor(uint8)" else np.float32
-    outs = [sess.run(None, {name: images[i:i + EVAL_BATCH].astype(want)})[0]
-            for i in range(0, len(images), EVAL_BATCH)]
-    return np.concatenate(outs, axis=0)
-
-
-def _predict_litert(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
+def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
+    """Raw outputs of artifact ``key``: ONNX through a plain ORT CPU session (the TensorRT flavour as
+    Q/DQ arithmetic, as TensorRT computes it, not through ORT's x86 int8 kernels); other formats
+    through the runtime the registry names for them (LiteRT files: XNNPACK, as on the device)."""
+    kind = artifacts.kind(key)
+    if kind.format == "onnx":
+        return onnx_outputs(bundle.artifact_path(key), images, simulate_qdq=kind.simulated)
     from edgecat.runtime import open_runtime
 
-    with open_runtime(bundle, "litert", key.split("-", 1)[1]) as rt:
-        return np.concatenate([rt.infer(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+    with open_runtime(bundle, kind.backends[0], kind.precision) as rt:
+        return np.concatenate([rt.infer_raw(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
 
 
 def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
                     record: bool = True) -> PrecisionTable:
     """Evaluate every ONNX precision the bundle has on the same images; record the table in the
     manifest (``metrics.precision_table`` and each artifact's ``accuracy``) when ``record``."""
-    if not bundle.has("onnx-fp32"):
+    if not bundle.has(artifacts.onnx("fp32").key):
         raise EdgecatError("the bundle has no ONNX model to evaluate: run `edgecat export BUNDLE` first")
     files, labels, what = labelled_set(bundle, data, limit)
     if files:
-        images, keep = _load(files, bundle.input_size)
-        y = np.array([labels[i] for i in keep]) if labels is not None else None
+        loaded = imaging.load_batch(files, bundle.input_size)
+        for why in loaded.errors.values():
+            log.warning("precision table: skipping %s", why)
+        if not loaded.files:
+            raise EdgecatError("no readable images to evaluate on")
+        images = loaded.images
+        y = np.array([labels[i] for i in loaded.kept]) if labels is not None else None
     else:
         from edgecat.export.onnx import parity_images
 
         images, what = parity_images(bundle, n=32)
         y = None
-    ref_probs: np.ndarray | None = None
-    ref_labels: np.ndarray | None = None
+    ref_raw: np.ndarray | None = None
     table = PrecisionTable(data=what, images=len(images), labelled=y is not None)
     for name, key in ROWS:
         if not bundle.has(key):
             continue
         path = bundle.artifact_path(key)
-        # the TensorRT flavour as TensorRT computes it, not through ORT's x86 int8 kernels
-        if key.startswith("tflite-"):
-            probs = _predict_litert(bundle, key, images)
-        else:
-            probs = bundle.class_probs(_predict(path, images, simulate_qdq=key in SIMULATED))
-        pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(probs)])
-        if ref_probs is None:
-            ref_probs, ref_labels = probs, pred
+        raw = _outputs(bundle, key, images)
+        ref_raw = raw if ref_raw is None else ref_raw
+        vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1])
+        pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(bundle.class_probs(raw))])
         table.rows.append(PrecisionRow(
             precision=name, artifact=key, file=path.name, bytes=path.stat().st_size,
             accuracy=float(np.mean(pred == y)) if y is not None else None,
-            agreement=float(np.mean(pred == ref_labels)),
-            max_prob_diff=float(np.max(np.abs(probs - ref_probs))),
+            agreement=float(vs.label_agreement if vs.label_agreement is not None else 0.0),
+            max_prob_diff=vs.max_abs_diff,
         ))
     if record:
         for row in table.rows:

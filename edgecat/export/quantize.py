@@ -3,7 +3,7 @@
 Two flavours come from the same FP32 graph, because the fast path differs by target:
 
 - ``cpu`` (artifact ``onnx-int8``, ``model.int8.onnx``): uint8 activations, int8 per-channel weights.
-  On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here, see DESIGN §3).
+  On x86 this is ONNX Runtime's fast path (int8 activations ran slower than FP32 here).
 - ``trt`` (artifact ``onnx-int8-trt``, ``model.int8-trt.onnx``): Q/DQ placed by TensorRT's
   explicit-quantization rules as NVIDIA Model Optimizer places them (symmetric int8, zero points 0,
   no int32 biases, per-channel Conv weights, Q/DQ only on the inputs of Conv/MatMul/Gemm and on the
@@ -30,12 +30,10 @@ import contextlib
 import hashlib
 import inspect
 import itertools
-import json
 import logging
 import platform
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path
+from edgecat.runtime.onnxruntime.loader import onnx_outputs
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
 HIGH_PRECISION_OPSET = 19
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
-FLAVOURS = ("cpu", "trt")
-ARTIFACT = {"cpu": "onnx-int8", "trt": "onnx-int8-trt"}
-FILES = {"cpu": "model.int8.onnx", "trt": "model.int8-trt.onnx"}
-#: flavours built for another engine, so judged as Q/DQ arithmetic (see onnx.cpu_session), not
+#: the registry's INT8 ONNX artifacts by flavour (cpu: ORT's x86 path, trt: TensorRT's Q/DQ rules)
+KINDS = {k.flavour: k for k in artifacts.ARTIFACTS.values() if k.format == "onnx" and k.precision == "int8"}
+FLAVOURS = tuple(KINDS)
+#: flavours built for another engine, so judged as Q/DQ arithmetic (see cpu_session), not
 #: through this CPU's int8 kernels
-SIMULATED_FLAVOURS = frozenset({"trt"})
+SIMULATED_FLAVOURS = frozenset(f for f, k in KINDS.items() if k.simulated)
 
 
 @dataclass
@@ -111,16 +112,9 @@ class QuantizeResult:
 # ------------------------------------------------------------------------------ calibration set
 def _splits_files(bundle: Bundle) -> tuple[list[str], list[str]]:
     """(train, validation) files from the bundle's splits.json that are still on disk."""
-    from edgecat.splits import SPLITS_FILE
+    from edgecat.splits import split_files
 
-    path = bundle.path / SPLITS_FILE
-    if not path.exists():
-        return [], []
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return [], []
-    train, val = ([str(f) for f, _ in rows.get(part, []) if Path(f).exists()] for part in ("train", "validation"))
+    train, val = ([f for f, _ in split_files(bundle, part)] for part in ("train", "validation"))
     return train, val
 
 
@@ -176,30 +170,21 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
     ``cset.used`` and ``cset.skipped`` say what was read and what was unreadable."""
     from edgecat import imaging
 
-    images, used = [], []
-    cset.skipped = []
     wanted = len(cset.files)
-    queue = deque(cset.files)
-    reserve = iter(cset.reserve)
-    while len(images) < wanted and queue:
-        f = queue.popleft()
-        try:
-            images.append(imaging.load_for_model(f, input_size))
-            used.append(f)
-        except EdgecatError as exc:
-            cset.skipped.append(f)
-            log.warning("calibration: skipping %s", exc)
-        if not queue and len(images) < wanted:
-            queue.extend(itertools.islice(reserve, wanted - len(images)))
+    loaded = imaging.load_batch(itertools.chain(cset.files, cset.reserve), input_size, limit=wanted)
+    cset.skipped = loaded.skipped
+    for why in loaded.errors.values():
+        log.warning("calibration: skipping %s", why)
+    images = loaded.images
     if cset.skipped and len(images) == wanted:
         log.info("calibration: %d unreadable file(s) replaced from the rest of %s", len(cset.skipped), cset.source)
-    cset.used = used
+    cset.used = loaded.files
     if len(images) < min_images:
         raise EdgecatError(
             f"too few readable calibration images: {len(images)} of {wanted} in {cset.source} "
             f"(need at least {min_images}; {len(cset.skipped)} unreadable)"
         )
-    return np.stack(images).astype(np.uint8)
+    return images
 
 
 def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> tuple[Any, int]:
@@ -452,7 +437,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
             raise EdgecatError(
-                f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {first_line(exc)[:200]}"
             ) from exc
     info: dict[str, Any] = {"preprocessed": preprocessed,
                             "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
@@ -461,7 +446,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
 
         info["node_counts"] = _trt_post_pass(dest)
         info.update(_high_precision_fp16(dest))
-        require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({FILES[flavour]})")
+        require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({KINDS[flavour].file})")
         info["tensorrt_rules"] = "checked (edgecat.export.trt_rules)"
     return info
 
@@ -478,16 +463,18 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
 
     opts = flavour_options(flavour, method)
-    src = bundle.artifact_path("onnx-fp32")
-    src_sha = bundle.artifacts["onnx-fp32"]["sha256"]
+    kind = KINDS[flavour]
+    src_key = str(kind.made_from)
+    src = bundle.artifact_path(src_key)
+    src_sha = bundle.artifacts[src_key]["sha256"]
     cset = cset or calibration_set(bundle, calib, calib_size, min_images)
     key = cache_key(src_sha, cset, method, flavour)
     (bundle.path / CALIB_DIR).mkdir(exist_ok=True)
     cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
     supports_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
     cache_used = supports_cache and cache_file.is_file()
-    dest = bundle.path / FILES[flavour]
-    input_name = bundle.artifacts["onnx-fp32"].get("input", "image")
+    dest = bundle.path / kind.file
+    input_name = bundle.artifacts[src_key].get("input", "image")
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
@@ -506,40 +493,44 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
             with atomic_path(cache_file) as tmpc:
                 tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
-    used = len(cset.used) if cset.used else len(cset.files)
+    calibration = {"method": method, "images": len(cset.used) if cset.used else len(cset.files),
+                   "source": cset.source, "replaced_unreadable": len(cset.skipped), "key": key,
+                   "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None, "cache_used": cache_used}
+    _record(bundle, kind, opts, info, calibration, parity, seconds)
+    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
+                          images=calibration["images"], cache_used=cache_used, cache_file=cache_file.name,
+                          seconds=seconds, parity=parity)
+
+
+def _record(bundle: Bundle, kind: artifacts.ArtifactKind, opts: dict[str, Any], info: dict[str, Any],
+            calibration: dict[str, Any], parity: dict[str, Any], seconds: float) -> None:
+    """The INT8 artifact's manifest entry: how it was quantized, calibrated and checked."""
+    src = bundle.artifacts[str(kind.made_from)]
     types = {k: str(getattr(opts[k], "name", opts[k])) for k in ("activation_type", "weight_type")}
     bundle.add_artifact(
-        ARTIFACT[flavour], dest, format="onnx", precision="int8", flavour=flavour,
+        kind.key, bundle.path / kind.file, format=kind.format, precision=kind.precision, flavour=kind.flavour,
         quantization={"format": "QDQ", **types, "per_channel": opts["per_channel"],
                       "reduce_range": opts["reduce_range"], **info,
                       "quantize_bias": opts["extra_options"].get("QuantizeBias", True),
                       "symmetric_activations": opts["extra_options"].get("ActivationSymmetric", False)},
-        input=input_name, output=bundle.artifacts["onnx-fp32"].get("output", "probabilities"),
-        calibration={"method": method, "images": used, "source": cset.source, "replaced_unreadable": len(cset.skipped),
-                     "key": key, "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None,
-                     "cache_used": cache_used},
-        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": "onnx-fp32", "from_sha256": src_sha,
-                 "seconds": round(seconds, 2), "versions": tool_versions("onnx", "onnxruntime")},
+        input=src.get("input", "image"), output=src.get("output", "probabilities"), calibration=calibration,
+        made_by={"tool": "onnxruntime.quantization.quantize_static", "from": kind.made_from,
+                 "from_sha256": src["sha256"], "seconds": round(seconds, 2),
+                 "versions": tool_versions("onnx", "onnxruntime")},
         parity=parity,
     )
-    return QuantizeResult(flavour=flavour, artifact=ARTIFACT[flavour], file=dest.name, method=method,
-                          images=used, cache_used=cache_used, cache_file=cache_file.name, seconds=seconds,
-                          parity=parity)
 
 
 def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None) -> dict[str, Any]:
-    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic)."""
-    from edgecat.export.onnx import onnx_outputs, parity_images
+    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic); recorded, and
+    refused only when the outputs are broken (non-finite, another shape): INT8 moves probabilities by
+    an amount a calibration set decides, which the precision table then scores on labelled data."""
+    from edgecat.export.onnx import parity_images
 
     batch, what = parity_images(bundle, extra_dirs=parity_dirs)
-    ref = bundle.class_probs(onnx_outputs(src, batch))
-    got = bundle.class_probs(onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS))
-    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
-    parity = {"reference": "onnx-fp32", "images": what, "max_abs_diff": float(np.max(np.abs(ref - got))),
-              "label_agreement": agree}
-    log.info("INT8 %s: max prob diff vs FP32 %.3g, label agreement %.1f%% on %s",
-             flavour, parity["max_abs_diff"], 100 * agree, what)
-    return parity
+    report = validate(onnx_outputs(src, batch), onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS),
+                      what, bundle=bundle, reference_name=str(KINDS[flavour].made_from))
+    return report.raise_if_failed(f"INT8 model ({flavour})", "FP32", f"no {KINDS[flavour].file} written").parity()
 
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
@@ -551,5 +542,5 @@ def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: in
                           parity_dirs=[str(calib)] if calib else None) for f in flavours]
 
 
-__all__ = ["ARTIFACT", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
+__all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
            "flavour_options", "quantize_all", "quantize_int8"]

@@ -2,7 +2,7 @@
 
 Engines are not portable across GPUs or TensorRT versions, so each engine file is named by GPU
 (name + compute capability), TensorRT version and precision, and its manifest entry records them;
-:func:`load_engine` refuses a stale engine with the command that rebuilds it.
+:func:`edgecat.runtime.tensorrt.loader.load_engine` refuses a stale engine with the command that rebuilds it.
 
 Precision comes from the ONNX graph, never from builder flags: every network is created strongly
 typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: required on TensorRT 10, accepted and ignored
@@ -12,106 +12,38 @@ Q/DQ model ``onnx-int8-trt`` (checked against :mod:`edgecat.export.trt_rules` fi
 it off too). So an "int8" engine is the same network on TensorRT 10 and 11: no precision flags
 (removed in 11), no implicit calibrator (deprecated in 10.1, removed in 11).
 
-Public, stable names used by ``edgecat.runtime.tensorrt_runtime``: :class:`EngineTarget`,
-:func:`current_target`, :func:`engine_filename`, :func:`engine_key`, :func:`engine_problem`,
-:func:`check_engine`, :func:`require_tensorrt`, :func:`load_engine`, :class:`LoadedEngine`.
+Opening engines (naming, the stale-engine check, deserialisation) is :mod:`edgecat.runtime.tensorrt.loader`;
+this module builds them and records them under the same names.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
-from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_path
+from edgecat.runtime.cuda import current_gpu, require_tensorrt
+from edgecat.runtime.tensorrt.loader import (
+    SOURCE,
+    EngineTarget,
+    check_engine,
+    current_target,
+    engine_filename,
+    engine_key,
+    engine_problem,
+    trt_logger,
+)
+from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_BATCH = (1, 8, 32)
 DEFAULT_WORKSPACE_GB = 2.0
-#: the ONNX artifact each precision is built from (TensorRT 10 builds fp16 from fp32 + a flag)
-SOURCE = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8-trt"}
-
-
-# ------------------------------------------------------------------------- pure helpers (no TRT)
-@dataclass(frozen=True)
-class EngineTarget:
-    """What an engine is tied to: GPU model, compute capability (``"8.7"``) and TensorRT version."""
-
-    gpu_name: str
-    compute_capability: str
-    tensorrt_version: str
-
-    @property
-    def slug(self) -> str:
-        return f"{gpu_slug(self.gpu_name)}-sm{self.compute_capability.replace('.', '')}-trt{self.tensorrt_version}"
-
-
-def gpu_slug(name: str) -> str:
-    """'NVIDIA GeForce RTX 4090' -> 'geforce-rtx-4090'; 'Orin (nvgpu)' -> 'orin-nvgpu'."""
-    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    s = re.sub(r"^nvidia-", "", s)
-    return s or "gpu"
-
-
-def engine_key(precision: str) -> str:
-    """Manifest key of the engine for ``precision`` (``trt-fp16`` ...)."""
-    if precision not in PRECISIONS:
-        raise EdgecatError(f"unknown TensorRT precision '{precision}' (choose from: {', '.join(PRECISIONS)})")
-    return f"trt-{precision}"
-
-
-def engine_filename(target: EngineTarget, precision: str) -> str:
-    """``model.<gpu-slug>-sm<cc>-trt<ver>.<prec>.engine``, e.g. ``model.orin-sm87-trt10.3.0.fp16.engine``."""
-    engine_key(precision)
-    return f"model.{target.slug}.{precision}.engine"
-
-
-def rebuild_hint(bundle_path: str | Path, precision: str) -> str:
-    return f"rebuild it here with: edgecat export {bundle_path} --trt --precision {precision}"
-
-
-def engine_problem(entry: dict[str, Any], target: EngineTarget) -> str | None:
-    """Why an engine entry cannot run on ``target`` (None when it can). Pure, for tests and runtimes."""
-    built = entry.get("tensorrt_version")
-    if built != target.tensorrt_version:
-        return f"it was built with TensorRT {built}, this machine has TensorRT {target.tensorrt_version}"
-    cc = entry.get("compute_capability")
-    gpu = entry.get("gpu")
-    if cc != target.compute_capability or (gpu and gpu_slug(gpu) != gpu_slug(target.gpu_name)):
-        return (f"it was built for {gpu} (sm{str(cc).replace('.', '')}), this machine has "
-                f"{target.gpu_name} (sm{target.compute_capability.replace('.', '')})")
-    return None
-
-
-def check_engine(bundle: Bundle, precision: str, target: EngineTarget) -> dict[str, Any]:
-    """The manifest entry of the engine for ``precision`` after checking it suits ``target``;
-    an EdgecatError that says how to rebuild otherwise."""
-    key = engine_key(precision)
-    entry = bundle.artifacts.get(key)
-    if entry is None:
-        raise EdgecatError(f"bundle {bundle.path} has no TensorRT {precision} engine; "
-                           + rebuild_hint(bundle.path, precision).replace("rebuild it here", "build one"))
-    problem = engine_problem(entry, target)
-    if problem:
-        raise EdgecatError(f"TensorRT engine {entry.get('file')} cannot run here: {problem}; "
-                           + rebuild_hint(bundle.path, precision))
-    src = SOURCE.get(entry.get("source_precision", precision), "")
-    src_entry = bundle.artifacts.get(entry.get("source", src))
-    if src_entry and entry.get("source_sha256") and src_entry.get("sha256") != entry["source_sha256"]:
-        raise EdgecatError(f"TensorRT engine {entry.get('file')} is stale: {entry.get('source')} changed "
-                           f"since it was built; " + rebuild_hint(bundle.path, precision))
-    return entry
 
 
 def parse_batch(value: str | tuple[int, ...] | None) -> tuple[int, int, int]:
@@ -126,84 +58,6 @@ def parse_batch(value: str | tuple[int, ...] | None) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-# ------------------------------------------------------------------------- TensorRT and the GPU
-def require_tensorrt() -> Any:
-    """Import tensorrt or fail with one line saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer); on a "
-            "desktop GPU: pip install tensorrt"
-        ) from exc
-    except OSError as exc:  # the wheel is there but libnvinfer/CUDA libraries are not
-        raise MissingDependencyError(f"TensorRT cannot load its libraries: {exc}") from exc
-    return trt
-
-
-def _gpu_from_driver(device: int = 0) -> tuple[str, str] | None:
-    """Name and compute capability of CUDA device ``device`` (an ordinal among the visible devices,
-    as the runtime's ``cudaSetDevice`` uses) through the CUDA driver API (libcuda, also on Jetson)."""
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-            break
-        except OSError:
-            continue
-    else:
-        return None
-    dev = ctypes.c_int()
-    count = ctypes.c_int()
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value <= device:
-        return None
-    if cuda.cuDeviceGet(ctypes.byref(dev), device) != 0:
-        return None
-    name = ctypes.create_string_buffer(256)
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    cuda.cuDeviceGetName(name, 256, dev)
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._MINOR
-    return name.value.decode(errors="replace").strip(), f"{major.value}.{minor.value}"
-
-
-def _gpu_from_nvidia_smi(device: int = 0) -> tuple[str, str] | None:
-    """nvidia-smi numbers GPUs physically; CUDA_VISIBLE_DEVICES maps the runtime's ordinal to one."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None and device >= len(visible):
-        return None
-    ident = visible[device] if visible else str(device)
-    try:
-        out = subprocess.run([exe, "-i", ident, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    line = out.strip().splitlines()[0] if out.strip() else ""
-    if "," not in line:
-        return None
-    name, cc = (s.strip() for s in line.rsplit(",", 1))
-    return name, cc
-
-
-def current_gpu(device: int = 0) -> tuple[str, str]:
-    """(name, compute capability) of CUDA device ``device``, or an EdgecatError when there is none."""
-    found = _gpu_from_driver(device) or _gpu_from_nvidia_smi(device)
-    if not found:
-        what = ("none was found here (no CUDA driver/device)" if device == 0
-                else f"there is no CUDA device {device} here")
-        raise EdgecatError(f"TensorRT needs an NVIDIA GPU and {what}")
-    return found
-
-
-def current_target(trt: Any = None, device: int = 0) -> EngineTarget:
-    """The GPU ``device`` (the one the runtime selects) and the TensorRT version of this machine."""
-    trt = trt or require_tensorrt()
-    name, cc = current_gpu(device)
-    return EngineTarget(gpu_name=name, compute_capability=cc, tensorrt_version=str(trt.__version__))
-
-
 # ------------------------------------------------------------------------- build
 @dataclass
 class EngineBuild:
@@ -215,16 +69,10 @@ class EngineBuild:
     mode: str
 
 
-def _logger(trt: Any) -> Any:
-    return trt.Logger(trt.Logger.WARNING)
-
-
 def _source_for(bundle: Bundle, precision: str) -> str:
     key = SOURCE[precision]
     if not bundle.has(key):
-        how = {"onnx-fp32": f"edgecat export {bundle.path} --onnx",
-               "onnx-fp16": f"edgecat export {bundle.path} --fp16",
-               "onnx-int8-trt": f"edgecat export {bundle.path} --int8 --calib DIR"}[key]
+        how = artifacts.export_command(bundle.path, key)
         raise EdgecatError(f"a TensorRT {precision} engine is built from {key}, which the bundle lacks: run `{how}` first")
     if precision == "int8":
         # a file made by an older edgecat (int32 biases) would fail in TensorRT's parser: say so here
@@ -233,7 +81,7 @@ def _source_for(bundle: Bundle, precision: str) -> str:
         try:
             require_tensorrt_onnx(bundle.artifact_path(key))
         except EdgecatError as exc:
-            raise EdgecatError(f"{exc}; re-make it with `edgecat export {bundle.path} --int8 --calib DIR`") from exc
+            raise EdgecatError(f"{exc}; re-make it with `{artifacts.export_command(bundle.path, key)}`") from exc
     return key
 
 
@@ -266,7 +114,7 @@ def build_engine(bundle: Bundle, precision: str = "fp16", batch: tuple[int, int,
     h, w = bundle.input_size
     input_name = bundle.artifacts[src_key].get("input", "image")
 
-    logger = _logger(trt)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -310,56 +158,27 @@ def build_engine(bundle: Bundle, precision: str = "fp16", batch: tuple[int, int,
     return EngineBuild(precision=precision, key=key, file=dest.name, seconds=seconds, source=src_key, mode=mode)
 
 
-# ------------------------------------------------------------------------- load
-@dataclass
-class LoadedEngine:
-    """A deserialized engine with the objects that must outlive it (runtime, logger)."""
-
-    engine: Any
-    runtime: Any
-    logger: Any
-    entry: dict[str, Any]
-    path: Path
-    target: EngineTarget
-
-
-def load_engine(bundle: Bundle, precision: str, device: int = 0) -> LoadedEngine:
-    """Open the bundle's engine for ``precision`` after checking it was built for CUDA device
-    ``device`` (the one the runtime selected) and this TensorRT version (and from the bundle's current
-    ONNX); a stale one is refused with the rebuild command. Used by ``edgecat.runtime.tensorrt_runtime``."""
-    trt = require_tensorrt()
-    target = current_target(trt, device)
-    entry = check_engine(bundle, precision, target)
-    path = bundle.artifact_path(engine_key(precision))
-    logger = _logger(trt)
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(path.read_bytes())
-    if engine is None:
-        raise EdgecatError(f"TensorRT could not deserialize {path.name}; " + rebuild_hint(bundle.path, precision))
-    return LoadedEngine(engine=engine, runtime=runtime, logger=logger, entry=entry, path=path, target=target)
-
-
 def engine_parity(bundle: Bundle, precision: str, n: int = 16) -> dict[str, Any] | None:
     """Engine vs ONNX Runtime FP32 on the parity images, through the TensorRT runtime when it exists,
-    fed in batches the engine's profile allows (max batch may be below ``n``)."""
+    fed in batches the engine's profile allows (max batch may be below ``n``). None when the engine
+    cannot run here; a ParityError when its outputs are broken (non-finite, another shape)."""
     import numpy as np
 
     from edgecat.export.onnx import onnx_outputs, parity_images
+    from edgecat.runtime import open_runtime
 
+    reference = artifacts.onnx("fp32").key
     try:
-        from edgecat.runtime import open_runtime
-
         batch, what = parity_images(bundle, n=n)
-        ref = bundle.class_probs(onnx_outputs(bundle.artifact_path("onnx-fp32"), batch))
+        ref = onnx_outputs(bundle.artifact_path(reference), batch)
         with open_runtime(bundle, "tensorrt", precision) as rt:
             step = int(getattr(rt, "max_batch", len(batch)))
-            got = np.concatenate([rt.infer(batch[i:i + step]) for i in range(0, len(batch), step)])
+            got = np.concatenate([rt.infer_raw(batch[i:i + step]) for i in range(0, len(batch), step)])
     except (ImportError, AttributeError, EdgecatError) as exc:
         log.warning("TensorRT parity check skipped: cannot run the engine here (%s)", exc)
         return None
-    agree = float(np.mean(np.array(bundle.labels_from_probs(ref)) == np.array(bundle.labels_from_probs(got))))
-    return {"reference": "onnx-fp32 (onnxruntime cpu)", "images": what,
-            "max_abs_diff": float(np.max(np.abs(ref - got))), "label_agreement": agree}
+    report = validate(ref, got, what, bundle=bundle, reference_name=f"{reference} (onnxruntime cpu)")
+    return report.raise_if_failed(f"TensorRT {precision} engine", reference).parity()
 
 
 def build_engines(bundle: Bundle, precisions: list[str], batch: tuple[int, int, int] = DEFAULT_BATCH,
@@ -372,10 +191,10 @@ def build_engines(bundle: Bundle, precisions: list[str], batch: tuple[int, int, 
         engine_key(p)
     out = []
     for p in precisions:
-        if p == "fp16" and not bundle.has("onnx-fp16"):
+        if p == "fp16" and not bundle.has(SOURCE[p]):
             from edgecat.export.fp16 import export_fp16
 
-            log.info("FP16 engines are built strongly typed from model.fp16.onnx: making it first")
+            log.info("FP16 engines are built strongly typed from %s: making it first", artifacts.file_of(SOURCE[p]))
             export_fp16(bundle)
         built = build_engine(bundle, p, batch=batch, workspace_gb=workspace_gb, trt=trt)
         parity = engine_parity(bundle, p)
@@ -386,3 +205,8 @@ def build_engines(bundle: Bundle, precisions: list[str], batch: tuple[int, int, 
                      p, parity["max_abs_diff"], 100 * parity["label_agreement"])
         out.append(built)
     return out
+
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_WORKSPACE_GB", "SOURCE", "EngineBuild", "EngineTarget", "build_engine",
+           "build_engines", "check_engine", "configure", "current_gpu", "current_target", "engine_filename",
+           "engine_key", "engine_parity", "engine_problem", "network_flags", "parse_batch", "require_tensorrt"]

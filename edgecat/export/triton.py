@@ -16,15 +16,21 @@ Layout written (one folder per model; other models already in ``out_dir`` are le
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecat.artifacts import export_command, onnx
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_dir
+from edgecat.runtime.triton.loader import (
+    artifact_precision,
+    is_engine,
+    model_name,
+    servable_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +51,6 @@ class TritonModel:
     precision: str
     max_batch: int
     path: Path
-
-
-def model_name(bundle: Bundle, artifact: str) -> str:
-    """Triton model name for one artifact: ``<bundle name>-<artifact key>``, filesystem- and URL-safe.
-
-    The Triton runtime derives the same name, so a bench against a served bundle needs no mapping.
-    """
-    raw = f"{bundle.name}-{artifact}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "edgecat"
-
-
-def is_engine(key: str, entry: dict[str, Any]) -> bool:
-    """TensorRT engines are stored under ``trt-*`` keys (``.engine``/``.plan`` files)."""
-    fmt = str(entry.get("format", "")).lower()
-    suffix = Path(str(entry.get("file", ""))).suffix.lower()
-    return key.startswith("trt-") or fmt in {"tensorrt", "engine", "plan"} or suffix in {".engine", ".plan"}
-
-
-def is_onnx(key: str, entry: dict[str, Any]) -> bool:
-    return str(entry.get("format", "")).lower() == "onnx" or str(entry.get("file", "")).endswith(".onnx")
-
-
-def servable_artifacts(bundle: Bundle) -> list[str]:
-    """Artifact keys Triton can serve, ONNX first (portable) then TensorRT engines."""
-    onnx = [k for k, e in bundle.artifacts.items() if is_onnx(k, e) and not is_engine(k, e)]
-    engines = [k for k, e in bundle.artifacts.items() if is_engine(k, e)]
-    return sorted(onnx) + sorted(engines)
-
-
-def artifact_precision(key: str, entry: dict[str, Any]) -> str:
-    prec = entry.get("precision")
-    if prec:
-        return str(prec)
-    for p in ("int8", "fp16", "fp32"):
-        if p in key:
-            return p
-    return "fp32"
 
 
 def _engine_max_batch(entry: dict[str, Any]) -> int | None:
@@ -161,6 +130,42 @@ def config_text(bundle: Bundle, name: str, platform: str, max_batch: int, *, ins
     return "\n".join(lines)
 
 
+def _write_model(bundle: Bundle, key: str, out: Path, max_batch: int, onnx_kind: str, instances: int,
+                 queue_delay_us: int) -> TritonModel:
+    """One model folder (``<name>/1/model.onnx|plan``, labels, config), swapped in whole."""
+    entry = bundle.artifacts.get(key)
+    if entry is None:
+        raise EdgecatError(f"bundle {bundle.path} has no '{key}' artifact")
+    src = bundle.artifact_path(key)  # verifies the sha256: never publish a tampered model
+    engine = is_engine(key, entry)
+    platform = TRT_PLATFORM if engine else ONNX_PLATFORM
+    batch = int(max_batch)
+    note = ""
+    if engine:
+        cap = _engine_max_batch(entry)
+        if cap is not None and cap < batch:
+            log.info("%s: engine profile allows batches up to %d; max_batch_size set to %d", key, cap, cap)
+            batch = cap
+        built = ", ".join(str(entry[k]) for k in ("gpu", "tensorrt_version") if entry.get(k))
+        note = (f", TensorRT engine {src.name}{f' ({built})' if built else ''}: serve it only with "
+                "the TensorRT version and GPU it was built for")
+    kind = "KIND_GPU" if engine else onnx_kind
+    name = model_name(bundle, key)
+    dest = out / name
+    with atomic_dir(dest) as tmp:
+        (tmp / "1").mkdir()
+        shutil.copy2(src, tmp / "1" / ("model.plan" if engine else "model.onnx"))
+        (tmp / LABELS_FILE).write_text("\n".join(label_lines(bundle)) + "\n", encoding="utf-8")
+        (tmp / "config.pbtxt").write_text(
+            config_text(bundle, name, platform, batch, instance_kind=kind, instances=instances,
+                        queue_delay_us=queue_delay_us, comment=f", artifact '{key}'{note}"),
+            encoding="utf-8",
+        )
+    precision = artifact_precision(key, entry)
+    log.info("Triton model %s (%s, %s) -> %s", name, platform, precision, dest)
+    return TritonModel(name=name, artifact=key, platform=platform, precision=precision, max_batch=batch, path=dest)
+
+
 def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch: int = 32, *,
                      instance_kind: str = "auto", instances: int = 1,
                      queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
@@ -184,7 +189,7 @@ def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch
     if not keys:
         raise EdgecatError(
             f"bundle {bundle.path} has no ONNX model or TensorRT engine to serve; "
-            "run `edgecat export BUNDLE --onnx` first"
+            f"run `{export_command('BUNDLE', onnx('fp32').key)}` first"
         )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -192,40 +197,8 @@ def write_repository(bundle: Bundle | str | Path, out_dir: str | Path, max_batch
     if out.resolve() == bundle.path.resolve():
         raise EdgecatError("write the Triton repository outside the bundle folder (e.g. --triton triton_repo)")
     out.mkdir(parents=True, exist_ok=True)
-    models: list[TritonModel] = []
-    for key in keys:
-        entry = bundle.artifacts.get(key)
-        if entry is None:
-            raise EdgecatError(f"bundle {bundle.path} has no '{key}' artifact")
-        src = bundle.artifact_path(key)  # verifies the sha256: never publish a tampered model
-        engine = is_engine(key, entry)
-        platform = TRT_PLATFORM if engine else ONNX_PLATFORM
-        batch = int(max_batch)
-        note = ""
-        if engine:
-            cap = _engine_max_batch(entry)
-            if cap is not None and cap < batch:
-                log.info("%s: engine profile allows batches up to %d; max_batch_size set to %d", key, cap, cap)
-                batch = cap
-            built = ", ".join(str(entry[k]) for k in ("gpu", "tensorrt_version") if entry.get(k))
-            note = (f", TensorRT engine {src.name}{f' ({built})' if built else ''}: serve it only with "
-                    "the TensorRT version and GPU it was built for")
-        kind = "KIND_GPU" if engine else INSTANCE_KINDS[instance_kind]
-        name = model_name(bundle, key)
-        dest = out / name
-        with atomic_dir(dest) as tmp:
-            (tmp / "1").mkdir()
-            shutil.copy2(src, tmp / "1" / ("model.plan" if engine else "model.onnx"))
-            (tmp / LABELS_FILE).write_text("\n".join(label_lines(bundle)) + "\n", encoding="utf-8")
-            (tmp / "config.pbtxt").write_text(
-                config_text(bundle, name, platform, batch, instance_kind=kind, instances=instances,
-                            queue_delay_us=queue_delay_us, comment=f", artifact '{key}'{note}"),
-                encoding="utf-8",
-            )
-        precision = artifact_precision(key, entry)
-        models.append(TritonModel(name=name, artifact=key, platform=platform, precision=precision,
-                                  max_batch=batch, path=dest))
-        log.info("Triton model %s (%s, %s) -> %s", name, platform, precision, dest)
+    models = [_write_model(bundle, key, out, max_batch, INSTANCE_KINDS[instance_kind], instances, queue_delay_us)
+              for key in keys]
     log.info("Triton repository %s: %s", out, ", ".join(m.name for m in models))
     return out
 

@@ -1,29 +1,29 @@
-"""Inference runtimes behind one interface; each imported only when it is asked for."""
+"""Inference runtimes behind one interface, one folder per backend (``loader``: opens the artifact, ``runner``:
+the Runtime); each imported only when it is asked for. The only code that opens a bundle artifact."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from edgecat import artifacts
+from edgecat.artifacts import PRECISIONS
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime, physical_cores
 
-#: backend name -> "module:Class"; adding a runtime is one line here and one module.
+#: backend name -> "module:Class"; adding a runtime is one line here and one folder (loader.py, runner.py)
 BACKENDS: dict[str, str] = {
-    "keras-predict": "edgecat.runtime.keras_runtime:KerasPredictRuntime",
-    "keras": "edgecat.runtime.keras_runtime:KerasFunctionRuntime",
-    "onnxruntime": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeCPU",
-    "onnxruntime-cuda": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeCUDA",
-    "onnxruntime-trt": "edgecat.runtime.onnxruntime_runtime:OnnxRuntimeTensorRT",
-    "tensorrt": "edgecat.runtime.tensorrt_runtime:TensorRTRuntime",
-    "triton": "edgecat.runtime.triton_runtime:TritonRuntime",
-    # issue 12: CPU runtimes beside ONNX Runtime
-    "openvino": "edgecat.runtime.openvino_runtime:OpenVINORuntime",
-    "litert": "edgecat.runtime.litert_runtime:LiteRTRuntime",
+    "keras-predict": "edgecat.runtime.keras.runner:KerasPredictRuntime",
+    "keras": "edgecat.runtime.keras.runner:KerasFunctionRuntime",
+    "onnxruntime": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeCPU",
+    "onnxruntime-cuda": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeCUDA",
+    "onnxruntime-trt": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeTensorRT",
+    "tensorrt": "edgecat.runtime.tensorrt.runner:TensorRTRuntime",
+    "triton": "edgecat.runtime.triton.runner:TritonRuntime",
+    "openvino": "edgecat.runtime.openvino.runner:OpenVINORuntime",
+    "litert": "edgecat.runtime.litert.runner:LiteRTRuntime",
 }
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def runtime_class(backend: str) -> type[Runtime]:
@@ -34,30 +34,19 @@ def runtime_class(backend: str) -> type[Runtime]:
     return getattr(importlib.import_module(module), cls)
 
 
-#: the ONNX model each ONNX Runtime precision runs
-ONNX_ARTIFACT = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
-KERAS_BACKENDS = ("keras", "keras-predict")
+KERAS_BACKENDS = tuple(artifacts.kind("keras").backends)
+#: backends whose model is not checked here: TensorRT engines (load_engine says what to build, after
+#: checking TensorRT is here) and models a Triton server serves
+UNCHECKED_BACKENDS = ("tensorrt", "triton")
 
 
 def required_artifact(backend: str, precision: str) -> str | None:
-    """Manifest key of the ONNX/Keras model ``backend`` runs at ``precision`` (None: not checked here)."""
-    if backend in KERAS_BACKENDS:
-        return "keras"
-    if backend.startswith("onnxruntime"):
-        return ONNX_ARTIFACT[precision]
-    return None  # TensorRT engines: load_engine says what to build, after checking TensorRT is here
-
-
-def export_command(bundle: Bundle, key: str) -> str:
-    """The command that adds artifact ``key`` to ``bundle``: the fix an error message should carry."""
-    base = f"edgecat export {bundle.path}"
-    if key == "onnx-fp32":
-        return base
-    if key == "onnx-fp16":
-        return f"{base} --fp16"
-    if key in ("onnx-int8", "onnx-int8-trt"):
-        return f"{base} --int8 --calib DIR"
-    return f"edgecat train ... --out {bundle.path}"
+    """Manifest key of the bundle file ``backend`` runs at ``precision``, from the artifact registry
+    (None: not checked here)."""
+    if backend in UNCHECKED_BACKENDS:
+        return None
+    found = artifacts.for_backend(backend, precision)
+    return found.key if found else None
 
 
 def check_runnable(bundle: Bundle, backend: str, precision: str) -> None:
@@ -65,12 +54,12 @@ def check_runnable(bundle: Bundle, backend: str, precision: str) -> None:
     if backend in KERAS_BACKENDS and precision != "fp32":
         raise EdgecatError(
             f"the Keras model runs fp32 only; {precision} runs on ONNX Runtime or TensorRT once exported: "
-            f"{export_command(bundle, ONNX_ARTIFACT[precision])}, then --backend onnxruntime"
+            f"{artifacts.export_command(bundle.path, artifacts.onnx(precision).key)}, then --backend onnxruntime"
         )
     key = required_artifact(backend, precision)
     if key is not None and not bundle.has(key):
         raise EdgecatError(f"{backend} {precision} needs {key}, which {bundle.path} does not have yet: "
-                           f"run {export_command(bundle, key)}")
+                           f"run {artifacts.export_command(bundle.path, key)}")
 
 
 def open_runtime(
@@ -97,9 +86,7 @@ def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
     """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports;
     ONNX Runtime for a precision Keras cannot run (its error names the export command); else Keras
     (right after training)."""
-    from edgecat.artifacts import ARTIFACTS
-
-    exported = [a for a in ARTIFACTS.values() if a.format in ("onnx", "tflite") and bundle.has(a.key)]
+    exported = [a for a in artifacts.ARTIFACTS.values() if a.format in ("onnx", "tflite") and bundle.has(a.key)]
     if precision not in ("fp32", "auto") and not any(a.precision == precision for a in exported):
         return "onnxruntime"  # nothing at that precision yet: its error names the export command
     if exported:
@@ -109,5 +96,5 @@ def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
     return "keras"
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "Runtime", "check_runnable", "default_backend", "export_command",
+__all__ = ["BACKENDS", "KERAS_BACKENDS", "PRECISIONS", "Runtime", "check_runnable", "default_backend",
            "open_runtime", "physical_cores", "required_artifact", "runtime_class"]

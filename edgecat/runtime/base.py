@@ -39,7 +39,8 @@ def physical_cores() -> int:
 
 
 class Runtime(abc.ABC):
-    """Base class: subclasses implement :meth:`_load`, :meth:`_run` and optionally :meth:`close`."""
+    """Base class: subclasses implement :meth:`_load`, :meth:`_run` and optionally :meth:`close`;
+    callers use :meth:`infer`, :meth:`infer_raw`, :meth:`prepare` + :meth:`run_prepared`."""
 
     #: backend name as used on the command line (``onnxruntime``, ``keras``, ...)
     backend: str = ""
@@ -93,11 +94,16 @@ class Runtime(abc.ABC):
             batch = batch.astype(np.float32)
         return np.ascontiguousarray(batch)
 
+    def run_prepared(self, prepared: np.ndarray) -> np.ndarray:
+        """The model call alone on a batch :meth:`prepare` already made: what bench times as
+        "model only" (no conversion, no postprocessing) and what :meth:`infer_raw` wraps."""
+        return self._run(prepared)
+
     def infer_raw(self, batch: np.ndarray) -> np.ndarray:
         """Model output without postprocessing; the time of the model call alone is recorded."""
         prepared = self.prepare(batch)
         t0 = time.perf_counter()
-        out = self._run(prepared)
+        out = self.run_prepared(prepared)
         self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
         return out
 

@@ -9,43 +9,25 @@ the repository ``edgecat export --triton`` wrote (``<bundle>-<artifact>``), so o
 from __future__ import annotations
 
 import logging
-import os
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import numpy as np
 
-from edgecat.errors import EdgecatError, MissingDependencyError
-from edgecat.export.triton import artifact_precision, is_engine, model_name, servable_artifacts
+from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.redact import redact
 from edgecat.runtime.base import Runtime, as_model_input
+from edgecat.runtime.triton.loader import (
+    DEFAULT_URL,
+    URL_ENV,
+    artifact_precision,
+    is_engine,
+    model_name,
+    servable_artifacts,
+    server_credentials,
+    server_url,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_URL = "localhost:8000"
-URL_ENV = "EDGECAT_TRITON_URL"
-
-
-def server_url(url: str | None = None) -> str:
-    """host:port as tritonclient.http wants it (an http:// prefix is accepted and dropped, and so are
-    credentials: see :func:`server_credentials`)."""
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    for prefix in ("http://", "https://"):
-        if url.startswith(prefix):
-            url = url[len(prefix):]
-    return url.rpartition("@")[2].rstrip("/")
-
-
-def server_credentials(url: str | None = None) -> tuple[str, str] | None:
-    """(user, password) from ``http://user:password@host:8000`` (a server behind basic auth), or None.
-
-    They go to the server as an HTTP basic-auth header only; every message shows the bare host:port.
-    """
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.username is None:
-        return None
-    return unquote(parts.username), unquote(parts.password or "")
-
 
 class TritonRuntime(Runtime):
     """Options: ``url`` (default $EDGECAT_TRITON_URL or localhost:8000), ``model`` (a served model
@@ -63,12 +45,20 @@ class TritonRuntime(Runtime):
     def _load(self) -> None:
         try:
             import tritonclient.http as httpclient
-            from tritonclient.utils import InferenceServerException
         except ImportError as exc:
             raise MissingDependencyError(
                 "the triton backend needs tritonclient: pip install 'edgecat[triton]'"
             ) from exc
         self._http = httpclient
+        self._connect(httpclient)
+        self._pick_model()
+        self._read_model()
+        log.info("Triton model %s at %s (max batch %d)", self.model_name, self.url, self.max_batch)
+
+    def _connect(self, httpclient: Any) -> None:
+        """A client to a live server (basic auth from the URL's credentials, never shown)."""
+        from tritonclient.utils import InferenceServerException
+
         self.url = server_url(self.options.get("url"))
         timeout = float(self.options.get("timeout") or 10.0)
         try:
@@ -83,7 +73,7 @@ class TritonRuntime(Runtime):
             live = self.client.is_server_live()
         except (InferenceServerException, OSError, ValueError) as exc:
             raise EdgecatError(
-                f"Triton server at {self.url} does not answer ({_first_line(exc)}); start it "
+                f"Triton server at {self.url} does not answer ({_message(exc)}); start it "
                 f"(deploy/triton/README.md) or pass --url HOST:PORT"
             ) from exc
         if not live:
@@ -91,6 +81,10 @@ class TritonRuntime(Runtime):
                 f"Triton server at {self.url} is not live (unreachable or still starting); "
                 "check it (deploy/triton/README.md) or pass --url HOST:PORT"
             )
+
+    def _pick_model(self) -> None:
+        """The first ready model among the names this bundle is served as (or the one asked for)."""
+        from tritonclient.utils import InferenceServerException
 
         explicit = self.options.get("model")
         candidates = [(str(explicit), None)] if explicit else self.candidate_models()
@@ -103,7 +97,7 @@ class TritonRuntime(Runtime):
             try:
                 ready = self.client.is_model_ready(name)
             except (InferenceServerException, OSError) as exc:
-                raise EdgecatError(f"Triton server at {self.url}: {_first_line(exc)}") from exc
+                raise EdgecatError(f"Triton server at {self.url}: {_message(exc)}") from exc
             if ready:
                 self.model_name, self.artifact_key = name, key
                 break
@@ -113,11 +107,16 @@ class TritonRuntime(Runtime):
                 f"Triton server at {self.url} has no ready model named {names}; serve the repository "
                 "written by `edgecat export BUNDLE --triton DIR` (or pass the model name)"
             )
+
+    def _read_model(self) -> None:
+        """Batch limit and I/O names from the served model, checked against the bundle's input size."""
+        from tritonclient.utils import InferenceServerException
+
         try:
             config = self.client.get_model_config(self.model_name)
             meta = self.client.get_model_metadata(self.model_name)
         except (InferenceServerException, OSError) as exc:
-            raise EdgecatError(f"Triton model {self.model_name}: {_first_line(exc)}") from exc
+            raise EdgecatError(f"Triton model {self.model_name}: {_message(exc)}") from exc
         self.max_batch = int(config.get("max_batch_size", 0)) or 1
         shape = [int(d) for d in meta["inputs"][0].get("shape", [])]
         want = [*self.bundle.input_size, 3]
@@ -129,7 +128,6 @@ class TritonRuntime(Runtime):
         self.input_name = meta["inputs"][0]["name"]
         self.input_datatype = meta["inputs"][0]["datatype"]
         self.output_name = meta["outputs"][0]["name"]
-        log.info("Triton model %s at %s (max batch %d)", self.model_name, self.url, self.max_batch)
 
     @property
     def description(self) -> str:
@@ -147,7 +145,7 @@ class TritonRuntime(Runtime):
         try:
             result = self.client.infer(self.model_name, inputs=[inp], outputs=[out])
         except (InferenceServerException, OSError) as exc:
-            raise EdgecatError(f"Triton inference on {self.model_name} failed: {_first_line(exc)}") from exc
+            raise EdgecatError(f"Triton inference on {self.model_name} failed: {_message(exc)}") from exc
         return result.as_numpy(self.output_name)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -167,6 +165,9 @@ class TritonRuntime(Runtime):
         super().close()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = redact(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _message(exc: BaseException) -> str:
+    """The exception's first line with any credential in a URL masked (client errors echo the URL)."""
+    return redact(first_line(exc) or type(exc).__name__)[:200]
+
+
+__all__ = ["DEFAULT_URL", "URL_ENV", "TritonRuntime", "server_credentials", "server_url"]

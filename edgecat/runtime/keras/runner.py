@@ -7,23 +7,11 @@ import logging
 
 import numpy as np
 
-from edgecat.errors import EdgecatError, require_tensorflow
+from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime
+from edgecat.runtime.keras.loader import load_keras_model
 
 log = logging.getLogger(__name__)
-
-
-def load_keras_model(path):
-    """Load a bundle's model.keras with a one-line error for a damaged file."""
-    require_tensorflow()
-    import keras
-
-    from edgecat import models  # noqa: F401  (registers edgecat's custom objects, if any)
-
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise EdgecatError(f"cannot load Keras model {path}: {str(exc).splitlines()[0][:200]}") from exc
 
 
 class KerasPredictRuntime(Runtime):

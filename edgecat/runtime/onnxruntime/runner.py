@@ -7,30 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.errors import EdgecatError, MissingDependencyError
-from edgecat.runtime.base import Runtime, as_model_input, physical_cores
+from edgecat import artifacts
+from edgecat.errors import EdgecatError
+from edgecat.runtime.base import Runtime, as_model_input
+from edgecat.runtime.cuda import gpu_memory_used
+from edgecat.runtime.onnxruntime.loader import import_ort, open_session, session_options
 
 log = logging.getLogger(__name__)
-
-ARTIFACT = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8": "onnx-int8"}
-
-
-def session_options(threads: int | None = None, spinning: bool = True) -> Any:
-    """CPU settings measured on a 2-core box (benchmarks/README.md): one thread per physical core,
-    all graph optimisations, sequential execution, spinning worker threads (ORT's default). Without
-    spinning, MobileNetV2 INT8 with 2 threads took 6.9 ms instead of 4.0 (each of ~100 ops wakes a
-    sleeping worker); but when other processes saturate every core, spinning doubled latency (22 vs
-    11 ms): ``spinning=False`` (``bench --no-spinning``) is for such shared machines."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = int(threads or physical_cores())
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.log_severity_level = 3
-    return opts
 
 
 class OnnxRuntimeCPU(Runtime):
@@ -40,16 +23,17 @@ class OnnxRuntimeCPU(Runtime):
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def artifact_for(self, precision: str) -> str:
-        return ARTIFACT[precision]
+        """The registry's ONNX artifact this backend runs at ``precision``."""
+        found = artifacts.for_backend(self.backend, precision)
+        if found is None:
+            raise EdgecatError(f"{self.backend} has no model at {precision}")
+        return found.key
 
     def provider_options(self) -> list[Any]:
         return list(self.providers)
 
     def _load(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError("onnxruntime is not installed: pip install onnxruntime") from exc
+        ort = import_ort()
         available = ort.get_available_providers()
         needed = self.providers[0]
         if needed not in available:
@@ -66,10 +50,7 @@ class OnnxRuntimeCPU(Runtime):
         self.artifact_key = self.artifact_for(self.precision)
         path = self.bundle.artifact_path(self.artifact_key)
         opts = session_options(self.options.get("threads"), bool(self.options.get("spinning", True)))
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.provider_options())
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
-            raise EdgecatError(f"cannot open {path} with ONNX Runtime: {str(exc).splitlines()[0][:200]}") from exc
+        self.session = open_session(path, opts, self.provider_options())
         used = self.session.get_providers()
         if used[0] != needed:
             # ORT falls back to the next provider silently when CUDA/TensorRT libraries or the GPU are
@@ -102,12 +83,7 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
 
     def gpu_memory_bytes(self) -> int | None:
         """Device memory in use (all processes) through cuda-python when it is installed."""
-        try:
-            from edgecat.runtime.tensorrt_runtime import device_memory_used, import_cudart
-
-            return device_memory_used(import_cudart())
-        except Exception:  # noqa: BLE001 - a missing cuda-python only leaves the column empty
-            return None
+        return gpu_memory_used()
 
 
 class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
@@ -117,14 +93,14 @@ class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
     def artifact_for(self, precision: str) -> str:
         # TensorRT builds from symmetric int8 Q/DQ only; the CPU flavour (uint8, non-zero zero points)
         # breaks its parser's rules, so it is refused rather than tried.
-        if precision == "int8":
-            if not self.bundle.has("onnx-int8-trt"):
-                raise EdgecatError(
-                    "onnxruntime-trt int8 runs model.int8-trt.onnx (symmetric Q/DQ, TensorRT's rules), which "
-                    f"the bundle lacks; model.int8.onnx is the CPU flavour and TensorRT cannot build it: run "
-                    f"`edgecat export {self.bundle.path} --int8 --calib DIR`")
-            return "onnx-int8-trt"
-        return ARTIFACT[precision]
+        key = super().artifact_for(precision)
+        if precision == "int8" and not self.bundle.has(key):
+            cpu = artifacts.onnx("int8", "cpu").file
+            raise EdgecatError(
+                f"onnxruntime-trt int8 runs {artifacts.file_of(key)} (symmetric Q/DQ, TensorRT's rules), which "
+                f"the bundle lacks; {cpu} is the CPU flavour and TensorRT cannot build it: run "
+                f"`{artifacts.export_command(self.bundle.path, key)}`")
+        return key
 
     def engine_cache_dir(self) -> Any:
         """``trt_cache/<sha256 of the artifact>``: ORT keys its engine cache by model file name and

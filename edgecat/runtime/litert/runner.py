@@ -7,31 +7,14 @@ Reads the bundle's model.{fp32,fp16,int8}.tflite (``edgecat export --tflite``). 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from edgecat.errors import EdgecatError, MissingDependencyError
-from edgecat.runtime.base import Runtime, physical_cores
+from edgecat import artifacts
+from edgecat.runtime.base import Runtime
+from edgecat.runtime.litert.loader import make_interpreter
 
 log = logging.getLogger(__name__)
-
-ARTIFACT = {"fp32": "tflite-fp32", "fp16": "tflite-fp16", "int8": "tflite-int8"}
-
-
-def make_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool = True) -> Any:
-    """An interpreter with XNNPACK (LiteRT's default CPU delegate) and ``threads`` threads."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as exc:
-        raise MissingDependencyError("ai-edge-litert is not installed: pip install 'edgecat[litert]'") from exc
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    try:
-        return Interpreter(model_path=str(path), num_threads=int(threads or physical_cores()),
-                           experimental_op_resolver_type=resolver)
-    except Exception as exc:
-        raise EdgecatError(f"cannot open {path} with LiteRT: {str(exc).splitlines()[0][:200]}") from exc
 
 
 class LiteRTRuntime(Runtime):
@@ -40,7 +23,7 @@ class LiteRTRuntime(Runtime):
     backend = "litert"
 
     def _load(self) -> None:
-        self.artifact_key = ARTIFACT[self.precision]
+        self.artifact_key = artifacts.find("tflite", self.precision).key
         path = self.bundle.artifact_path(self.artifact_key)
         self.interp = make_interpreter(path, self.options.get("threads"), bool(self.options.get("xnnpack", True)))
         self.inp = self.interp.get_input_details()[0]

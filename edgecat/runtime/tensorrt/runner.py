@@ -9,8 +9,7 @@ TensorRT error and the runtime falls back to plain enqueues.
 Written against the documented name-based I/O API (``num_io_tensors``, ``get_tensor_name``,
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) that TensorRT 10 introduced and 11
 keeps, and CUDA through cuda-python (``cuda.bindings.runtime``, formerly ``cuda.cudart``), as NVIDIA's
-TensorRT samples do. Engine loading and the stale-engine check live in
-:mod:`edgecat.export.tensorrt` (:func:`load_engine`).
+TensorRT samples do. Engine loading and the stale-engine check are :mod:`edgecat.runtime.tensorrt.loader`.
 """
 
 from __future__ import annotations
@@ -22,45 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.errors import EdgecatError, MissingDependencyError
+from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime
+from edgecat.runtime.cuda import (
+    cuda_check,
+    device_memory_used,
+    import_cudart,
+    require_tensorrt,
+)
+from edgecat.runtime.tensorrt.loader import engine_key, load_engine
 
 log = logging.getLogger(__name__)
-
-
-def import_cudart() -> Any:
-    """cuda-python's runtime API module, whichever layout the installed version has."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "the tensorrt backend needs cuda-python for CUDA streams and buffers: "
-                "pip install cuda-python (on a Jetson: the version matching JetPack's CUDA)"
-            ) from exc
-    return cudart
-
-
-def device_memory_used(cudart: Any) -> int:
-    """Bytes in use on the current CUDA device (all processes), for bench's GPU memory column."""
-    free, total = cuda_check(cudart.cudaMemGetInfo())
-    return int(total) - int(free)
-
-
-def cuda_check(result: Any) -> Any:
-    """Unpack a cuda-python ``(err, value...)`` tuple, turning an error into one line."""
-    if isinstance(result, tuple):
-        err, rest = result[0], result[1:]
-    else:
-        err, rest = result, ()
-    code = getattr(err, "value", err)
-    if code != 0:
-        raise EdgecatError(f"CUDA error: {getattr(err, 'name', err)}")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
 
 
 @dataclass
@@ -83,8 +54,6 @@ class TensorRTRuntime(Runtime):
     backend = "tensorrt"
 
     def _load(self) -> None:
-        from edgecat.export.tensorrt import engine_key, load_engine, require_tensorrt
-
         trt = require_tensorrt()
         self._trt = trt
         self._cudart = cudart = import_cudart()

@@ -1,0 +1,1 @@
+"""Keras backends (``keras-predict``, ``keras``): ``loader`` opens model.keras, ``runner`` calls it."""

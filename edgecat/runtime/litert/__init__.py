@@ -1,0 +1,1 @@
+"""LiteRT backend: ``loader`` makes the XNNPACK interpreter, ``runner`` runs the .tflite files."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime backends (CPU, CUDA, TensorRT execution providers): ``loader`` makes sessions, ``runner`` runs them."""

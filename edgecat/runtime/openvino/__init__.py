@@ -1,0 +1,1 @@
+"""OpenVINO backend: ``loader`` imports OpenVINO and sets compile options, ``runner`` runs the ONNX files."""
