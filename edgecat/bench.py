@@ -180,9 +180,11 @@ class BenchReport:
     created: str = field(default_factory=now_iso)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
-                "bundle": self.bundle, "machine": self.machine, "config": self.config,
-                "results": [dataclasses.asdict(r) for r in self.results]}
+        from edgecat.redact import redact_obj
+
+        return redact_obj({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
+                           "bundle": self.bundle, "machine": self.machine, "config": self.config,
+                           "results": [dataclasses.asdict(r) for r in self.results]})  # a Triton URL's password
 
     def write_json(self, path: str | Path) -> Path:
         from edgecat.fsutil import write_json

@@ -312,3 +312,13 @@ def test_stalled_viewer_is_dropped_without_slowing_the_pipeline(bundle, tmp_path
     assert len(during) / (t1 - t0) >= 0.7 * base_rate, (len(during), t1 - t0, base_rate)
     assert gaps.max() < 0.5 * view.write_timeout, gaps.max()
     assert view.watchers == 0
+
+
+def test_bench_report_keeps_no_password() -> None:
+    """`bench --backend triton --url http://user:pw@host` writes its options into the JSON report."""
+    from edgecat.bench import BenchReport
+
+    report = BenchReport(bundle={"path": "b"}, machine={}, config={"options": {"url": f"http://admin:{PASSWORD}@127.0.0.1:8000"}},
+                         results=[])
+    text = json.dumps(report.to_dict())
+    assert PASSWORD not in text and "admin:***@127.0.0.1:8000" in text

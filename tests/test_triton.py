@@ -227,3 +227,12 @@ def test_served_model_matches_onnxruntime(tiny_bundle, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-4)
     finally:
         client.unload_model(name)
+
+
+def test_repository_leaves_out_a_deleted_artifact(tiny_bundle, tmp_path):
+    """A listed file deleted to save space (``missing``) is skipped, not fatal to the repository."""
+    bundle = Bundle.open(tiny_bundle)
+    key = _add_fake_engine(bundle)
+    bundle.artifact_path(key).unlink()
+    repo = write_repository(Bundle.open(tiny_bundle), tmp_path / "repo", max_batch=8)
+    assert sorted(p.name for p in repo.iterdir()) == [model_name(bundle, "onnx-fp32")]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.bundle import Bundle
+from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
 from edgecat.runtime import Runtime, default_backend, open_runtime
@@ -113,8 +113,7 @@ def decide(bundle: Bundle, probs: np.ndarray, threshold: float | None) -> tuple[
     """(label, probability of that label) for one probability vector."""
     classes = bundle.classes
     if bundle.binary:
-        t = bundle.threshold if threshold is None else threshold
-        i = int(probs[1] >= t)
+        i = int(class_indices(probs[None], bundle.threshold if threshold is None else threshold)[0])
         return classes[i], float(probs[i])
     i = int(np.argmax(probs))
     if threshold is not None and probs[i] < threshold:

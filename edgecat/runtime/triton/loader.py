@@ -62,9 +62,11 @@ def is_onnx(key: str, entry: dict[str, Any]) -> bool:
 
 
 def servable_artifacts(bundle: Bundle) -> list[str]:
-    """Artifact keys Triton can serve, ONNX first (portable) then TensorRT engines."""
-    onnx = [k for k, e in bundle.artifacts.items() if is_onnx(k, e) and not is_engine(k, e)]
-    engines = [k for k, e in bundle.artifacts.items() if is_engine(k, e)]
+    """Artifact keys Triton can serve, ONNX first (portable) then TensorRT engines; a listed file
+    that was deleted (``missing``) is left out rather than stopping the whole repository."""
+    present = {k: e for k, e in bundle.artifacts.items() if bundle.has(k)}
+    onnx = [k for k, e in present.items() if is_onnx(k, e) and not is_engine(k, e)]
+    engines = [k for k, e in present.items() if is_engine(k, e)]
     return sorted(onnx) + sorted(engines)
 
 
