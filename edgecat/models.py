@@ -215,6 +215,21 @@ def build_model(
     size = int(img_size or spec.default_size)
     if size < spec.min_size:
         raise EdgecatError(f"--img-size {size} is too small for {spec.name} (minimum {spec.min_size})")
+    base = _backbone(spec, size, weights, freeze_bn)
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    x = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        x = layer(x)
+    # training=False keeps BatchNormalization in inference mode even when the base is unfrozen.
+    x = base(x, training=False) if freeze_bn else base(x)
+    out = _head(keras.layers.GlobalAveragePooling2D(name="pool")(x), head, dropout, num_classes)
+    return keras.Model(inputs, out, name=f"edgecat_{spec.name}"), base
+
+
+def _backbone(spec: Backbone, size: int, weights: str | None, freeze_bn: bool) -> Any:
+    """The keras.applications base with its weights (ImageNet, a local file or a bundle's)."""
+    import keras
+
     kw_weights, local = resolve_weights(weights, spec, size)
     ctor: Callable[..., Any] = _constructor(spec)
     try:
@@ -243,14 +258,12 @@ def build_model(
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
     base.name = "backbone"  # stable name: stage-2 unfreezing and feature caching find it
+    return base
 
-    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
-    x = inputs
-    for layer in preprocessing_layers(spec.preprocessing):
-        x = layer(x)
-    # training=False keeps BatchNormalization in inference mode even when the base is unfrozen.
-    x = base(x, training=False) if freeze_bn else base(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+def _head(x: Any, head: str, dropout: float, num_classes: int) -> Any:
+    import keras
+
     if head == "dense256":
         x = keras.layers.Dense(256, activation="relu", name="head_dense")(x)
         x = keras.layers.Dropout(0.5, name="head_dropout")(x)
@@ -259,13 +272,8 @@ def build_model(
     else:
         raise EdgecatError(f"unknown head '{head}' (choose gap or dense256)")
     if num_classes == 2:
-        out = keras.layers.Dense(1, activation="sigmoid", name="probabilities", dtype="float32")(x)
-    else:
-        out = keras.layers.Dense(
-            num_classes, activation="softmax", name="probabilities", dtype="float32"
-        )(x)
-    model = keras.Model(inputs, out, name=f"edgecat_{spec.name}")
-    return model, base
+        return keras.layers.Dense(1, activation="sigmoid", name="probabilities", dtype="float32")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
 
 
 def split_at_pool(model: Any) -> tuple[Any, Any]:
