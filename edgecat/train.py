@@ -1,9 +1,11 @@
 """Two-stage fine-tuning (frozen base, then the last layers at a low learning rate) into a bundle.
 
-Stage 1 trains the head on a frozen backbone; when it runs without augmentation the backbone's
-features are computed once and the head is trained on them (same math, many times faster).
-Stage 2 unfreezes the last N layers with BatchNormalization kept in inference mode. With random
+Stage 1 trains the head on a frozen backbone; stage 2 unfreezes the last N layers (the backbone's
+own depth unless given) with BatchNormalization kept in inference mode. Neither stage feeds images
+through layers it does not train: both train on cached outputs of the frozen part, a few augmented
+views computed once (:mod:`edgecat.feature_cache`; same math, ~8x faster end to end). With random
 weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there.
+A run that dies is marked ``failed``; its folder can be reused.
 
 The best model by validation loss is written to the bundle after every improving epoch (atomically),
 so Ctrl-C or a kill leaves a loadable bundle; ``resume=True`` continues from the last epoch.
