@@ -142,6 +142,16 @@ def onnx_bundle(request, tmp_path) -> Path:
 WAIT = 20.0  # seconds before a condition counts as never met (only reached when something is broken)
 
 
+@pytest.fixture(scope="module")
+def colour_bundle(tmp_path_factory):
+    """A bundle manifest for test_stream.ColourRuntime (no model files: the runtime is self-contained)."""
+    from edgecat.bundle import Bundle
+    from edgecat.synthetic import CLASSES
+
+    return Bundle.create(tmp_path_factory.mktemp("colour") / "b", name="colour", backbone="none",
+                         input_size=(48, 48), classes=list(CLASSES), preprocessing="none")
+
+
 class CountingReader:
     """Wraps the real reader of a source and signals every frame it has decoded."""
 

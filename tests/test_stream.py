@@ -110,13 +110,6 @@ def video(tmp_path_factory) -> Path:
     return make_video(tmp_path_factory.mktemp("video") / "clip.mp4", LABELS, size=(160, 120), fps=30)
 
 
-@pytest.fixture(scope="module")
-def colour_bundle(tmp_path_factory) -> Bundle:
-    """A bundle manifest for ColourRuntime (no model files needed: the runtime is self-contained)."""
-    return Bundle.create(tmp_path_factory.mktemp("colour") / "b", name="colour", backbone="none",
-                         input_size=(48, 48), classes=list(CLASSES), preprocessing="none")
-
-
 # ------------------------------------------------------------------------------ parsing
 @pytest.mark.parametrize("uri, kind", [("0", "v4l2"), ("/dev/video2", "v4l2"), ("csi://0", "csi"),
                                        ("rtsp://cam.local/live", "network"), ("gst:videotestsrc ! appsink", "gst")])

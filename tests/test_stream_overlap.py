@@ -26,12 +26,6 @@ def clip(tmp_path_factory) -> Path:
     return make_video(tmp_path_factory.mktemp("overlap") / "clip.mp4", LABELS, size=(160, 120), fps=30)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Bundle:
-    return Bundle.create(tmp_path_factory.mktemp("colour") / "b", name="colour", backbone="none",
-                         input_size=(48, 48), classes=list(CLASSES), preprocessing="none")
-
-
 class WaitingRuntime(ColourRuntime):
     """Holds each model call until ``ready(frames taken so far)`` is true, recording whether it did."""
 
@@ -50,11 +44,11 @@ class WaitingRuntime(ColourRuntime):
         return super()._run(batch)
 
 
-def test_next_frame_is_decoded_while_the_model_runs(bundle, clip, readers, tmp_path):
+def test_next_frame_is_decoded_while_the_model_runs(colour_bundle, clip, readers, tmp_path):
     events = tmp_path / "e.jsonl"
     # while frame k is in the model (k+1 frames taken), the reader must decode frame k+1
-    rt = WaitingRuntime(bundle, lambda taken: readers[0].wait_for(taken + 1))
-    summary = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"]), rt).run()
+    rt = WaitingRuntime(colour_bundle, lambda taken: readers[0].wait_for(taken + 1))
+    summary = Streamer(colour_bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"]), rt).run()
     assert summary.frames == len(LABELS) and all(rt.met) and len(rt.met) == len(LABELS)
     assert [r["label"] for r in read_jsonl(events)] == [CLASSES[i] for i in LABELS]
 
@@ -75,7 +69,7 @@ class BlockingSink(Sink):
         self.frames.append(frame.index)
 
 
-def test_output_of_one_batch_overlaps_the_next_model_call(bundle, clip, tmp_path):
+def test_output_of_one_batch_overlaps_the_next_model_call(colour_bundle, clip, tmp_path):
     second = threading.Event()
 
     def ready(taken: int) -> bool:
@@ -83,8 +77,8 @@ def test_output_of_one_batch_overlaps_the_next_model_call(bundle, clip, tmp_path
             second.set()
         return True
 
-    rt = WaitingRuntime(bundle, ready)
-    st = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[]), rt)
+    rt = WaitingRuntime(colour_bundle, ready)
+    st = Streamer(colour_bundle, StreamConfig(sources=[str(clip)], sinks=[]), rt)
     sink = BlockingSink(second)
     st.sinks.append(sink)
     summary = st.run()
@@ -92,13 +86,13 @@ def test_output_of_one_batch_overlaps_the_next_model_call(bundle, clip, tmp_path
     assert summary.frames == len(LABELS) and sink.frames == list(range(len(LABELS)))  # in order, none lost
 
 
-def test_batch_takes_frames_already_decoded(bundle, clip, readers, tmp_path):
+def test_batch_takes_frames_already_decoded(colour_bundle, clip, readers, tmp_path):
     events = tmp_path / "b.jsonl"
     # hold each call until the reader has queued 4 more frames (its 5th read starts only after the
     # 4th frame is queued), so the next gather finds a full batch ready
-    rt = WaitingRuntime(bundle, lambda taken: readers[0].wait_for(taken + 5))
+    rt = WaitingRuntime(colour_bundle, lambda taken: readers[0].wait_for(taken + 5))
     cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], batch=4)
-    summary = Streamer(bundle, cfg, rt).run()
+    summary = Streamer(colour_bundle, cfg, rt).run()
     rows = read_jsonl(events)
     assert summary.frames == len(LABELS) == len(rows) and sum(rt.sizes) == len(LABELS)
     assert max(rt.sizes) == 4 and summary.batches < len(LABELS)
@@ -106,22 +100,22 @@ def test_batch_takes_frames_already_decoded(bundle, clip, readers, tmp_path):
     assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
 
 
-def test_sink_error_stops_the_stream_and_is_raised(bundle, clip):
+def test_sink_error_stops_the_stream_and_is_raised(colour_bundle, clip):
     class Broken(Sink):
         needs_images = False
 
         def write(self, frame, result, fps, annotated) -> None:
             raise OSError("disk full")
 
-    st = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[]), ColourRuntime(bundle))
+    st = Streamer(colour_bundle, StreamConfig(sources=[str(clip)], sinks=[]), ColourRuntime(colour_bundle))
     st.sinks.append(Broken())
     with pytest.raises(OSError, match="disk full"):
         st.run()
     assert "output error" in st.stopped_by
 
 
-def test_bad_batch_is_one_line(bundle, clip):
+def test_bad_batch_is_one_line(colour_bundle, clip):
     from edgecat.errors import EdgecatError
 
     with pytest.raises(EdgecatError, match="--batch must be >= 1"):
-        Streamer(bundle, StreamConfig(sources=[str(clip)], batch=0))
+        Streamer(colour_bundle, StreamConfig(sources=[str(clip)], batch=0))
