@@ -72,10 +72,11 @@ class Model:
     """A bundle opened for inference; the runtime is opened on first use and kept for the next call.
 
     ``backend`` and ``precision`` are the defaults of :meth:`predict` and :meth:`evaluate`
-    (backend None: ONNX Runtime when the bundle has ONNX, else Keras).
+    (None: ``auto`` for both when the bundle has exports, else Keras FP32; see
+    :func:`edgecat.runtime.resolve_defaults`).
     """
 
-    def __init__(self, bundle: PathLike | Any, backend: str | None = None, precision: str = "fp32",
+    def __init__(self, bundle: PathLike | Any, backend: str | None = None, precision: str | None = None,
                  device: str | int | None = None, **options: Any) -> None:
         set_device(device)
         self.bundle = _bundle(bundle)
@@ -108,10 +109,9 @@ class Model:
     # -- inference ----------------------------------------------------------------------------
     def runtime(self, backend: str | None = None, precision: str | None = None) -> Any:
         """The open :class:`edgecat.runtime.Runtime` for ``backend``/``precision`` (opened once)."""
-        from edgecat.runtime import default_backend, open_runtime
+        from edgecat.runtime import open_runtime, resolve_defaults
 
-        precision = precision or self.precision
-        backend = backend or self.backend or default_backend(self.bundle, precision)
+        backend, precision = resolve_defaults(self.bundle, backend or self.backend, precision or self.precision)
         key = (backend, precision)
         if key not in self._runtimes:
             self._runtimes[key] = open_runtime(self.bundle, backend, precision, **self.options)
@@ -176,20 +176,21 @@ class Model:
         self.close()
 
 
-def load(bundle: PathLike, backend: str | None = None, precision: str = "fp32", device: str | int | None = None,
+def load(bundle: PathLike, backend: str | None = None, precision: str | None = None, device: str | int | None = None,
          **options: Any) -> Model:
     """Open a bundle folder for inference: ``edgecat.load("runs/cats").predict("cat.jpg")``."""
     return Model(bundle, backend=backend, precision=precision, device=device, **options)
 
 
-def predict(bundle: PathLike, source: Any, backend: str | None = None, precision: str = "fp32",
+def predict(bundle: PathLike, source: Any, backend: str | None = None, precision: str | None = None,
             batch: int = 32, **options: Any) -> list[Any]:
     """One-shot :meth:`Model.predict` (the runtime is closed afterwards)."""
     with Model(bundle, backend, precision, **options) as model:
         return model.predict(source, batch=batch)
 
 
-def evaluate(bundle: PathLike, data: PathLike | None = None, backend: str | None = None, precision: str = "fp32",
+def evaluate(bundle: PathLike, data: PathLike | None = None, backend: str | None = None,
+             precision: str | None = None,
              batch: int = 32, write: bool = True, **options: Any) -> dict[str, Any]:
     """One-shot :meth:`Model.evaluate`: metrics as ``edgecat evaluate --json`` prints them."""
     with Model(bundle, backend, precision, **options) as model:

@@ -152,7 +152,7 @@ def choose(report: Checks) -> dict[str, Any]:
     providers = report.onnxruntime.get("providers", [])
     gpu = report.gpu.get("found", False)
     flags = set(report.cpu.get("flags", []))
-    default = ("onnxruntime" if report.onnxruntime.get("installed") else "keras", "fp32")
+    default = ("auto" if report.onnxruntime.get("installed") else "keras", "auto" if report.onnxruntime.get("installed") else "fp32")
     if gpu and report.tensorrt.get("installed"):
         fastest = ("tensorrt", "int8", "TensorRT on " + str(report.gpu.get("name"))
                    + " (fp16 when no INT8 export)")
@@ -168,7 +168,8 @@ def choose(report: Checks) -> dict[str, Any]:
     else:
         fastest = (None, None, "no runtime installed: pip install onnxruntime")
     return {"default_backend": default[0], "default_precision": default[1],
-            "default_note": "predict/evaluate/stream use onnxruntime when the bundle has ONNX, else keras",
+            "default_note": "predict/evaluate/stream use auto (the fastest backend x precision measured here "
+                            "whose labels agree with FP32) when the bundle has exports, else keras fp32",
             "fastest_backend": fastest[0], "fastest_precision": fastest[1], "why": fastest[2],
             "bench": (f"edgecat bench BUNDLE --backend {fastest[0]} --precision {fastest[1]}"
                       if fastest[0] else None)}

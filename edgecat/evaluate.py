@@ -71,7 +71,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
 
 
 def evaluate_bundle(
-    bundle: Bundle | str, data: str | None = None, backend: str | None = None, precision: str = "fp32",
+    bundle: Bundle | str, data: str | None = None, backend: str | None = None, precision: str | None = None,
     batch_size: int = 32, write: bool = True, plots: bool = True, **options: Any,
 ) -> EvalResult:
     """Evaluate on ``data`` (a labelled folder) or the bundle's own validation split.
@@ -79,9 +79,10 @@ def evaluate_bundle(
     With ``write``, metrics go to the manifest and plots to ``plots/``: Keras on the bundle's own
     split is the training result (``metrics.json``, ``confusion_matrix.png``, key ``validation``);
     any other run gets its own files and key (``metrics-onnxruntime-int8.json``, key
-    ``onnxruntime/int8``) so it never overwrites the training figures.
+    ``onnxruntime/int8``) so it never overwrites the training figures. ``backend``/``precision``
+    None: :func:`edgecat.runtime.resolve_defaults`; the figures name what actually ran (auto's pick).
     """
-    from edgecat.runtime import default_backend, open_runtime
+    from edgecat.runtime import open_runtime, resolve_defaults
     from edgecat.splits import labelled_files
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -89,9 +90,9 @@ def evaluate_bundle(
     if not files and not data:
         raise EdgecatError(f"{bundle.path} has no validation images on this machine: pass --data DIR")
     y = np.asarray(labels)
-    backend = backend or default_backend(bundle, precision)
-    with open_runtime(bundle, backend, precision, **options) as rt:
+    with open_runtime(bundle, *resolve_defaults(bundle, backend, precision), **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size, progress=True)
+        backend, precision = rt.backend, rt.precision
     for i, err in errors.items():
         log.warning("skipped %s: %s", files[i], err)
     files = [files[i] for i in ok]

@@ -71,15 +71,16 @@ def run_files(runtime: Any, files: list[str], batch_size: int = 32,
 
 
 def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = None,
-                  precision: str = "fp32", batch_size: int = 32, **options: Any) -> list[Prediction]:
-    """Predict every image in ``paths`` (files or folders); unreadable files get an ``error``."""
-    from edgecat.runtime import default_backend, open_runtime
+                  precision: str | None = None, batch_size: int = 32, **options: Any) -> list[Prediction]:
+    """Predict every image in ``paths`` (files or folders); unreadable files get an ``error``.
+    ``backend``/``precision`` None: :func:`edgecat.runtime.resolve_defaults`."""
+    from edgecat.runtime import open_runtime, resolve_defaults
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     files = [str(p) for p in imaging.list_images(paths)]
     if not files:
         raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")
-    with open_runtime(bundle, backend or default_backend(bundle, precision), precision, **options) as rt:
+    with open_runtime(bundle, *resolve_defaults(bundle, backend, precision), **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size)
     return to_predictions(bundle, files, probs, ok, errors)
 

@@ -51,6 +51,26 @@ def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
 
 
 @needs_tf
+def test_defaults_are_auto_for_backend_and_precision_once_exported(tiny_bundle, synth_data):
+    """Issue 12: with exports, predict/evaluate/stream run auto's backend AND precision unless told."""
+    from edgecat.bundle import Bundle
+    from edgecat.evaluate import evaluate_bundle
+    from edgecat.export.fp16 import export_fp16
+    from edgecat.runtime import resolve_defaults
+
+    b = Bundle.open(tiny_bundle)
+    export_fp16(b, tolerance=5e-2)
+    assert resolve_defaults(b, None, None) == ("auto", "auto")
+    assert resolve_defaults(b, None, "fp16") == ("auto", "fp16")
+    assert resolve_defaults(b, "onnxruntime", None) == ("onnxruntime", "fp32")
+    m = evaluate_bundle(b, threads=1, write=False).metrics
+    chosen = Bundle.open(tiny_bundle).manifest["autoselect"]  # measured in a child, remembered
+    (slot, rec), = chosen.items()
+    assert slot.endswith("precision=auto")
+    assert (m["backend"], m["model_precision"]) == (rec["backend"], rec["precision"]) != ("auto", "auto")
+
+
+@needs_tf
 def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synth_data):
     from edgecat.autoselect import choose_backend
     from edgecat.bundle import Bundle

@@ -42,7 +42,7 @@ def test_report_probes_this_machine(tmp_path) -> None:
     trt_usable = importlib.util.find_spec("tensorrt") is not None and "error" not in report.tensorrt
     assert report.tensorrt["installed"] is trt_usable, report.tensorrt
     assert report.gpu["found"] is has_gpu(), report.gpu
-    assert report.choice["default_backend"] == "onnxruntime"
+    assert report.choice["default_backend"] == "auto" and report.choice["default_precision"] == "auto"
     assert report.choice["fastest_backend"] in ("onnxruntime", "onnxruntime-cuda", "tensorrt")
 
 

@@ -14,19 +14,27 @@ from rich.table import Table
 from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import command, console, option
 
-BACKEND_HELP = "Runtime: keras, keras-predict, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."
+BACKEND_HELP = ("Runtime: auto (the fastest measured on this machine), keras, keras-predict, onnxruntime, "
+                "onnxruntime-cuda, onnxruntime-trt, tensorrt, triton, openvino, litert.")
 PRECISION = click.Choice([*PRECISIONS, "auto"])  # auto: --backend auto picks it too
+PRECISION_HELP = ("Model precision (fp16/int8 after edgecat export; auto: --backend auto picks the fastest whose "
+                  "labels agree with FP32 on the validation images).")
 
 
 def _backend_choice() -> click.Choice:
     from edgecat.runtime import BACKENDS
 
-    return click.Choice(list(BACKENDS))
+    return click.Choice(["auto", *BACKENDS])
 
 
 def backend_option() -> object:
     return option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP, metavar="BACKEND",
-                  show_default="onnxruntime if exported, else keras")
+                  show_default="auto if exported, else keras")
+
+
+def precision_option() -> object:
+    return option("--precision", type=PRECISION, default=None, help=PRECISION_HELP,
+                  show_default="auto with --backend auto, else fp32")
 
 
 def batch_option() -> object:
@@ -89,11 +97,11 @@ def info_cmd(bundle: str, as_json: bool) -> None:
 @click.argument("bundle", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @backend_option()
-@click.option("--precision", default="fp32", type=PRECISION, help="Model precision (fp16/int8 after edgecat export).")
+@precision_option()
 @batch_option()
 @click.option("--format", "fmt", default="table", type=click.Choice(["table", "json", "csv"]),
               help="table for people; json or csv (stdout only, logs on stderr) for programs.")
-def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precision: str,
+def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precision: str | None,
                 batch_size: int, fmt: str) -> None:
     """Classify image files or folders with BUNDLE."""
     from edgecat.predict import predict_paths
@@ -133,10 +141,10 @@ def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precis
 @option("--data", type=click.Path(), show_default="the bundle's validation split",
         help="Labelled folder: class folders (one class is fine: accuracy only).")
 @backend_option()
-@click.option("--precision", default="fp32", type=PRECISION, help="Model precision (fp16/int8 after edgecat export).")
+@precision_option()
 @batch_option()
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (stdout; logs go to stderr).")
-def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: str,
+def evaluate_cmd(bundle: str, data: str | None, backend: str | None, precision: str | None,
                  batch_size: int, as_json: bool) -> None:
     """Accuracy, precision, recall, F1, ROC-AUC, confusion matrix and plots on a labelled set."""
     from edgecat.evaluate import evaluate_bundle

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecat.artifacts import PRECISIONS
-from edgecat.cli.common import command, console, print_json
+from edgecat.cli.common import command, console, option, print_json
 
 
 @command(examples=[
@@ -22,9 +22,12 @@ from edgecat.cli.common import command, console, print_json
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None,
               help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice([*PRECISIONS, "auto"]),
-              help="Model precision (fp16/int8 after edgecat export; auto: let --backend auto pick it too).")
-@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
+@option("--precision", default=None, type=click.Choice([*PRECISIONS, "auto"]),
+        show_default="auto with --backend auto, else fp32",
+        help="Model precision (fp16/int8 after edgecat export; auto: --backend auto picks the fastest whose "
+             "labels agree with FP32 on the validation images).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for the model (default: what auto measured fastest, else physical cores).")
 @click.option("--threshold", type=float, default=None,
               help="Decision threshold (binary; default: the bundle's) or minimum probability (N classes).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average probabilities over N frames.")
@@ -49,7 +52,7 @@ from edgecat.cli.common import command, console, print_json
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str,
+def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str | None,
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
            width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,

@@ -82,6 +82,17 @@ def open_runtime(
     return cls(bundle, precision=precision, **options)
 
 
+def resolve_defaults(bundle: Bundle, backend: str | None, precision: str | None) -> tuple[str, str]:
+    """What predict/evaluate/stream run when the user names no backend or precision: ``auto`` for both
+    when the bundle has exports (the fastest backend x precision here whose labels agree with FP32,
+    edgecat/autoselect.py), else FP32; a precision given alone still lets auto pick the backend."""
+    if backend is None:
+        backend = default_backend(bundle, precision or "fp32")
+    if precision is None:
+        precision = "auto" if backend == "auto" else "fp32"
+    return backend, precision
+
+
 def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
     """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports;
     ONNX Runtime for a precision Keras cannot run (its error names the export command); else Keras
@@ -97,4 +108,4 @@ def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
 
 
 __all__ = ["BACKENDS", "KERAS_BACKENDS", "PRECISIONS", "Runtime", "check_runnable", "default_backend",
-           "open_runtime", "physical_cores", "required_artifact", "runtime_class"]
+           "open_runtime", "resolve_defaults", "physical_cores", "required_artifact", "runtime_class"]

@@ -26,7 +26,7 @@ import numpy as np
 from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
-from edgecat.runtime import Runtime, default_backend, open_runtime
+from edgecat.runtime import Runtime, open_runtime, resolve_defaults
 from edgecat.stream.base import Sink, SinkOptions
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.sink_registry import parse_sink
@@ -52,7 +52,7 @@ class StreamConfig:
     sources: list[str]
     sinks: list[str] = field(default_factory=list)
     backend: str | None = None  # None: `auto` (measured, edgecat.autoselect) when the bundle has exports, else Keras
-    precision: str = "fp32"
+    precision: str | None = None  # None: `auto` too with backend auto, else fp32 (runtime.resolve_defaults)
     runtime_options: dict[str, Any] = field(default_factory=dict)
     threshold: float | None = None  # binary: decision threshold (default: the bundle's); N-class: min prob
     smooth: int = 1  # average probabilities over this many frames per source
@@ -209,8 +209,8 @@ class Streamer:
                 self.threads.append(t)
                 t.open()
             if runtime is None:
-                backend = cfg.backend or default_backend(self.bundle)
-                runtime = open_runtime(self.bundle, backend, cfg.precision, **cfg.runtime_options)
+                runtime = open_runtime(self.bundle, *resolve_defaults(self.bundle, cfg.backend, cfg.precision),
+                                       **cfg.runtime_options)
                 self._runtime = runtime
             ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
             h, w = self.bundle.input_size
