@@ -658,7 +658,7 @@ def _table(columns: tuple[str, ...], rows: list[dict[str, str]], title: str | No
     return table
 
 
-AUTO_COLUMNS = ("backend", "precision", "threads", "ms", "agreement", "status")
+AUTO_COLUMNS = ("backend", "prec", "threads", "ms", "agreement", "status")
 
 
 def render_auto(report: BenchReport) -> list[Any]:
@@ -674,7 +674,8 @@ def render_auto(report: BenchReport) -> list[Any]:
     for asked, choice in report.auto_choices.items():
         rows, line = explain(choice)
         table = Table(title=f"--backend auto --precision {asked}: candidates (batch 1, median ms per image)",
-                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+                      title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
         for col in AUTO_COLUMNS:
             table.add_column(col, justify="right" if col in ("threads", "ms", "agreement") else "left",
                              no_wrap=col != "status")

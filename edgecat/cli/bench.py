@@ -59,7 +59,8 @@ def bench(bundle: str, backends: list[str], precisions: list[str], batches: list
     """Per-image latency of each backend x precision x batch on BUNDLE, against --target-ms.
 
     Rows that cannot run here (no GPU, no INT8 export, ...) are skipped with the reason; the exit
-    status is non-zero when no row ran.
+    status is non-zero when no row ran. With --backend auto, the candidates auto measured and why it
+    picked the winner are printed under the table.
     """
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
