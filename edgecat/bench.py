@@ -189,7 +189,8 @@ class BenchResult:
 
     @property
     def label(self) -> str:
-        return f"{self.backend}/{self.precision}/b{self.batch}"
+        backend = f"{self.backend}->{self.auto_backend}" if self.auto_backend else self.backend
+        return f"{backend}/{self.precision}/b{self.batch}"
 
     @property
     def headline(self) -> Latency | None:
