@@ -286,7 +286,7 @@ def choose_backend(bundle: Bundle, precision: str | None = None, threads: int | 
     return choice
 
 
-def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None) -> Choice:
+def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None, refresh: bool = False) -> Choice:
     """Measure (and record) in a child process, so the caller loads only the winner's library.
     A stream that had loaded and released OpenVINO beside ONNX Runtime died with SIGSEGV on SIGTERM
     instead of flushing its sinks; one library per process avoids that class of interaction."""
@@ -295,9 +295,11 @@ def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None)
     import sys
 
     code = ("import json, sys; from edgecat.autoselect import choose_backend; from edgecat.bundle import Bundle; "
-            "c = choose_backend(Bundle.open(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]) or None); "
+            "c = choose_backend(Bundle.open(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]) or None, "
+            "refresh=sys.argv[4] == '1'); "
             "print(json.dumps(c.to_dict()))")
-    out = subprocess.run([sys.executable, "-c", code, str(bundle.path), precision or "", str(threads or 0)],
+    out = subprocess.run([sys.executable, "-c", code, str(bundle.path), precision or "", str(threads or 0),
+                          "1" if refresh else "0"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["measurement failed"])[-1]
@@ -316,18 +318,18 @@ def remembered(bundle: Bundle, precision: str | None, threads: int | None) -> bo
     return bool(known and pairs and known.get("artifacts") == fingerprint(bundle, pairs))
 
 
-def open_auto(bundle: Bundle, precision: str | None = None, **options: Any) -> Any:
+def open_auto(bundle: Bundle, precision: str | None = None, refresh: bool = False, **options: Any) -> Any:
     """The runtime ``--backend auto`` stands for; ``precision`` None/'auto' lets auto pick it too.
-    A first measurement runs in a child process (see :func:`measure_in_child`)."""
+    A first measurement (or any with ``refresh``) runs in a child process (see :func:`measure_in_child`)."""
     from edgecat.runtime import open_runtime
 
     if precision == "auto":
         precision = None
     threads = options.get("threads")
-    if remembered(bundle, precision, threads):
+    if not refresh and remembered(bundle, precision, threads):
         choice = choose_backend(bundle, precision, threads=threads)
     else:
-        choice = measure_in_child(bundle, precision, threads)
+        choice = measure_in_child(bundle, precision, threads, refresh=refresh)
     if choice.threads and not options.get("threads"):
         options = {**options, "threads": choice.threads}
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)

@@ -14,7 +14,15 @@ Two measurements per combination, both after ``warmup`` untimed runs:
 
 All latencies are per image (a batch's time divided by its size), in milliseconds.
 
-JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields are only ever added)::
+``--backend auto`` is benched like any other row, on the runtime ``open_runtime(bundle, "auto", ...)``
+returns (the choice remembered for this machine in the manifest, else one measured now in a child
+process; ``auto_refresh`` measures again). Its rows keep ``backend: "auto"`` and say what it resolved to
+(``auto_backend``, ``precision``, ``threads``); the report also carries the candidates it measured and
+why it picked the winner. Precision ``auto`` (auto picks the precision too) is meaningful only for the
+auto backend; it is the auto backend's precision when none is given, as for ``predict``.
+
+JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields are only ever added;
+``threads``, ``auto_backend``, ``auto`` and ``auto_choices`` were added with ``--backend auto``)::
 
     {
       "schema": "edgecat-bench", "schema_version": 1, "created": ISO-8601 UTC,
@@ -36,8 +44,20 @@ JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields 
         "target_ms": float, "passed": bool | null (p99 end-to-end, else model-only, <= target),
         "speedup_vs_keras_predict": float | null  (keras-predict model-only p50 at the same batch
                                                    / this row's model-only p50, same run),
-        "speedup_e2e_vs_keras_predict": float | null
-      }]
+        "speedup_e2e_vs_keras_predict": float | null,
+        "threads": int | null                     (the runtime's CPU threads; null: its default),
+        "auto_backend": str | null                (auto rows: the backend auto resolved to; "precision"
+                                                   is then the precision it picked)
+      }],
+      "auto": {                                   (null unless an auto row opened; the first asked precision)
+        "asked_precision": "auto" | "fp32" | ..., "backend", "precision", "threads": int | null,
+        "reason": str, "reused": bool (remembered for this machine, not measured in this run),
+        "machine": str (the key it is remembered under),
+        "timings": [{"backend", "precision", "threads", "ms", "agreement",
+                     "status": "timed" | "chosen" | "refused" | "failed" | "unchecked", "note"}],
+        "line": str                               (the one-line summary bench prints)
+      } | null,
+      "auto_choices": [same objects, one per asked precision of the auto rows]
     }
 """
 
@@ -68,6 +88,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "edgecat-bench"
 SCHEMA_VERSION = 1
 DEFAULT_BACKENDS = ("keras-predict", "keras", "onnxruntime")
+AUTO = "auto"
 DEFAULT_TARGET_MS = 50.0
 #: without --iters/--seconds: stop a measurement at DEFAULT_ITERS or DEFAULT_SECONDS, whichever first
 DEFAULT_ITERS = 100
@@ -82,8 +103,10 @@ ProgressFn = Callable[[str, float], None]
 
 @dataclass
 class BenchConfig:
-    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    #: None: :func:`default_backends` of the bundle (DEFAULT_BACKENDS, plus auto where it has exports)
+    backends: list[str] | None = None
+    #: None: fp32, and auto for the auto backend (what predict runs without --precision)
+    precisions: list[str] | None = None
     batches: list[int] = field(default_factory=lambda: [1])
     images: str | None = None
     warmup: int = 10
@@ -93,21 +116,22 @@ class BenchConfig:
     end_to_end: bool = True
     reduced_decode: bool | None = None  # None: imaging.REDUCED_DECODE (off unless EDGECAT_REDUCED_DECODE=1)
     options: dict[str, Any] = field(default_factory=dict)  # runtime options: threads, url, ...
+    auto_refresh: bool = False  # auto rows: measure again instead of reusing the remembered choice
 
     def validate(self) -> None:
         from edgecat.artifacts import PRECISIONS
         from edgecat.runtime import BACKENDS
 
-        if not self.backends:
-            raise EdgecatError("no backend given (--backend keras-predict,keras,onnxruntime,...)")
-        for b in self.backends:
-            if b not in BACKENDS:
-                raise EdgecatError(f"unknown backend '{b}' (choose from: {', '.join(BACKENDS)})")
-        if not self.precisions:
-            raise EdgecatError("no precision given (--precision fp32,fp16,int8)")
-        for p in self.precisions:
-            if p not in PRECISIONS:
-                raise EdgecatError(f"unknown precision '{p}' (choose from: {', '.join(PRECISIONS)})")
+        if self.backends is not None and not self.backends:
+            raise EdgecatError("no backend given (--backend auto,keras-predict,keras,onnxruntime,...)")
+        for b in self.backends or ():
+            if b != AUTO and b not in BACKENDS:
+                raise EdgecatError(f"unknown backend '{b}' (choose from: {AUTO}, {', '.join(BACKENDS)})")
+        if self.precisions is not None and not self.precisions:
+            raise EdgecatError("no precision given (--precision fp32,fp16,int8,auto)")
+        for p in self.precisions or ():
+            if p != AUTO and p not in PRECISIONS:
+                raise EdgecatError(f"unknown precision '{p}' (choose from: {', '.join(PRECISIONS)}, {AUTO})")
         if not self.batches or any(int(b) < 1 for b in self.batches):
             raise EdgecatError(f"--batch sizes must be whole numbers >= 1 (got {self.batches})")
         if self.warmup < 0:
@@ -160,10 +184,13 @@ class BenchResult:
     passed: bool | None = None
     speedup_vs_keras_predict: float | None = None
     speedup_e2e_vs_keras_predict: float | None = None
+    threads: int | None = None
+    auto_backend: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.backend}/{self.precision}/b{self.batch}"
+        backend = f"{self.backend}->{self.auto_backend}" if self.auto_backend else self.backend
+        return f"{backend}/{self.precision}/b{self.batch}"
 
     @property
     def headline(self) -> Latency | None:
@@ -178,13 +205,23 @@ class BenchReport:
     config: dict[str, Any]
     results: list[BenchResult]
     created: str = field(default_factory=now_iso)
+    #: asked precision -> the choice behind the auto rows (edgecat.autoselect.Choice)
+    auto_choices: dict[str, Any] = field(default_factory=dict)
+
+    def auto_dicts(self) -> list[dict[str, Any]]:
+        from edgecat.autoselect import explain
+
+        return [{"asked_precision": asked, **choice.to_dict(), "line": explain(choice)[1]}
+                for asked, choice in self.auto_choices.items()]
 
     def to_dict(self) -> dict[str, Any]:
         from edgecat.redact import redact_obj
 
+        autos = self.auto_dicts()
         return redact_obj({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
                            "bundle": self.bundle, "machine": self.machine, "config": self.config,
-                           "results": [dataclasses.asdict(r) for r in self.results]})  # a Triton URL's password
+                           "results": [dataclasses.asdict(r) for r in self.results],  # a Triton URL's password
+                           "auto": autos[0] if autos else None, "auto_choices": autos})
 
     def write_json(self, path: str | Path) -> Path:
         from edgecat.fsutil import write_json
@@ -412,10 +449,23 @@ def _end_to_end(rt: Any, bundle: Bundle, images: ImageSet, batch_size: int, cfg:
 
 
 # ----------------------------------------------------------------------------------- the run
-def _one(bundle: Bundle, backend: str, precision: str, batch: int, images: ImageSet, cfg: BenchConfig,
-         progress: ProgressFn | None) -> BenchResult:
+def _open(bundle: Bundle, res: BenchResult, options: dict[str, Any], choices: dict[str, Any]) -> Any:
+    """The row's runtime. For auto: the one it resolved to; the row then shows what that is, and the
+    choice (first per asked precision) goes into the report."""
     from edgecat.runtime import open_runtime
 
+    rt = open_runtime(bundle, res.backend, res.precision, **options)
+    choice = getattr(rt, "auto_choice", None)
+    if choice is not None:
+        choices.setdefault(res.precision, choice)
+        res.auto_backend, res.precision = choice.backend, choice.precision
+    res.threads = rt.options.get("threads")
+    return rt
+
+
+def _one(bundle: Bundle, backend: str, precision: str, batch: int, images: ImageSet, cfg: BenchConfig,
+         progress: ProgressFn | None, options: dict[str, Any] | None = None,
+         choices: dict[str, Any] | None = None) -> BenchResult:
     res = BenchResult(backend, precision, batch, target_ms=cfg.target_ms)
     reason = skip_reason(backend)
     if reason:
@@ -423,7 +473,7 @@ def _one(bundle: Bundle, backend: str, precision: str, batch: int, images: Image
         return res
     reset_peak_rss()
     try:
-        rt = open_runtime(bundle, backend, precision, **cfg.options)
+        rt = _open(bundle, res, cfg.options if options is None else options, {} if choices is None else choices)
     except EdgecatError as exc:
         res.status, res.reason = "skipped", str(exc)
         return res
@@ -484,6 +534,32 @@ def _workdir() -> Iterator[Path]:
         yield Path(d)
 
 
+def default_backends(bundle: Bundle) -> list[str]:
+    """DEFAULT_BACKENDS, plus auto where the bundle has an export it can pick from (predict's default
+    then), so the table shows what auto picks beside the baselines; without exports auto would only skip."""
+    from edgecat.runtime import default_backend
+
+    return [*DEFAULT_BACKENDS, AUTO] if default_backend(bundle) == AUTO else list(DEFAULT_BACKENDS)
+
+
+def _row(bundle: Bundle, backend: str, precision: str, batch: int, images: ImageSet, cfg: BenchConfig,
+         progress: ProgressFn, choices: dict[str, Any]) -> BenchResult:
+    """One combination: skipped up front when the backend cannot run that precision."""
+    if backend == AUTO:  # re-measured once per asked precision with auto_refresh, then reused
+        fresh = cfg.auto_refresh and precision not in choices
+        return _one(bundle, backend, precision, batch, images, cfg, progress,
+                    {**cfg.options, "refresh": True} if fresh else cfg.options, choices)
+    if precision == AUTO:
+        return BenchResult(backend, precision, batch, status="skipped", target_ms=cfg.target_ms,
+                           reason=f"precision auto is picked by measurement: with --backend auto only, not {backend}")
+    runs = artifacts.precisions_of(backend)
+    if precision not in runs:
+        return BenchResult(backend, precision, batch, status="skipped", target_ms=cfg.target_ms,
+                           reason=f"{backend} runs {'/'.join(runs)} only ({precision}: --backend onnxruntime "
+                                  "or tensorrt)")
+    return _one(bundle, backend, precision, batch, images, cfg, progress)
+
+
 def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
               progress: ProgressFn | None = None) -> BenchReport:
     """Measure every backend x precision x batch of ``config`` on ``bundle``; unavailable
@@ -492,8 +568,11 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
     cfg.validate()
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
-    combos = [(b, p, n) for b in cfg.backends for p in cfg.precisions for n in cfg.batches]
+    backends = cfg.backends or default_backends(bundle)
+    combos = [(b, p, n) for b in backends for p in (cfg.precisions or [AUTO if b == AUTO else "fp32"])
+              for n in cfg.batches]
     results: list[BenchResult] = []
+    choices: dict[str, Any] = {}
     with _workdir() as work:
         images = image_set(bundle, cfg.images, work)
         for i, (backend, precision, batch) in enumerate(combos):
@@ -501,25 +580,22 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
                 if progress:
                     progress(label, (i + frac) / len(combos))
 
-            runs = artifacts.precisions_of(backend)
-            if precision not in runs:
-                res = BenchResult(backend, precision, batch, status="skipped",
-                                  reason=f"{backend} runs {'/'.join(runs)} only ({precision}: --backend onnxruntime "
-                                         "or tensorrt)", target_ms=cfg.target_ms)
-            else:
-                log.debug("bench %s/%s/b%d", backend, precision, batch)
-                res = _one(bundle, backend, precision, batch, images, cfg, sub)
+            log.debug("bench %s/%s/b%d", backend, precision, batch)
+            res = _row(bundle, backend, precision, batch, images, cfg, sub, choices)
             results.append(res)
             if progress:
                 progress(res.label, (i + 1) / len(combos))
     add_speedups(results)
     conf = dataclasses.asdict(cfg)
+    conf["backends"] = backends
+    conf["precisions"] = list(dict.fromkeys(p for _, p, _ in combos))  # as asked (auto rows: "auto")
     conf["images"] = str(cfg.images) if cfg.images else None
     conf["synthetic_images"] = images.synthetic
     conf["num_images"] = len(images.files)
     bundle_info = {"path": str(bundle.path), "name": bundle.name, "backbone": bundle.backbone,
                    "input_size": list(bundle.input_size), "classes": bundle.classes}
-    return BenchReport(bundle=bundle_info, machine=machine_info(), config=conf, results=results)
+    return BenchReport(bundle=bundle_info, machine=machine_info(), config=conf, results=results,
+                       auto_choices=choices)
 
 
 # ----------------------------------------------------------------------------------- output
@@ -540,15 +616,22 @@ def _fmt(x: float | None, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _backend_cell(r: BenchResult) -> str:
+    """auto rows say what auto resolved to, and with how many threads."""
+    if r.auto_backend is None:
+        return r.backend
+    return f"{r.backend} -> {r.auto_backend}" + (f" ({r.threads} thr)" if r.threads else "")
+
+
 def _cells(r: BenchResult, note: int | None) -> dict[str, str]:
     """Every figure of one row as text, keyed by what it is (layouts pick and name columns)."""
     if r.status != "ok":
         colour = "yellow" if r.status == "skipped" else "red"
-        return {"backend": r.backend, "prec": r.precision, "batch": str(r.batch),
+        return {"backend": _backend_cell(r), "prec": r.precision, "batch": str(r.batch),
                 "status": f"[{colour}]{r.status} [{note}][/]"}
     e2e, st = r.end_to_end, r.stages_ms or {}
     return {
-        "backend": r.backend, "prec": r.precision, "batch": str(r.batch), "status": "[green]ok[/]",
+        "backend": _backend_cell(r), "prec": r.precision, "batch": str(r.batch), "status": "[green]ok[/]",
         "MB": _fmt(r.model_mb, ".1f"), "acc": _fmt(r.accuracy, ".3f"),
         "model p50": _fmt(r.model_only.p50 if r.model_only else None),
         "e2e p50": _fmt(e2e.p50 if e2e else None), "e2e p99": _fmt(e2e.p99 if e2e else None),
@@ -576,10 +659,37 @@ def _table(columns: tuple[str, ...], rows: list[dict[str, str]], title: str | No
     return table
 
 
+AUTO_COLUMNS = ("backend", "prec", "threads", "ms", "agreement", "status")
+
+
+def render_auto(report: BenchReport) -> list[Any]:
+    """Per asked precision of the auto rows: the candidates auto measured (batch 1 median ms per
+    image, label agreement with FP32, verdict) and the one line saying what it picked and why."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from edgecat.autoselect import explain
+
+    out: list[Any] = []
+    for asked, choice in report.auto_choices.items():
+        rows, line = explain(choice)
+        table = Table(title=f"--backend auto --precision {asked}: candidates (batch 1, median ms per image)",
+                      title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        for col in AUTO_COLUMNS:
+            table.add_column(col, justify="right" if col in ("threads", "ms", "agreement") else "left",
+                             no_wrap=col != "status")
+        for row in rows:
+            table.add_row(*row)
+        out += [Text(""), table, Text(line)]
+    return out
+
+
 def render_table(report: BenchReport, width: int | None = None) -> Any:
     """A rich table in the spirit of Ultralytics' benchmark table, readable at ``width`` columns:
     one wide table where it fits, else a latency table and a where-the-time-goes table. Rows that
-    did not run say why in numbered notes below."""
+    did not run say why in numbered notes below; then what ``--backend auto`` picked and why."""
     from rich.console import Console, Group
     from rich.text import Text
 
@@ -596,13 +706,14 @@ def render_table(report: BenchReport, width: int | None = None) -> Any:
     note_text = [Text(n, style="dim") for n in notes]
     wide = _table(WIDE_COLUMNS, rows, title)
     needed = Console(width=1000).measure(wide).maximum
+    auto = render_auto(report)
     if width is None or needed <= width:
-        return Group(wide, *note_text)
+        return Group(wide, *note_text, *auto)
     parts = [_table(LATENCY_COLUMNS, rows, title)]
     ok_rows = [row for row, r in zip(rows, report.results) if r.status == "ok"]
     if ok_rows:
         parts.append(_table(DETAIL_COLUMNS, ok_rows, "where the time goes (ms per image), size, accuracy"))
-    return Group(*parts, *note_text)
+    return Group(*parts, *note_text, *auto)
 
 
 def write_plot(report: BenchReport, path: str | Path) -> Path:
@@ -642,5 +753,5 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["BenchConfig", "BenchReport", "BenchResult", "Latency", "SCHEMA", "SCHEMA_VERSION", "add_speedups",
-           "render_table", "run_bench", "write_plot"]
+__all__ = ["AUTO", "BenchConfig", "BenchReport", "BenchResult", "Latency", "SCHEMA", "SCHEMA_VERSION",
+           "add_speedups", "default_backends", "render_auto", "render_table", "run_bench", "write_plot"]

@@ -18,7 +18,8 @@ from edgecat.errors import EdgecatError
 
 RESULT_KEYS = {"backend", "precision", "batch", "status", "reason", "artifact", "model_mb", "model_only",
                "end_to_end", "stages_ms", "fps", "accuracy", "accuracy_images", "peak_rss_mb", "gpu_mem_mb",
-               "target_ms", "passed", "speedup_vs_keras_predict", "speedup_e2e_vs_keras_predict"}
+               "target_ms", "passed", "speedup_vs_keras_predict", "speedup_e2e_vs_keras_predict", "threads",
+               "auto_backend"}
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "iters"}
 
 
@@ -98,6 +99,7 @@ def test_json_schema_and_plot(report, tmp_path):
     data = json.loads(report.write_json(tmp_path / "r.json").read_text())
     assert data["schema"] == SCHEMA and data["schema_version"] == SCHEMA_VERSION
     assert set(data) >= {"created", "bundle", "machine", "config", "results"}
+    assert data["auto"] is None and data["auto_choices"] == []  # no auto row asked
     assert data["bundle"]["input_size"] == [48, 48]
     assert {"physical_cores", "load_avg", "versions"} <= set(data["machine"])
     assert data["config"]["target_ms"] == 1e6 and data["config"]["num_images"] > 0
@@ -245,3 +247,74 @@ def test_bench_exits_non_zero_when_no_row_ran(tiny_bundle):
     assert res.exit_code != 0
     assert "no backend ran" in res.stderr and "skipped [1]" in res.stdout
     assert "edgecat export" in res.stdout  # the skip reason carries the fix
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    """The CLI's console 200 columns wide: one wide table, no cell wrapped."""
+    from edgecat.cli.common import console
+
+    monkeypatch.setattr(console, "width", 200)
+
+
+def _auto_run(bundle, tmp_path, name, *args):
+    """`edgecat bench --backend auto ...`: the printed text and the JSON report."""
+    out = tmp_path / f"{name}.json"
+    res = CliRunner().invoke(main, ["bench", str(bundle), *args, "--iters", "3", "--warmup", "1", "--threads", "1",
+                                    "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    return res.stdout, json.loads(out.read_text())
+
+
+@needs_tf
+def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_console):
+    """--backend auto is benched on what it resolved to; the candidates and the reason are printed,
+    and the JSON's `auto` is the choice autoselect remembered in the manifest."""
+    from edgecat.autoselect import MANIFEST_KEY
+    from edgecat.bundle import Bundle
+    from edgecat.export.fp16 import export_fp16
+
+    export_fp16(Bundle.open(tiny_bundle), tolerance=5e-2)
+    text, data = _auto_run(tiny_bundle, tmp_path, "first", "--backend", "auto,onnxruntime", "--precision", "auto",
+                           "--model-only")
+    auto = data["auto"]
+    (slot, saved), = json.loads((tiny_bundle / "edgecat.json").read_text())[MANIFEST_KEY].items()
+    assert slot.endswith("precision=auto") and (auto["backend"], auto["precision"]) == (saved["backend"],
+                                                                                        saved["precision"])
+    assert auto["asked_precision"] == "auto" and not auto["reused"] and auto["threads"] == saved["threads"] == 1
+    assert data["auto_choices"] == [auto]
+    # --precision auto: auto chose among every exported precision, not just FP32
+    assert {t["precision"] for t in auto["timings"]} == {"fp32", "fp16"}
+    row, ort = data["results"]
+    assert row["status"] == "ok" and row["backend"] == "auto" and row["model_only"]["iters"] == 3, row["reason"]
+    assert (row["auto_backend"], row["precision"], row["threads"]) == (auto["backend"], auto["precision"], 1)
+    assert ort["status"] == "skipped" and "with --backend auto only" in ort["reason"]
+    # printed: the row, then auto's candidate table and its reason line
+    assert f"auto -> {auto['backend']} (1 thr)" in text
+    assert "--backend auto --precision auto: candidates" in text
+    for t in auto["timings"]:
+        assert any(t["backend"] in line and f" {t['precision']} " in line and t["status"] in line
+                   for line in text.splitlines()), (t, text)
+    assert auto["line"].startswith(f"auto -> {auto['backend']}/{auto['precision']}, 1 thread(s) (measured now)")
+    assert " ".join(auto["line"].split()) in " ".join(text.split())
+    # a second run reuses the remembered choice; --auto-refresh measures again
+    text, again = _auto_run(tiny_bundle, tmp_path, "again", "--backend", "auto", "--model-only")
+    assert again["config"]["precisions"] == ["auto"] and again["auto"]["reused"] and "(remembered" in text
+    assert (again["auto"]["backend"], again["auto"]["precision"]) == (auto["backend"], auto["precision"])
+    _, fresh = _auto_run(tiny_bundle, tmp_path, "fresh", "--backend", "auto", "--model-only", "--auto-refresh")
+    assert not fresh["auto"]["reused"]
+    remade = json.loads((tiny_bundle / "edgecat.json").read_text())[MANIFEST_KEY][slot]
+    assert remade["created"] != saved["created"]  # recorded again
+    assert (remade["backend"], remade["precision"]) == (fresh["auto"]["backend"], fresh["auto"]["precision"])
+
+
+@needs_tf
+def test_auto_is_in_the_default_backends_only_with_exports(tiny_bundle, tmp_path):
+    from edgecat.autoselect import ONNX
+    from edgecat.bench import DEFAULT_BACKENDS, default_backends
+    from edgecat.bundle import Bundle
+
+    b = Bundle.open(tiny_bundle)
+    assert default_backends(b) == [*DEFAULT_BACKENDS, "auto"]
+    del b.manifest["artifacts"][ONNX["fp32"]]  # right after training: Keras only, auto has nothing to pick
+    assert default_backends(b) == list(DEFAULT_BACKENDS)

@@ -11,21 +11,25 @@ from edgecat.cli.common import choice_list, command, console, int_list, option
 def _backends() -> list[str]:
     from edgecat.runtime import BACKENDS
 
-    return list(BACKENDS)
+    return ["auto", *BACKENDS]
 
 
 @command(examples=[
     "edgecat bench runs/cats",
     "edgecat bench runs/cats --backend onnxruntime --precision fp32,fp16,int8 --batch 1,8",
     "edgecat bench runs/cats --images data/validation --json bench.json --plot bench.png",
+    "edgecat bench runs/cats --backend auto,onnxruntime --precision auto,fp32",
 ])
 @click.argument("bundle", type=click.Path(path_type=str))
-@click.option("--backend", "backends", default="keras-predict,keras,onnxruntime",
-              callback=choice_list(_backends, "backend"),
-              help="Comma list: keras-predict, keras, onnxruntime, onnxruntime-cuda, onnxruntime-trt, "
-                   "tensorrt, triton.")
-@click.option("--precision", "precisions", default="fp32", callback=choice_list(PRECISIONS, "precision"),
-              help=f"Comma list of {', '.join(PRECISIONS)}.")
+@option("--backend", "backends", default=None, callback=choice_list(_backends, "backend"),
+        show_default="keras-predict,keras,onnxruntime, and auto when the bundle has exports",
+        help="Comma list: auto (the fastest measured here; shows what it picked and why), keras-predict, "
+             "keras, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt, triton, openvino, litert.")
+@option("--precision", "precisions", default=None, callback=choice_list([*PRECISIONS, "auto"], "precision"),
+        show_default="fp32; auto for --backend auto",
+        help=f"Comma list of {', '.join(PRECISIONS)}, auto (--backend auto picks the precision too).")
+@click.option("--auto-refresh", is_flag=True,
+              help="--backend auto: measure the candidates again instead of reusing the remembered choice.")
 @option("--batch", "batches", default="1", callback=int_list, aliases=("--batch-size",),
         help="Batch size(s) to run, comma list (1,8,32).")
 @click.option("--images", type=click.Path(path_type=str), default=None,
@@ -50,12 +54,13 @@ def _backends() -> list[str]:
               help="Write a PNG of latency per backend with the target line.")
 def bench(bundle: str, backends: list[str], precisions: list[str], batches: list[int], images: str | None, warmup: int,
           iters: int | None, seconds: float | None, target_ms: float, threads: int | None,
-          spinning: bool | None, url: str | None,
+          spinning: bool | None, url: str | None, auto_refresh: bool,
           reduced_decode: bool | None, model_only: bool, json_path: str | None, plot_path: str | None) -> None:
     """Per-image latency of each backend x precision x batch on BUNDLE, against --target-ms.
 
     Rows that cannot run here (no GPU, no INT8 export, ...) are skipped with the reason; the exit
-    status is non-zero when no row ran.
+    status is non-zero when no row ran. With --backend auto, the candidates auto measured and why it
+    picked the winner are printed under the table.
     """
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
@@ -66,7 +71,8 @@ def bench(bundle: str, backends: list[str], precisions: list[str], batches: list
     options = {k: v for k, v in (("threads", threads), ("spinning", spinning), ("url", url)) if v is not None}
     cfg = BenchConfig(backends=backends, precisions=precisions, batches=batches, images=images,
                       warmup=warmup, iters=iters, seconds=seconds, target_ms=target_ms,
-                      end_to_end=not model_only, reduced_decode=reduced_decode or None, options=options)
+                      end_to_end=not model_only, reduced_decode=reduced_decode or None, options=options,
+                      auto_refresh=auto_refresh)
     with progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("bench", total=1.0)
         report = run_bench(bundle, cfg, progress=lambda label, frac: bar.update(
