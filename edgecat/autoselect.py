@@ -332,6 +332,9 @@ def open_auto(bundle: Bundle, precision: str | None = None, refresh: bool = Fals
         choice = measure_in_child(bundle, precision, threads, refresh=refresh)
     if choice.threads and not options.get("threads"):
         options = {**options, "threads": choice.threads}
+    log.info("--backend auto: %s/%s, %s thread(s) (%s; `edgecat bench BUNDLE --backend auto` says why)",
+             choice.backend, choice.precision, options.get("threads") or "default",
+             "remembered for this machine" if choice.reused else "measured now")
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)
     rt.auto_choice = choice
     return rt

@@ -82,17 +82,18 @@ def test_info_reports_a_tampered_artifact(tiny_bundle: Path) -> None:
 @needs_tf
 def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Path, tmp_path: Path) -> None:
     cats = sorted((synth_data / "validation" / "cat").iterdir())[:2]
-    code, out = _run("predict", str(tiny_bundle), *map(str, cats), "--format", "json")
-    assert code == 0
-    rows = json.loads(out)
+    res = CliRunner().invoke(main, ["predict", str(tiny_bundle), *map(str, cats), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)  # stdout is the JSON alone: logs (auto's pick among them) go to stderr
+    assert "--backend auto:" in res.stderr  # the bundle has exports: auto ran, and says what it picked
     assert [Path(r["file"]).name for r in rows] == [c.name for c in cats]
     assert all(r["label"] in ("cat", "dog") and 0 <= r["probability"] <= 1 for r in rows)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    code, out = _run("predict", str(tiny_bundle), str(cats[0]), str(bad), "--format", "csv")
-    assert code == 1
-    assert out.splitlines()[0].startswith("file,label,probability")
-    assert "bad.jpg" in out and "could not be read" in out
+    res = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(cats[0]), str(bad), "--format", "csv"])
+    assert res.exit_code == 1
+    assert res.stdout.splitlines()[0].startswith("file,label,probability")
+    assert "bad.jpg" in res.stdout and "could not be read" in res.stderr
 
 
 def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
