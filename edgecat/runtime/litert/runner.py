@@ -7,14 +7,17 @@ Reads the bundle's model.{fp32,fp16,int8}.tflite (``edgecat export --tflite``). 
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 
 from edgecat import artifacts
+from edgecat.log import fd2_filtered
 from edgecat.runtime.base import Runtime
 from edgecat.runtime.litert.loader import make_interpreter
 
 log = logging.getLogger(__name__)
+XNNPACK_NOTICE = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
 
 
 class LiteRTRuntime(Runtime):
@@ -25,13 +28,14 @@ class LiteRTRuntime(Runtime):
     def _load(self) -> None:
         self.artifact_key = artifacts.find("tflite", self.precision).key
         path = self.bundle.artifact_path(self.artifact_key)
-        self.interp = make_interpreter(path, self.options.get("threads"), bool(self.options.get("xnnpack", True)))
-        self.inp = self.interp.get_input_details()[0]
-        self.out_index = self.interp.get_output_details()[0]["index"]
-        self.dtype = np.dtype(self.inp["dtype"])
-        self.quant = self.inp.get("quantization", (0.0, 0))
-        self._batch = -1
-        self._resize(1)
+        with fd2_filtered(XNNPACK_NOTICE):  # LiteRT's native INFO line on every load, not edgecat's log
+            self.interp = make_interpreter(path, self.options.get("threads"), bool(self.options.get("xnnpack", True)))
+            self.inp = self.interp.get_input_details()[0]
+            self.out_index = self.interp.get_output_details()[0]["index"]
+            self.dtype = np.dtype(self.inp["dtype"])
+            self.quant = self.inp.get("quantization", (0.0, 0))
+            self._batch = -1
+            self._resize(1)
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
