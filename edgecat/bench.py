@@ -753,5 +753,18 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["AUTO", "BenchConfig", "BenchReport", "BenchResult", "Latency", "SCHEMA", "SCHEMA_VERSION",
-           "add_speedups", "default_backends", "render_auto", "render_table", "run_bench", "write_plot"]
+__all__ = [
+    "AUTO",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "BenchConfig",
+    "BenchReport",
+    "BenchResult",
+    "Latency",
+    "add_speedups",
+    "default_backends",
+    "render_auto",
+    "render_table",
+    "run_bench",
+    "write_plot",
+]

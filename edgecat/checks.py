@@ -152,7 +152,7 @@ def choose(report: Checks) -> dict[str, Any]:
     providers = report.onnxruntime.get("providers", [])
     gpu = report.gpu.get("found", False)
     flags = set(report.cpu.get("flags", []))
-    default = ("auto" if report.onnxruntime.get("installed") else "keras", "auto" if report.onnxruntime.get("installed") else "fp32")
+    default = ("auto", "auto") if report.onnxruntime.get("installed") else ("keras", "fp32")
     if gpu and report.tensorrt.get("installed"):
         fastest = ("tensorrt", "int8", "TensorRT on " + str(report.gpu.get("name"))
                    + " (fp16 when no INT8 export)")

@@ -107,5 +107,16 @@ def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
     return "keras"
 
 
-__all__ = ["BACKENDS", "KERAS_BACKENDS", "PRECISIONS", "Runtime", "check_runnable", "default_backend",
-           "open_runtime", "resolve_defaults", "physical_cores", "required_artifact", "runtime_class"]
+__all__ = [
+    "BACKENDS",
+    "KERAS_BACKENDS",
+    "PRECISIONS",
+    "Runtime",
+    "check_runnable",
+    "default_backend",
+    "open_runtime",
+    "physical_cores",
+    "required_artifact",
+    "resolve_defaults",
+    "runtime_class",
+]
