@@ -106,7 +106,7 @@ def agreements(bundle: Any, limit: int, threads: int) -> dict[str, float]:
     """Label agreement with ONNX Runtime FP32 for every non-FP32 file auto may pick."""
     from edgecat.autoselect import _reference_labels
 
-    val, what = validation_images(bundle, limit)
+    val, what, _ = validation_images(bundle, limit)
     ref = _reference_labels(bundle, val)
     out = {"images": what}
     for backend, prec in candidates(bundle, gpu=False):

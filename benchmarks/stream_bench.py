@@ -31,11 +31,10 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
     from edgecat.bundle import Bundle
     from edgecat.imaging import bgr_to_rgb, resize
     from edgecat.runtime import open_runtime
-
-    from edgecat.stream.sources import FILE_DECODE_THREADS
+    from edgecat.stream.sources import open_video_file
 
     bundle = Bundle.open(bundle_path)
-    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS])  # as the stream
+    cap = open_video_file(cv2, str(video))  # the stream's own decode settings
     decode, prep, frames = [], [], []
     for _ in range(n):
         t0 = time.perf_counter()

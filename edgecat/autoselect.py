@@ -148,15 +148,27 @@ def sample_images(bundle: Bundle, n: int) -> tuple[np.ndarray, str]:
     return parity_images(bundle, n=n)
 
 
-def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str]:
+def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str, bool]:
+    """(images, what they are, real): the bundle's validation photos; where this machine has none
+    (a bundle copied to a device), its parity images, which may be synthetic (``real`` False)."""
     from edgecat import imaging
     from edgecat.export.precision_table import labelled_set
 
     files, _, what = labelled_set(bundle, None, limit)
     images = imaging.load_batch(files, bundle.input_size).images
     if not len(images):
-        return sample_images(bundle, min(limit, 32))
-    return images, f"{len(images)} images from {what}"
+        sample, sample_what = sample_images(bundle, min(limit, 32))
+        return sample, sample_what, False
+    return images, f"{len(images)} images from {what}", True
+
+
+def recorded_agreement(bundle: Bundle, backend: str, precision: str) -> tuple[float, str] | None:
+    """The label agreement with FP32 the export's precision table recorded for the file ``backend``
+    runs at ``precision`` (measured on real labelled photos), with what it was measured on."""
+    entry = bundle.artifacts.get(CANDIDATES[backend][1][precision], {}).get("accuracy") or {}
+    if entry.get("agreement_with_fp32") is None:
+        return None
+    return float(entry["agreement_with_fp32"]), f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
 
 
 # ------------------------------------------------------------------------------ measurement
@@ -224,26 +236,51 @@ def _reference_labels(bundle: Bundle, images: np.ndarray, batch: int = 16) -> np
     return np.array(bundle.labels_from_probs(probs))
 
 
+def _no_candidates(bundle: Bundle, precision: str | None) -> str:
+    """Why auto has nothing to pick from: no export at the asked precision (named with the commands
+    that make one), or no installed runtime for the exports there are."""
+    if precision not in (None, "auto"):
+        keys = {ONNX[precision], TFLITE[precision]}
+        if not any(bundle.has(k) for k in keys):
+            made_by = " or ".join(f"`{artifacts.export_command(bundle.path, k)}`" for k in sorted(keys))
+            return f"--backend auto: {bundle.path} has no {precision} export yet: run {made_by}"
+    return (f"--backend auto: no runtime here can open an export of {bundle.path} "
+            "(run `edgecat export BUNDLE`, or install onnxruntime / edgecat[openvino] / edgecat[litert])")
+
+
+def _agreement(bundle: Bundle, t: Timing, timings: list[Timing],
+               val: tuple[np.ndarray, np.ndarray, str, bool]) -> tuple[float, str]:
+    """Label agreement with FP32 of ``t``'s file and what it was measured on. Labels do not depend on
+    the thread count, so one figure per backend x precision. Without labelled photos on this machine
+    the export's recorded figure wins over one on synthetic images, which agree on anything."""
+    images, ref, what, real = val
+    known = next((u.agreement for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
+                  and u.agreement is not None), None)
+    if known is not None:
+        return known, what
+    recorded = None if real else recorded_agreement(bundle, t.backend, t.precision)
+    if recorded is not None:
+        return recorded
+    return label_agreement(bundle, t.backend, t.precision, images, ref,
+                           **({"threads": t.threads} if t.threads else {})), what
+
+
 def measure(bundle: Bundle, precision: str | None = None, threads: int | None = None, images: int = 8,
             rounds: int = 5, validation_limit: int = 1000, gpu: bool | None = None) -> Choice:
     """Time every candidate, then check agreement from the fastest down until one passes."""
     pairs = candidates(bundle, precision, gpu)
     if not pairs:
-        raise EdgecatError(f"--backend auto: no runtime here can open an export of {bundle.path} "
-                           "(run `edgecat export BUNDLE`, or install onnxruntime / edgecat[openvino] / edgecat[litert])")
+        raise EdgecatError(_no_candidates(bundle, precision))
     configs = [(b, p, n) for b, p in pairs for n in thread_options(b, threads)]
     sample, what = sample_images(bundle, images)
     timings = time_candidates(bundle, configs, sample, rounds=rounds)
     threshold = agreement_threshold(bundle)
-    val = ref = None
+    val: tuple[np.ndarray, np.ndarray, str, bool] | None = None
     for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
         if val is None:
-            val, val_what = validation_images(bundle, validation_limit)
-            ref = _reference_labels(bundle, val)
-        known = next((u.agreement for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
-                      and u.agreement is not None), None)  # labels do not depend on the thread count
-        t.agreement = known if known is not None else label_agreement(
-            bundle, t.backend, t.precision, val, ref, **({"threads": t.threads} if t.threads else {}))
+            images_, val_what, real = validation_images(bundle, validation_limit)
+            val = (images_, _reference_labels(bundle, images_), val_what, real)
+        t.agreement, on = _agreement(bundle, t, timings, val)
         if t.agreement >= threshold:
             t.status = "chosen"
             for u in timings:
@@ -253,7 +290,7 @@ def measure(bundle: Bundle, precision: str | None = None, threads: int | None = 
             gain = f", {fastest_fp32 / t.ms:.2f}x the fastest FP32" if fastest_fp32 and t.ms else ""
             reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
                       f"thread(s) on {what}{gain}; "
-                      f"agreement with FP32 {100 * t.agreement:.2f}% >= {100 * threshold:.1f}% on {val_what}")
+                      f"agreement with FP32 {100 * t.agreement:.2f}% >= {100 * threshold:.1f}% on {on}")
             return Choice(t.backend, t.precision, reason, timings, machine=machine_key(threads), threads=t.threads)
         t.status = "refused"
         t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
@@ -309,6 +346,9 @@ def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None,
     d["timings"] = [Timing(**t) for t in d.get("timings", [])]
     fresh = Bundle.open(bundle.path)  # the child recorded the choice in the manifest
     bundle.manifest[MANIFEST_KEY] = fresh.manifest.get(MANIFEST_KEY, {})
+    if not remembered(bundle, precision, threads):  # the child could not write (a read-only bundle)
+        log.warning("auto: cannot remember the choice in %s (not writable?): every run measures again; "
+                    "pass --backend %s --precision %s to skip that", bundle.path, d["backend"], d["precision"])
     return Choice(**d)
 
 
@@ -329,12 +369,12 @@ def open_auto(bundle: Bundle, precision: str | None = None, refresh: bool = Fals
     if not refresh and remembered(bundle, precision, threads):
         choice = choose_backend(bundle, precision, threads=threads)
     else:
+        log.info("auto: timing each runtime x exported precision on this machine (once)")
         choice = measure_in_child(bundle, precision, threads, refresh=refresh)
     if choice.threads and not options.get("threads"):
         options = {**options, "threads": choice.threads}
-    log.info("--backend auto: %s/%s, %s thread(s) (%s; `edgecat bench BUNDLE --backend auto` says why)",
-             choice.backend, choice.precision, options.get("threads") or "default",
-             "remembered for this machine" if choice.reused else "measured now")
+    log.info("auto -> %s/%s, %s thread(s), %s (why: bench --backend auto)", choice.backend, choice.precision,
+             options.get("threads") or "default", "remembered" if choice.reused else "measured now")
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)
     rt.auto_choice = choice
     return rt

@@ -555,8 +555,8 @@ def _row(bundle: Bundle, backend: str, precision: str, batch: int, images: Image
     runs = artifacts.precisions_of(backend)
     if precision not in runs:
         return BenchResult(backend, precision, batch, status="skipped", target_ms=cfg.target_ms,
-                           reason=f"{backend} runs {'/'.join(runs)} only ({precision}: --backend onnxruntime "
-                                  "or tensorrt)")
+                           reason=f"{backend} runs {'/'.join(runs)} only ({precision}: --backend auto, "
+                                  "onnxruntime, openvino, litert or tensorrt)")
     return _one(bundle, backend, precision, batch, images, cfg, progress)
 
 

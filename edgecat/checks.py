@@ -160,9 +160,10 @@ def choose(report: Checks) -> dict[str, Any]:
         fastest = ("onnxruntime-cuda", "fp16", "ONNX Runtime's CUDA provider on " + str(report.gpu.get("name")))
     elif report.onnxruntime.get("installed"):
         vnni = flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
+        guess = " (a guess from the CPU flags; `--backend auto` measures it per bundle)"
         fastest = ("onnxruntime", "int8" if vnni else "fp32",
-                   f"CPU with {', '.join(sorted(vnni))}: int8 dot products" if vnni
-                   else "CPU without VNNI: int8 gains little, fp16 runs slower than fp32 on CPU")
+                   (f"CPU with {', '.join(sorted(vnni))}: int8 dot products" if vnni
+                    else "CPU without VNNI: int8 gains little, fp16 runs slower than fp32 on CPU") + guess)
     elif report.tensorflow.get("installed"):
         fastest = ("keras", "fp32", "only TensorFlow is installed")
     else:

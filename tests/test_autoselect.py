@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import needs_tf
 
+from edgecat.errors import EdgecatError
+
 
 @needs_tf
 def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
@@ -114,3 +116,38 @@ def test_auto_measures_thread_counts_when_not_given(tiny_bundle):
     assert ("onnxruntime", 1) in tried and ("onnxruntime", physical_cores()) in tried
     assert c.threads in {1, physical_cores()}
     assert c.threads == next(t.threads for t in c.timings if t.status == "chosen")
+
+
+@needs_tf
+def test_without_photos_auto_trusts_the_exports_recorded_agreement_not_synthetic_images(tiny_bundle, synth_data):
+    """A bundle copied to a device has no validation photos: synthetic images agree on anything,
+    so auto must judge a file by the agreement the export recorded on real photos."""
+    from edgecat.autoselect import choose_backend
+    from edgecat.bundle import Bundle
+    from edgecat.export.fp16 import export_fp16
+
+    b = Bundle.open(tiny_bundle)
+    export_fp16(b, tolerance=5e-2)
+    splits = json.loads((tiny_bundle / "splits.json").read_text())
+    splits["validation"] = [[f"/nonexistent/{i}.jpg", label] for i, (_, label) in enumerate(splits["validation"])]
+    (tiny_bundle / "splits.json").write_text(json.dumps(splits))
+    b = Bundle.open(tiny_bundle)
+    b.artifacts["onnx-fp16"]["accuracy"] = {"data": "bundle validation split", "images": 1000,
+                                            "agreement_with_fp32": 0.90}
+    with pytest.raises(EdgecatError, match="no backend x precision here keeps the bundle's labels"):
+        choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)  # 90% < 99.5%: refused
+    c = choose_backend(b, None, threads=1, images=2, rounds=1, save=False)
+    assert c.precision == "fp32", c.reason
+    fp16 = [t for t in c.timings if t.precision == "fp16" and t.status == "refused"]
+    assert all(t.agreement == 0.90 for t in fp16)
+    b.artifacts["onnx-fp16"]["accuracy"]["agreement_with_fp32"] = 1.0  # the export said it keeps labels
+    c = choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)
+    assert c.precision == "fp16" and "recorded at export" in c.reason
+
+
+def test_auto_names_the_export_for_a_precision_the_bundle_lacks(tiny_bundle):
+    from edgecat.autoselect import measure
+    from edgecat.bundle import Bundle
+
+    with pytest.raises(EdgecatError, match=r"has no int8 export yet: run `edgecat export .* --int8"):
+        measure(Bundle.open(tiny_bundle), "int8", threads=1)

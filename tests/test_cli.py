@@ -85,7 +85,7 @@ def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Pat
     res = CliRunner().invoke(main, ["predict", str(tiny_bundle), *map(str, cats), "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)  # stdout is the JSON alone: logs (auto's pick among them) go to stderr
-    assert "--backend auto:" in res.stderr  # the bundle has exports: auto ran, and says what it picked
+    assert "auto -> " in res.stderr  # the bundle has exports: auto ran, and says what it picked
     assert [Path(r["file"]).name for r in rows] == [c.name for c in cats]
     assert all(r["label"] in ("cat", "dog") and 0 <= r["probability"] <= 1 for r in rows)
     bad = tmp_path / "bad.jpg"

@@ -7,6 +7,7 @@ checked against the same frames run through the bundle's model directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -213,6 +214,11 @@ def test_onnx_runtime_labels_match_the_model(tiny_bundle, video, tmp_path):
     rows = read_jsonl(events)
     assert summary.frames == len(frames) == len(rows)
     assert [r["label"] for r in rows] == bundle.labels_from_probs(probs)
+    # the summary names what ran (auto's pick, an FP32 file: the only export), in strict JSON
+    d = json.loads(json.dumps(summary.as_dict(), allow_nan=False))
+    assert d["backend"] in ("onnxruntime", "openvino", "litert") and d["precision"] == "fp32"
+    empty = dataclasses.replace(summary, frames=0, latency_p50_ms=float("nan"), inference_p50_ms=float("nan"))
+    assert empty.as_dict()["latency_p50_ms"] is None and empty.as_dict()["inference_p50_ms"] is None
     want = [float(p[bundle.classes.index(r["label"])]) for p, r in zip(probs, rows, strict=True)]
     assert np.allclose([r["probability"] for r in rows], want, atol=1e-4)
 

@@ -84,14 +84,19 @@ class StreamSummary:
     stopped_by: str
     sources: list[dict[str, Any]]
     labels: dict[str, int]
+    backend: str = ""  # what ran (auto's pick, not "auto"), so FPS can be set against that model's time
+    precision: str = ""
+    threads: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe: a figure with no frames behind it is null, not NaN (which strict parsers reject)."""
+        return {k: None if isinstance(v, float) and v != v else v for k, v in asdict(self).items()}
 
     def line(self) -> str:
         return (f"{self.frames} frames, {self.dropped} dropped, {self.fps:.1f} FPS, latency p50 "
                 f"{self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms (inference p50 "
-                f"{self.inference_p50_ms:.2f} ms) in {self.seconds:.1f} s; stopped by {self.stopped_by}")
+                f"{self.inference_p50_ms:.2f} ms) in {self.seconds:.1f} s; stopped by {self.stopped_by}"
+                + (f"; model {self.backend}/{self.precision}" if self.backend else ""))
 
 
 class Smoother:
@@ -319,8 +324,14 @@ class Streamer:
             fps=frames / seconds if seconds > 0 else 0.0,
             latency_p50_ms=pct(latencies, 50), latency_p99_ms=pct(latencies, 99),
             inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
-            sources=sources, labels=labels,
+            sources=sources, labels=labels, **_what_ran(self._runtime),
         )
+
+
+def _what_ran(runtime: Runtime | None) -> dict[str, Any]:
+    if runtime is None:
+        return {}
+    return {"backend": runtime.backend, "precision": runtime.precision, "threads": runtime.options.get("threads")}
 
 
 def _model_batch(batch: list[Frame]) -> np.ndarray:

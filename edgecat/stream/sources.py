@@ -43,10 +43,13 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 READ_AHEAD = 2  # frames a file source decodes ahead: decode of the next frames overlaps inference
-#: FFmpeg decoder threads for video files. FFmpeg's default (one per CPU) cost 0.40 ms of CPU per
-#: 640x480 frame against 0.27 ms with one thread (and was no faster in wall time): on a CPU the
-#: model shares, those extra threads only take cycles from inference.
+#: FFmpeg decoder threads for video files up to SINGLE_THREAD_DECODE_PIXELS. FFmpeg's default (one
+#: per CPU) cost 0.40 ms of CPU per 640x480 MPEG-4 frame against 0.27 ms with one thread, and was no
+#: faster in wall time: on a CPU the model shares, those extra threads only take cycles from
+#: inference. Larger frames keep FFmpeg's default: at 1080p one thread took 1.79 ms per frame
+#: against 1.46 ms, which would cap a stream whose model runs on a GPU.
 FILE_DECODE_THREADS = 1
+SINGLE_THREAD_DECODE_PIXELS = 1280 * 720
 
 
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
@@ -134,6 +137,17 @@ def csi_pipeline(sensor_id: int, opts: CameraOptions) -> str:
         f"nvvidconv flip-method={opts.flip} ! video/x-raw,width={w},height={h},format=BGRx ! "
         "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
     )
+
+
+def open_video_file(cv2: Any, path: str) -> Any:
+    """A video file, decoded with FILE_DECODE_THREADS up to SINGLE_THREAD_DECODE_PIXELS (the size is
+    known only once it is open, and the thread count only settable when opening: opened twice)."""
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    pixels = cap.get(cv2.CAP_PROP_FRAME_WIDTH) * cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if cap.isOpened() and 0 < pixels <= SINGLE_THREAD_DECODE_PIXELS and hasattr(cv2, "CAP_PROP_N_THREADS"):
+        cap.release()
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS])
+    return cap
 
 
 @dataclass
@@ -273,8 +287,7 @@ class CaptureReader(FrameReader):
             if cap.isOpened():
                 cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             return cap
-        params = [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS] if hasattr(cv2, "CAP_PROP_N_THREADS") else []
-        return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
+        return open_video_file(cv2, str(spec.target))
 
     def open(self) -> None:
         cv2 = _cv2()
