@@ -369,11 +369,12 @@ def open_auto(bundle: Bundle, precision: str | None = None, refresh: bool = Fals
     if not refresh and remembered(bundle, precision, threads):
         choice = choose_backend(bundle, precision, threads=threads)
     else:
-        log.info("auto: timing each runtime x exported precision on this machine (once)")
+        log.info("auto: timing runtimes x precisions on this machine (once)")
         choice = measure_in_child(bundle, precision, threads, refresh=refresh)
     if choice.threads and not options.get("threads"):
         options = {**options, "threads": choice.threads}
-    log.info("auto -> %s/%s, %s thread(s), %s (why: bench --backend auto)", choice.backend, choice.precision,
+    # short enough for one 80-column line; `edgecat bench BUNDLE --backend auto` shows the why
+    log.info("auto -> %s/%s, %s thread(s), %s", choice.backend, choice.precision,
              options.get("threads") or "default", "remembered" if choice.reused else "measured now")
     rt = open_runtime(bundle, choice.backend, choice.precision, **options)
     rt.auto_choice = choice
