@@ -105,7 +105,13 @@ def evaluate_bundle(
     result = EvalResult(metrics, files, y, probs)
     if write:
         own = backend in ("keras", "keras-predict") and not data  # the training result itself
-        _record(bundle, result, files, own, plots)
+        try:
+            _record(bundle, result, files, own, plots)
+        except OSError as exc:  # a read-only bundle on a device: the figures are still printed
+            result.plots.clear()
+            result.metrics_file = None
+            result.metrics.pop("plots", None)
+            log.warning("metrics not saved in %s (%s)", bundle.path, exc.strerror or exc)
     return result
 
 

@@ -135,6 +135,24 @@ def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
     assert json.loads((tiny_bundle / "metrics.json").read_text()) == {"training": "result"}
 
 
+def test_evaluate_on_a_read_only_bundle_prints_and_warns(tiny_bundle: Path, synth_data: Path, monkeypatch) -> None:
+    """A bundle on a read-only device filesystem: the figures are printed, the save is a warning."""
+    import errno
+    import importlib
+
+    def read_only(path, *_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    # the module, not the edgecat.evaluate() function the package exposes under that name
+    monkeypatch.setattr(importlib.import_module("edgecat.evaluate"), "write_json", read_only)
+    res = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"),
+                                    "--backend", "onnxruntime", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n"] == 12 and "plots" not in json.loads(res.stdout)
+    assert "metrics not saved" in res.stderr and "Read-only file system" in res.stderr
+    assert not (tiny_bundle / "metrics-onnxruntime-fp32.json").exists()
+
+
 def test_edge_side_imports_and_train_says_install_extra(tmp_path: Path) -> None:
     """Without TensorFlow: the package and CLI import, and train says how to get the extra."""
     code = (
