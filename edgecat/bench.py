@@ -22,7 +22,8 @@ why it picked the winner. Precision ``auto`` (auto picks the precision too) is m
 auto backend; it is the auto backend's precision when none is given, as for ``predict``.
 
 JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields are only ever added;
-``threads``, ``auto_backend``, ``auto`` and ``auto_choices`` were added with ``--backend auto``)::
+``threads``, ``auto_backend``, ``asked_precision``, ``auto`` and ``auto_choices`` were added with
+``--backend auto``)::
 
     {
       "schema": "edgecat-bench", "schema_version": 1, "created": ISO-8601 UTC,
@@ -47,7 +48,8 @@ JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields 
         "speedup_e2e_vs_keras_predict": float | null,
         "threads": int | null                     (the runtime's CPU threads; null: its default),
         "auto_backend": str | null                (auto rows: the backend auto resolved to; "precision"
-                                                   is then the precision it picked)
+                                                   is then the precision it picked),
+        "asked_precision": str | null             (auto rows: the precision asked for; "auto": auto picked it)
       }],
       "auto": {                                   (null unless an auto row opened; the first asked precision)
         "asked_precision": "auto" | "fp32" | ..., "backend", "precision", "threads": int | null,
@@ -186,11 +188,17 @@ class BenchResult:
     speedup_e2e_vs_keras_predict: float | None = None
     threads: int | None = None
     auto_backend: str | None = None
+    asked_precision: str | None = None  # auto rows: the precision asked for ("auto": auto picked it)
 
     @property
     def label(self) -> str:
         backend = f"{self.backend}->{self.auto_backend}" if self.auto_backend else self.backend
-        return f"{backend}/{self.precision}/b{self.batch}"
+        return f"{backend}/{self.prec_text}/b{self.batch}"
+
+    @property
+    def prec_text(self) -> str:
+        """The precision, marked when auto picked it (so auto rows asked fp32 and auto stay apart)."""
+        return f"{self.precision} (auto)" if self.asked_precision == "auto" else self.precision
 
     @property
     def headline(self) -> Latency | None:
@@ -458,6 +466,7 @@ def _open(bundle: Bundle, res: BenchResult, options: dict[str, Any], choices: di
     choice = getattr(rt, "auto_choice", None)
     if choice is not None:
         choices.setdefault(res.precision, choice)
+        res.asked_precision = res.precision
         res.auto_backend, res.precision = choice.backend, choice.precision
     res.threads = rt.options.get("threads")
     return rt
@@ -627,11 +636,11 @@ def _cells(r: BenchResult, note: int | None) -> dict[str, str]:
     """Every figure of one row as text, keyed by what it is (layouts pick and name columns)."""
     if r.status != "ok":
         colour = "yellow" if r.status == "skipped" else "red"
-        return {"backend": _backend_cell(r), "prec": r.precision, "batch": str(r.batch),
+        return {"backend": _backend_cell(r), "prec": r.prec_text, "batch": str(r.batch),
                 "status": f"[{colour}]{r.status} [{note}][/]"}
     e2e, st = r.end_to_end, r.stages_ms or {}
     return {
-        "backend": _backend_cell(r), "prec": r.precision, "batch": str(r.batch), "status": "[green]ok[/]",
+        "backend": _backend_cell(r), "prec": r.prec_text, "batch": str(r.batch), "status": "[green]ok[/]",
         "MB": _fmt(r.model_mb, ".1f"), "acc": _fmt(r.accuracy, ".3f"),
         "model p50": _fmt(r.model_only.p50 if r.model_only else None),
         "e2e p50": _fmt(e2e.p50 if e2e else None), "e2e p99": _fmt(e2e.p99 if e2e else None),

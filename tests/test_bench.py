@@ -19,7 +19,7 @@ from edgecat.errors import EdgecatError
 RESULT_KEYS = {"backend", "precision", "batch", "status", "reason", "artifact", "model_mb", "model_only",
                "end_to_end", "stages_ms", "fps", "accuracy", "accuracy_images", "peak_rss_mb", "gpu_mem_mb",
                "target_ms", "passed", "speedup_vs_keras_predict", "speedup_e2e_vs_keras_predict", "threads",
-               "auto_backend"}
+               "auto_backend", "asked_precision"}
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std", "min", "iters"}
 
 
@@ -288,6 +288,7 @@ def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_con
     row, ort = data["results"]
     assert row["status"] == "ok" and row["backend"] == "auto" and row["model_only"]["iters"] == 3, row["reason"]
     assert (row["auto_backend"], row["precision"], row["threads"]) == (auto["backend"], auto["precision"], 1)
+    assert row["asked_precision"] == "auto" and f"{auto['precision']} (auto)" in text  # auto picked it
     assert ort["status"] == "skipped" and "with --backend auto only" in ort["reason"]
     # printed: the row, then auto's candidate table and its reason line
     assert f"auto -> {auto['backend']} (1 thr)" in text
