@@ -168,7 +168,8 @@ def recorded_agreement(bundle: Bundle, backend: str, precision: str) -> tuple[fl
     entry = bundle.artifacts.get(CANDIDATES[backend][1][precision], {}).get("accuracy") or {}
     if entry.get("agreement_with_fp32") is None:
         return None
-    return float(entry["agreement_with_fp32"]), f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
+    what = f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
+    return float(entry["agreement_with_fp32"]), what
 
 
 # ------------------------------------------------------------------------------ measurement
