@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from edgecat.artifacts import PRECISIONS
 from edgecat.log import stderr_console
 
 console = Console()
@@ -188,3 +189,12 @@ def choice_list(choices: Any, name: str) -> Any:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def precision_option() -> Any:
+    """``--precision`` of predict, evaluate and stream: one precision, or ``auto`` (picked by
+    ``--backend auto``); unset it means auto with --backend auto, else fp32 (runtime.resolve_defaults)."""
+    return option("--precision", type=click.Choice([*PRECISIONS, "auto"]), default=None,
+                  show_default="auto with --backend auto, else fp32",
+                  help="Model precision (fp16/int8 after edgecat export; auto: --backend auto picks the fastest "
+                       "whose labels agree with FP32 on the validation images).")

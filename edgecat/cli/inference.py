@@ -11,14 +11,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edgecat.artifacts import PRECISIONS
-from edgecat.cli.common import command, console, option
+from edgecat.cli.common import command, console, option, precision_option
 
 BACKEND_HELP = ("Runtime: auto (the fastest measured on this machine), keras, keras-predict, onnxruntime, "
                 "onnxruntime-cuda, onnxruntime-trt, tensorrt, triton, openvino, litert.")
-PRECISION = click.Choice([*PRECISIONS, "auto"])  # auto: --backend auto picks it too
-PRECISION_HELP = ("Model precision (fp16/int8 after edgecat export; auto: --backend auto picks the fastest whose "
-                  "labels agree with FP32 on the validation images).")
 
 
 def _backend_choice() -> click.Choice:
@@ -30,11 +26,6 @@ def _backend_choice() -> click.Choice:
 def backend_option() -> object:
     return option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP, metavar="BACKEND",
                   show_default="auto if exported, else keras")
-
-
-def precision_option() -> object:
-    return option("--precision", type=PRECISION, default=None, help=PRECISION_HELP,
-                  show_default="auto with --backend auto, else fp32")
 
 
 def batch_option() -> object:

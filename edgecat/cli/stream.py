@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgecat.artifacts import PRECISIONS
-from edgecat.cli.common import command, console, option, print_json
+from edgecat.cli.common import command, console, precision_option, print_json
 
 
 @command(examples=[
@@ -22,10 +21,7 @@ from edgecat.cli.common import command, console, option, print_json
                    "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
 @click.option("--backend", default=None,
               help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
-@option("--precision", default=None, type=click.Choice([*PRECISIONS, "auto"]),
-        show_default="auto with --backend auto, else fp32",
-        help="Model precision (fp16/int8 after edgecat export; auto: --backend auto picks the fastest whose "
-             "labels agree with FP32 on the validation images).")
+@precision_option()
 @click.option("--threads", type=int, default=None,
               help="CPU threads for the model (default: what auto measured fastest, else physical cores).")
 @click.option("--threshold", type=float, default=None,
