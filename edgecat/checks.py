@@ -38,6 +38,8 @@ class Checks:
     tensorflow: dict[str, Any]
     onnxruntime: dict[str, Any]
     tensorrt: dict[str, Any]
+    openvino: dict[str, Any]
+    litert: dict[str, Any]
     gpu: dict[str, Any]
     opencv: dict[str, Any]
     cameras: list[str]
@@ -79,6 +81,37 @@ def tensorrt_info() -> dict[str, Any]:
     except (ImportError, OSError) as exc:  # the wheel without its libraries
         return {"installed": False, "version": _version("tensorrt"), "error": first_line(exc)}
     return {"installed": True, "version": str(trt.__version__)}
+
+
+def openvino_info() -> dict[str, Any]:
+    """OpenVINO's version and the devices it can compile for here (CPU, GPU, NPU)."""
+    if importlib.util.find_spec("openvino") is None:
+        return {"installed": False, "version": None, "devices": []}
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        devices = list(core.available_devices)
+        names = {}
+        for device in devices:
+            with contextlib.suppress(Exception):  # a device without the property is still listed
+                names[device] = str(core.get_property(device, "FULL_DEVICE_NAME"))
+    except Exception as exc:  # noqa: BLE001 - a wheel without its libraries is a finding
+        return {"installed": False, "version": _version("openvino"), "devices": [],
+                "error": first_line(exc) or type(exc).__name__}
+    return {"installed": True, "version": _version("openvino") or str(ov.__version__).split("-")[0],
+            "devices": devices, "device_names": names}
+
+
+def litert_info() -> dict[str, Any]:
+    """LiteRT (ai-edge-litert), which runs the bundle's .tflite files with XNNPACK on the CPU."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return {"installed": False, "version": None}
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401 - the import is the probe
+    except Exception as exc:  # noqa: BLE001
+        return {"installed": False, "version": _version("ai-edge-litert"), "error": first_line(exc) or type(exc).__name__}
+    return {"installed": True, "version": _version("ai-edge-litert")}
 
 
 def gpu_info() -> dict[str, Any]:
@@ -181,16 +214,29 @@ def run_checks(path: str | Path = ".") -> Checks:
     report = Checks(
         edgecat=__version__, python=sys.version.split()[0], platform=platform.platform(),
         tensorflow=tensorflow_info(), onnxruntime=onnxruntime_info(), tensorrt=tensorrt_info(),
-        gpu=gpu_info(), opencv=opencv_info(), cameras=cameras(), memory=memory_info(path), cpu=cpu_info(),
+        openvino=openvino_info(), litert=litert_info(), gpu=gpu_info(), opencv=opencv_info(), cameras=cameras(), memory=memory_info(path), cpu=cpu_info(),
     )
     report.choice = choose(report)
     return report
+
+
+def _absent(info: dict[str, Any], hint: str) -> str:
+    """``absent: pip install ...``, or why an installed library does not load."""
+    if info.get("error"):
+        return f"absent ({info['version']} installed, does not load: {info['error']})"
+    return f"absent: {hint}"
+
+
+def _devices(info: dict[str, Any]) -> str:
+    names = info.get("device_names", {})
+    return ", ".join(f"{d} ({names[d]})" if names.get(d) else d for d in info.get("devices", [])) or "none"
 
 
 def summary_lines(report: Checks) -> list[tuple[str, str]]:
     """(what, finding) pairs for a two-column table."""
     tf, ort, trt, gpu, cv, mem, cpu = (report.tensorflow, report.onnxruntime, report.tensorrt, report.gpu,
                                        report.opencv, report.memory, report.cpu)
+    ov, lite = report.openvino, report.litert
 
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
@@ -203,6 +249,10 @@ def summary_lines(report: Checks) -> list[tuple[str, str]]:
         ("ONNX Runtime", f"{ort['version']}, providers: {', '.join(ort['providers'])}" if ort["installed"]
          else "absent"),
         ("TensorRT", trt["version"] if trt["installed"] else "absent" + (f" ({trt['error']})" if trt.get("error") else "")),
+        ("OpenVINO", f"{ov['version']}, devices: {_devices(ov)}" if ov["installed"]
+         else _absent(ov, "pip install 'edgecat[openvino]'")),
+        ("LiteRT", f"{lite['version']} (.tflite files, XNNPACK on the CPU)" if lite["installed"]
+         else _absent(lite, "pip install 'edgecat[litert]'")),
         ("GPU", f"{gpu['name']}, compute capability {gpu['compute_capability']}" if gpu["found"]
          else "none found (no CUDA driver/device)"),
         ("OpenCV", f"{cv['version']}, GStreamer {yes(cv['gstreamer'])}, FFmpeg {yes(cv['ffmpeg'])}, "

@@ -49,7 +49,8 @@ def test_report_probes_this_machine(tmp_path) -> None:
 def _fake(**changes) -> Checks:
     base = Checks(edgecat="0", python="3", platform="x", tensorflow={"installed": False},
                   onnxruntime={"installed": True, "version": "1", "providers": ["CPUExecutionProvider"]},
-                  tensorrt={"installed": False, "version": None}, gpu={"found": False, "name": None},
+                  tensorrt={"installed": False, "version": None}, openvino={"installed": False, "devices": []},
+                  litert={"installed": False, "version": None}, gpu={"found": False, "name": None},
                   opencv={"installed": False}, cameras=[], memory={}, cpu={"flags": ["avx2"]})
     return dataclasses.replace(base, **changes)
 
@@ -75,3 +76,37 @@ def test_cli_table_and_json() -> None:
     res = CliRunner().invoke(main, ["checks", "--json"])
     data = json.loads(res.stdout)
     assert set(data) >= {"tensorflow", "onnxruntime", "tensorrt", "gpu", "opencv", "cameras", "memory", "cpu", "choice"}
+
+
+def test_openvino_and_litert_rows() -> None:
+    """The two CPU backends auto may pick: their versions, and the devices OpenVINO can compile for."""
+    import importlib.metadata
+
+    res = CliRunner().invoke(main, ["checks"])
+    assert res.exit_code == 0, res.output
+    rows = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.strip()}
+    data = json.loads(CliRunner().invoke(main, ["checks", "--json"]).stdout)
+    try:
+        import openvino as ov
+    except ImportError:
+        assert data["openvino"]["installed"] is False and "absent" in rows["OpenVINO"]
+    else:
+        devices = list(ov.Core().available_devices)
+        assert data["openvino"] == {**data["openvino"], "installed": True, "devices": devices,
+                                    "version": importlib.metadata.version("openvino")}
+        assert importlib.metadata.version("openvino") in rows["OpenVINO"]
+        assert all(d in rows["OpenVINO"] for d in devices) and "devices:" in rows["OpenVINO"]
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    except ImportError:
+        assert data["litert"]["installed"] is False and "absent" in rows["LiteRT"]
+    else:
+        version = importlib.metadata.version("ai-edge-litert")
+        assert data["litert"] == {"installed": True, "version": version}
+        assert version in rows["LiteRT"]
+    absent = summary_lines(dataclasses.replace(
+        run_checks(), openvino={"installed": False, "version": None, "devices": []},
+        litert={"installed": False, "version": "2.0", "error": "libLiteRt.so: cannot open"}))
+    lines = dict(absent)
+    assert lines["OpenVINO"] == "absent: pip install 'edgecat[openvino]'"
+    assert "2.0 installed, does not load: libLiteRt.so" in lines["LiteRT"]

@@ -12,8 +12,9 @@ from edgecat.cli.common import command, console, print_json
 @command("checks", examples=["edgecat checks", "edgecat checks --json > checks.json"])
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def checks_cmd(as_json: bool) -> None:
-    """What can run here: TensorFlow, ONNX Runtime providers, TensorRT, GPU, OpenCV video I/O,
-    cameras, free memory, CPU flags, and the backend/precision edgecat would pick."""
+    """What can run here: TensorFlow, ONNX Runtime providers, TensorRT, OpenVINO and its devices,
+    LiteRT, GPU, OpenCV video I/O, cameras, free memory, CPU flags, and the backend/precision
+    edgecat would pick."""
     from edgecat.checks import run_checks, summary_lines
 
     report = run_checks()

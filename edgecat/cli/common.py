@@ -2,22 +2,23 @@
 options after the subcommand), option parsers and console output.
 
 Results go to stdout (``console``); log lines and progress bars to the one stderr console of
-:mod:`edgecat.log`, so piped ``--json`` stays pure JSON.
+:mod:`edgecat.log`, so piped ``--json`` stays pure JSON. Both consoles fit a terminal and, written
+to a file or a pipe, print every table at its natural width (no cell cut short, whatever COLUMNS says).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import click
-from rich.console import Console
 
 from edgecat.artifacts import PRECISIONS
-from edgecat.log import stderr_console
+from edgecat.log import make_console, stderr_console
 
-console = Console()
+console = make_console()
 err_console = stderr_console()
 
 #: group of the options every subcommand also accepts after its name (-v, -q, --debug, --device)
@@ -85,10 +86,43 @@ class EdgecatCommand(click.Command):
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
-        if self.examples:  # verbatim: a command line must not be re-wrapped
+        if self.examples:  # not re-flowed like prose: a long one is broken into shell continuation lines
             with formatter.section("Examples"):
-                for line in self.examples:
-                    formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
+                indent = " " * formatter.current_indent
+                for example in self.examples:
+                    for line in wrap_example(example, (formatter.width or 80) - formatter.current_indent):
+                        formatter.write(f"{indent}{line}\n")
+
+
+def wrap_example(line: str, width: int) -> list[str]:
+    """An example command line as lines of at most ``width`` columns that still paste into a shell:
+    broken between options (an option stays with its value) with `` \\`` continuations, indented; a
+    ``# comment`` stays on the last line, or goes on a line of its own above when it does not fit
+    there. Quoted words are never split."""
+    if len(line) <= width:
+        return [line]
+    command_part, sep, comment = line.partition("  #")
+    comment = f"#{comment}".strip() if sep else ""
+    units: list[str] = []  # an option with its value, or the command with its arguments: kept together
+    for word in re.findall(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""", command_part):
+        if units and not word.startswith(("-", ">", "|", "<")):
+            units[-1] += f" {word}"
+        else:
+            units.append(word)
+    lines: list[str] = []
+    current = ""
+    for unit in units:
+        candidate = f"{current} {unit}" if current else unit
+        if current and len(candidate) + 2 > width:  # room for " \\"
+            lines.append(f"{current} \\")
+            current = f"    {unit}"
+        else:
+            current = candidate
+    if comment and len(current) + 2 + len(comment) <= width:
+        current = f"{current}  {comment}"
+    elif comment:
+        lines.insert(0, comment)
+    return [*lines, current]
 
 
 def command(name: str | None = None, *, examples: list[str] | None = None, **kwargs: Any) -> Any:
