@@ -193,3 +193,12 @@ def test_api_setup_logs_edgecat_lines_once_and_respects_a_users_logging() -> Non
         assert len(logging.getLogger().handlers) == 1 and not logging.getLogger("edgecat").handlers
     """)
     assert res.returncode == 0 and res.stderr.splitlines() == ["MINE w"], res.stderr
+
+
+@needs_tf
+def test_export_lines_print_paths_literally(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A folder named ``models[v1]`` is text, not rich markup: the line names it whole."""
+    repo = tmp_path / "models[v1]"
+    res = CliRunner().invoke(main, ["export", str(tiny_bundle), "--triton", str(repo)])
+    assert res.exit_code == 0, res.output
+    assert f"Triton model repository: {repo}" in res.stdout, res.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from edgecat.artifacts import PRECISIONS, onnx
 from edgecat.cli.common import choice_list, command, console, option
@@ -65,10 +66,10 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
         from edgecat.export.precision_table import render
 
         console.print(render(result.table))
-    for line in result.lines:
-        console.print(line)
-    for line in result.warnings:
-        console.print(f"[yellow]{line}[/yellow]")
+    for line in result.lines:  # file names are text, not markup ("[...]" in a name stays)
+        console.print(escape(line))
+    for line in result.warnings:  # stdout is for results: a warning is a stderr line, as info's notes are
+        click.secho(f"warning: {line}", fg="yellow", err=True)
 
 
 COMMANDS = [export]
