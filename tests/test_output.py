@@ -97,8 +97,6 @@ def test_console_off_a_terminal_never_cuts_or_pads(tmp_path: Path) -> None:
 
 def test_help_fits_80_columns() -> None:
     """Every command's -h, its examples included, as a terminal-less CI shows it."""
-    from edgecat.cli.common import wrap_example
-
     pages = {"": CliRunner().invoke(main, ["-h"], env={"COLUMNS": None})}
     for name in main.commands:
         pages[name] = CliRunner().invoke(main, [name, "-h"], env={"COLUMNS": None})
@@ -107,6 +105,8 @@ def test_help_fits_80_columns() -> None:
         wide = [ln for ln in res.output.splitlines() if len(ln) > 80]
         assert not wide, f"edgecat {name} -h:\n" + "\n".join(wide)
     # a long example is continued, not cut: the words all reach the page, in order
+    from edgecat.cli.common import wrap_example
+
     stream = pages["stream"].output
     assert "--source rtsp://cam/stream --sink http://:8080 \\\n" in stream
     assert "--sink jsonl://events.jsonl" in stream
