@@ -55,22 +55,15 @@ _TF_NOISE = re.compile(
 )
 
 #: every native line a library writes to file descriptor 2 that tells a user nothing: TensorFlow's
-#: absl lines (``E0000 ... cuInit``), LiteRT's notice on each interpreter, and what the TFLite
-#: converter prints while it runs (its settings dump ``fully_quantize: 0, inference_type: 6, ...`` and
-#: op counts). Anything else printed meanwhile (a real error) is replayed.
+#: absl lines (``E0000 ... cuInit``), LiteRT's notices when an interpreter is made, and the TFLite
+#: converter's settings dump (``fully_quantize: 0, inference_type: 6, ...``) and op count. Anything
+#: else printed meanwhile (a real error) is replayed.
 NATIVE_NOISE = re.compile(
     _TF_NOISE.pattern
     + r"|^(INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
     r"|INFO: Initialized TensorFlow Lite runtime\."
     r"|fully_quantize: \d+, inference_type: \d+"
-    r"|Estimated count of arithmetic ops: "
-    r"|Summary on the non-converted ops:"
-    r"|---------------------------------\s*$"
-    r"|\s*\* Accepted dialects: "
-    r"|\s*\* Non-Converted Ops: "
-    r"|\s*\* \d+ ARITH ops"
-    r"|\s*- arith\.constant: "
-    r"|\s*$)"
+    r"|Estimated count of arithmetic ops: )"
 )
 
 #: Python warnings libraries raise about their own business (category, module regex, message regex):
@@ -201,7 +194,7 @@ def make_handler(verbosity: int = 1) -> logging.Handler:
                 if record.exc_info and record.exc_info[1] is not None:  # -vv's tracebacks keep their lines
                     line += logging.Formatter().formatException(record.exc_info) + "\n"
                 file = self.console.file
-                with self.console._lock:  # the same lock a progress bar's refresh takes
+                with getattr(self.console, "_lock", None) or contextlib.nullcontext():  # as rich's own writes
                     file.write(line)
                     file.flush()
             except Exception:  # noqa: BLE001 - logging must never take the program down
