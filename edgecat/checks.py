@@ -110,7 +110,8 @@ def litert_info() -> dict[str, Any]:
     try:
         from ai_edge_litert.interpreter import Interpreter  # noqa: F401 - the import is the probe
     except Exception as exc:  # noqa: BLE001
-        return {"installed": False, "version": _version("ai-edge-litert"), "error": first_line(exc) or type(exc).__name__}
+        return {"installed": False, "version": _version("ai-edge-litert"),
+                "error": first_line(exc) or type(exc).__name__}
     return {"installed": True, "version": _version("ai-edge-litert")}
 
 
@@ -214,7 +215,8 @@ def run_checks(path: str | Path = ".") -> Checks:
     report = Checks(
         edgecat=__version__, python=sys.version.split()[0], platform=platform.platform(),
         tensorflow=tensorflow_info(), onnxruntime=onnxruntime_info(), tensorrt=tensorrt_info(),
-        openvino=openvino_info(), litert=litert_info(), gpu=gpu_info(), opencv=opencv_info(), cameras=cameras(), memory=memory_info(path), cpu=cpu_info(),
+        openvino=openvino_info(), litert=litert_info(), gpu=gpu_info(), opencv=opencv_info(), cameras=cameras(),
+        memory=memory_info(path), cpu=cpu_info(),
     )
     report.choice = choose(report)
     return report
