@@ -172,7 +172,7 @@ def test_unknown_option_is_a_usage_error() -> None:
     assert code == 2 and "No such option" in out
 
 
-# ------------------------------------------------------------------------------ issue 13: output streams
+# ------------------------------------------------------------------------------ output streams
 def _invoke(*args: str, **kw):
     """CliRunner with stdout and stderr kept apart (Click >= 8.2 always separates them)."""
     return CliRunner().invoke(main, list(args), **kw)
@@ -254,7 +254,7 @@ def test_fd2_filter_keeps_real_errors(capfd) -> None:
     assert "a real problem" in err and "absl" not in err and "cudart" not in err
 
 
-# ------------------------------------------------------------------------------ issue 13: info, errors
+# ------------------------------------------------------------------------------ info, errors
 @needs_tf
 def test_info_prints_metric_labels_literally(tiny_bundle: Path) -> None:
     from edgecat.bundle import Bundle
@@ -329,7 +329,7 @@ def test_evaluate_scores_a_one_class_folder(tiny_bundle: Path, synth_data: Path,
     assert res.exit_code == 0 and "n/a" in res.stdout and "only one class" in res.stdout
 
 
-# ------------------------------------------------------------------------------ issue 13: settings
+# ------------------------------------------------------------------------------ settings
 @needs_tf
 def test_bad_setting_type_fails_before_any_work(tmp_path: Path, synth_data: Path) -> None:
     cfg = tmp_path / "bad.yaml"
@@ -380,7 +380,7 @@ def test_exist_ok_replaces_only_a_bundle(tmp_path: Path) -> None:
     assert "--exist-ok" in _invoke("train", "-h").output
 
 
-# ------------------------------------------------------------------------------ issue 13: help pages
+# ------------------------------------------------------------------------------ help pages
 def test_help_pages_have_examples_groups_and_defaults() -> None:
     for cmd in ("train", "export", "bench", "stream", "predict", "evaluate", "info", "checks"):
         res = _invoke(cmd, "-h")
