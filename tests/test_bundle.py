@@ -310,3 +310,25 @@ def test_save_keeps_references_and_sees_other_writers(tmp_path: Path) -> None:
     b.save()
     assert b.artifacts is arts and set(arts) == {"model", "other"} and b.has("other")
     assert Bundle.open(b.path).manifest["metrics"] == {"x": {"n": 1}}
+
+
+# ------------------------------------------------------------------ stale derived files
+def test_files_made_from_an_older_source_are_stale(tmp_path: Path) -> None:
+    """`export --onnx` re-made model.onnx: the FP16 file made from the old one is intact but stale;
+    verify() and `edgecat info` say so with the command that re-makes it (a warning, not an error)."""
+    b = _bundle(tmp_path)
+    (b.path / "model.onnx").write_bytes(b"onnx v1")
+    fp32 = b.add_artifact("onnx-fp32", "model.onnx", precision="fp32", made_by={"from": "keras"})
+    (b.path / "model.fp16.onnx").write_bytes(b"half of v1")
+    b.add_artifact("onnx-fp16", "model.fp16.onnx", precision="fp16",
+                   made_by={"from": "onnx-fp32", "from_sha256": fp32["sha256"]})
+    assert Bundle.open(b.path).verify() == {"model": "ok", "onnx-fp32": "ok", "onnx-fp16": "ok"}
+    (b.path / "model.onnx").write_bytes(b"onnx v2, repaired")
+    b.add_artifact("onnx-fp32", "model.onnx", precision="fp32", made_by={"from": "keras"})
+    again = Bundle.open(b.path)
+    assert again.verify() == {"model": "ok", "onnx-fp32": "ok", "onnx-fp16": "stale"}
+    assert again.problems["onnx-fp16"] == (f"model.fp16.onnx was made from an older model.onnx (re-exported "
+                                           f"since): re-make it: edgecat export {b.path} --fp16")
+    res = CliRunner().invoke(main, ["info", str(b.path)])
+    assert res.exit_code == 0, res.output
+    assert "stale" in res.stdout and f"warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
