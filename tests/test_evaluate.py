@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from conftest import needs_tf
 from edgecat.bundle import Bundle
 from edgecat.cli import main
-from edgecat.evaluate import data_slug
 
 
 def _evaluate(bundle: Path, *args: str) -> dict:
@@ -33,6 +32,8 @@ def test_evaluate_on_another_folder_keeps_earlier_files(tiny_bundle: Path, synth
     other = _evaluate(tiny_bundle, "--data", str(cats.parent))
     assert other["n"] == 6
     assert {p: p.read_bytes() for p in before} == before  # nothing of the earlier run overwritten
+    from edgecat.evaluate import data_slug
+
     slug = data_slug(cats.parent)
     assert slug.startswith("cats-only-") and slug != data_slug(tmp_path / "elsewhere" / "cats-only")
     assert json.loads((tiny_bundle / f"metrics-onnxruntime-fp32-{slug}.json").read_text())["n"] == 6

@@ -16,7 +16,7 @@ from conftest import needs_tf
 from edgecat.bundle import Bundle
 from edgecat.cli import main
 from edgecat.data import checked, discover
-from edgecat.splits import SPLITS_FILE, missing_hint, split_files, validation_files, write_splits
+from edgecat.splits import SPLITS_FILE, split_files, validation_files, write_splits
 
 
 def _trained_here(work: Path, synth_data: Path, monkeypatch: pytest.MonkeyPatch, bundle: Path | None = None) -> Path:
@@ -53,6 +53,8 @@ def test_relative_data_is_found_from_any_folder_and_after_a_move(tmp_path: Path,
 
     shutil.rmtree(moved / "data")  # really gone: say where it was looked for and what to pass
     assert validation_files(b) == []
+    from edgecat.splits import missing_hint
+
     hint = missing_hint(b, "validation", "--data")
     assert str(work / "data") in hint and str(moved / "data") in hint and hint.endswith("pass --data DIR")
 
@@ -72,6 +74,8 @@ def test_older_relative_records_still_resolve(tmp_path: Path, synth_data: Path, 
     found = validation_files(Bundle.open(bundle))  # elsewhere: the folder above the bundle that holds data/
     assert len(found) == 12 and all(Path(f).is_file() and os.path.isabs(f) for f, _ in found)
     shutil.rmtree(work / "data")
+    from edgecat.splits import missing_hint
+
     assert "looked for data/ in the working folder" in missing_hint(Bundle.open(bundle), "train", "--calib")
 
 
