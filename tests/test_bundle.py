@@ -332,3 +332,20 @@ def test_files_made_from_an_older_source_are_stale(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["info", str(b.path)])
     assert res.exit_code == 0, res.output
     assert "stale" in res.stdout and f"warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
+
+
+def test_save_without_file_locking_still_merges(tmp_path: Path) -> None:
+    """Where neither fcntl nor msvcrt exists, saves run unlocked but still merge what is on disk."""
+    import subprocess
+    import sys
+
+    b = _bundle(tmp_path)
+    code = ("import sys; sys.modules['fcntl'] = None; sys.modules['msvcrt'] = None\n"
+            "from pathlib import Path\nfrom edgecat.bundle import Bundle\n"
+            "a, b = Bundle.open(sys.argv[1]), Bundle.open(sys.argv[1])\n"
+            "a.manifest['from_a'] = 1; a.save()\n"
+            "b.manifest['from_b'] = 2; b.save()\n")
+    res = subprocess.run([sys.executable, "-c", code, str(b.path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    m = Bundle.open(b.path).manifest
+    assert m["from_a"] == 1 and m["from_b"] == 2
