@@ -345,8 +345,7 @@ def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None,
         raise EdgecatError(f"--backend auto: {msg[:300]}")
     d = json.loads(out.stdout.strip().splitlines()[-1])
     d["timings"] = [Timing(**t) for t in d.get("timings", [])]
-    fresh = Bundle.open(bundle.path)  # the child recorded the choice in the manifest
-    bundle.manifest[MANIFEST_KEY] = fresh.manifest.get(MANIFEST_KEY, {})
+    bundle.refresh()  # the child recorded the choice in the manifest
     if not remembered(bundle, precision, threads):  # the child could not write (a read-only bundle)
         log.warning("auto: cannot remember the choice in %s (not writable?): every run measures again; "
                     "pass --backend %s --precision %s to skip that", bundle.path, d["backend"], d["precision"])

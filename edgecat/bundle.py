@@ -10,10 +10,16 @@ artifact name for staying inside the folder, and no file or folder at the top of
 symlink that resolves outside it. A listed artifact whose file was deleted (to save space, or left
 behind when copying to a device) is *missing*, not broken: commands that do not need it work, and
 the one that does says which command re-makes it.
+
+Several commands may write one bundle at once (two exports, an export and an ``auto`` measurement).
+:meth:`Bundle.save` is the only writer of the manifest: under a lock file beside it, it re-reads the
+manifest from disk and merges three ways against the manifest as this process last read or wrote
+it, so what this process changed wins and everything else another process wrote is kept.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import logging
@@ -26,12 +32,15 @@ from typing import Any
 from edgecat import __version__, artifacts
 from edgecat.bundle_schema import FORMAT, FORMAT_VERSION, check_file_name, first_problem
 from edgecat.errors import EdgecatError
-from edgecat.fsutil import sha256_file, write_json
+from edgecat.fsutil import locked, require_writable, sha256_file, write_json
 from edgecat.redact import redact_obj
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "edgecat.json"
+#: held while the manifest is read, merged and written (see Bundle.save)
+MANIFEST_LOCK = f".{MANIFEST}.lock"
+_ABSENT = object()
 
 def remake_hint(bundle: str | Path, key: str) -> str:
     """The command that re-makes artifact ``key`` of ``bundle`` (the registry's export flags)."""
@@ -75,6 +84,34 @@ def check_contained(root: Path, names: list[str]) -> None:
                                "folder (a symlink); a bundle must hold its own files: copy the file in")
 
 
+def _merge_value(base: Any, ours: Any, theirs: Any) -> Any:
+    """What this process changed since ``base`` wins; otherwise what is on disk (``theirs``)."""
+    return ours if ours != base else theirs
+
+
+def merge_manifests(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Three-way merge of manifests: per top-level key, and one level deeper where the key holds a
+    dict on both sides (each artifact entry, each ``metrics`` or ``autoselect`` entry): a key this
+    process added, changed or removed since ``base`` is taken from ``ours``, every other key from
+    ``theirs`` (the manifest on disk, with what other processes wrote since)."""
+    out: dict[str, Any] = {}
+    for key in [*theirs, *(k for k in ours if k not in theirs)]:
+        b, o, t = base.get(key, _ABSENT), ours.get(key, _ABSENT), theirs.get(key, _ABSENT)
+        if isinstance(o, dict) and isinstance(t, dict) and (b is _ABSENT or isinstance(b, dict)):
+            b = b if isinstance(b, dict) else {}
+            section = {}
+            for sub in [*t, *(k for k in o if k not in t)]:
+                value = _merge_value(b.get(sub, _ABSENT), o.get(sub, _ABSENT), t.get(sub, _ABSENT))
+                if value is not _ABSENT:
+                    section[sub] = value
+            out[key] = section
+            continue
+        value = _merge_value(b, o, t)
+        if value is not _ABSENT:
+            out[key] = value
+    return out
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -101,6 +138,10 @@ class Bundle:
     manifest: dict[str, Any]
     _verified: set[str] = field(default_factory=set, repr=False)
     problems: dict[str, str] = field(default_factory=dict, repr=False)  # key -> why, from verify()
+    #: the manifest as this process last read or wrote it: the base of save()'s three-way merge
+    #: (None: write the manifest as it is, e.g. a new bundle)
+    _base: dict[str, Any] | None = field(default=None, repr=False)
+    _warned: set[str] = field(default_factory=set, repr=False)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -133,7 +174,7 @@ class Bundle:
         if problem:
             raise EdgecatError(f"bad bundle manifest {mpath}: {problem}")
         check_contained(path, [e["file"] for e in manifest["artifacts"].values()])
-        return cls(path=path, manifest=manifest)
+        return cls(path=path, manifest=manifest, _base=copy.deepcopy(manifest))
 
     @classmethod
     def create(
@@ -187,7 +228,7 @@ class Bundle:
             "artifacts": {},
         }
         bundle = cls(path=path, manifest=manifest)
-        bundle.save()
+        bundle.save()  # a new manifest: nothing on disk to merge with
         return bundle
 
     # ----------------------------------------------------------------- properties
@@ -302,10 +343,26 @@ class Bundle:
             self._file(key, entry).unlink(missing_ok=True)
         self.save()
 
+    def stale(self) -> dict[str, str]:
+        """Artifacts made from another version of their source than the bundle has now (FP16/INT8
+        made from an older model.onnx): key -> one line with the command that re-makes it."""
+        out = {}
+        for key, entry in self.artifacts.items():
+            made_by = entry.get("made_by") if isinstance(entry.get("made_by"), dict) else {}
+            src, src_sha = made_by.get("from"), made_by.get("from_sha256")
+            now = self.artifacts.get(src, {}).get("sha256") if isinstance(src, str) else None
+            if src_sha and now and src_sha != now:
+                src_file = self.artifacts[src]["file"]
+                out[key] = (f"{entry['file']} was made from an older {src_file} (re-exported since): "
+                            f"re-make it: {remake_hint(self.path, key)}")
+        return out
+
     def verify(self) -> dict[str, str]:
-        """Check every artifact: key -> 'ok' | 'missing' | 'mismatch' (the reasons: :attr:`problems`)."""
+        """Check every artifact: key -> 'ok' | 'missing' | 'mismatch' | 'stale' (made from an older
+        version of its source; see :meth:`stale`). The reasons: :attr:`problems`."""
         out: dict[str, str] = {}
         self.problems = {}
+        stale = self.stale()
         for key in self.artifacts:
             try:
                 self._verified.discard(key)
@@ -314,11 +371,84 @@ class Bundle:
             except EdgecatError as exc:
                 out[key] = "missing" if not self.has(key) else "mismatch"
                 self.problems[key] = str(exc)
+            if out[key] == "ok" and key in stale:
+                out[key] = "stale"
+                self.problems[key] = stale[key]
         return out
 
+    def require_writable(self) -> None:
+        """Refuse a bundle folder this process cannot write, before any slow work (one line)."""
+        require_writable(self.path, what="bundle ")
+
+    def warn_once(self, message: str) -> None:
+        """Log a warning once per bundle object: several export steps reach the same fallback."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
     def save(self) -> None:
-        self.manifest["updated"] = now_iso()
-        write_json(self.path / MANIFEST, redact_obj(self.manifest))  # no URI password is ever stored
+        """Write the manifest, keeping what other processes wrote since this one read it.
+
+        Under the lock file beside the manifest, the manifest on disk is re-read and merged three
+        ways (:func:`merge_manifests`); the merged manifest is written atomically and becomes this
+        object's manifest (in place: references to it stay valid), so this process also sees the
+        artifacts another export added."""
+        mpath = self.path / MANIFEST
+        with locked(self.path / MANIFEST_LOCK):
+            merged = self.manifest
+            disk = self._read_disk(mpath) if self._base is not None else None
+            if disk is not None:
+                merged = merge_manifests(self._base or {}, self.manifest, disk)
+            merged["updated"] = now_iso()
+            clean = redact_obj(merged)  # no URI password is ever stored
+            write_json(mpath, clean)
+        self._replace_manifest(merged)
+        self._base = copy.deepcopy(clean)
+
+    def refresh(self) -> None:
+        """Take in what other processes wrote to the manifest since this one read it (a child
+        process recorded something), keeping this process's unsaved changes."""
+        mpath = self.path / MANIFEST
+        disk = self._read_disk(mpath)
+        if disk is None:
+            return
+        self._replace_manifest(merge_manifests(self._base or {}, self.manifest, disk))
+        self._base = copy.deepcopy(disk)
+
+    def _read_disk(self, mpath: Path) -> dict[str, Any] | None:
+        """The manifest on disk, if it is one this process may merge with (else it is overwritten)."""
+        try:
+            disk = json.loads(mpath.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("%s was unreadable (%s); writing this process's manifest over it", mpath, exc)
+            return None
+        problem = None if isinstance(disk, dict) and disk.get("format") == FORMAT else "not an edgecat manifest"
+        problem = problem or first_problem(disk)
+        if problem:
+            log.warning("%s on disk is invalid (%s); writing this process's manifest over it", mpath, problem)
+            return None
+        return disk
+
+    def _replace_manifest(self, merged: dict[str, Any]) -> None:
+        """Make ``merged`` this object's manifest without replacing the dict objects callers hold."""
+        if merged is self.manifest:
+            return
+        old_artifacts = dict(self.manifest.get("artifacts", {}))
+        for key in list(self.manifest):
+            if key not in merged:
+                del self.manifest[key]
+        for key, value in merged.items():
+            mine = self.manifest.get(key)
+            if isinstance(mine, dict) and isinstance(value, dict) and mine is not value:
+                mine.clear()
+                mine.update(value)
+            else:
+                self.manifest[key] = value
+        for key, entry in self.artifacts.items():  # another process re-made it: hash it again on use
+            if old_artifacts.get(key) != entry:
+                self._verified.discard(key)
 
     # ----------------------------------------------------------------- helpers
     def labels_from_probs(self, probs: Any) -> list[str]:

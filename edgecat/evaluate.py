@@ -6,7 +6,10 @@ metrics come from scikit-learn.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,16 +82,19 @@ def evaluate_bundle(
     With ``write``, metrics go to the manifest and plots to ``plots/``: Keras on the bundle's own
     split is the training result (``metrics.json``, ``confusion_matrix.png``, key ``validation``);
     any other run gets its own files and key (``metrics-onnxruntime-int8.json``, key
-    ``onnxruntime/int8``) so it never overwrites the training figures. ``backend``/``precision``
+    ``onnxruntime/int8``) so it never overwrites the training figures, and a run on another folder
+    (``data``) gets names of its own too (``metrics-onnxruntime-int8-test-1a2b3c.json``, key
+    ``onnxruntime/int8@test-1a2b3c``: :func:`data_slug`), so it never overwrites the figures on the
+    bundle's validation split or on a third folder. ``backend``/``precision``
     None: :func:`edgecat.runtime.resolve_defaults`; the figures name what actually ran (auto's pick).
     """
     from edgecat.runtime import open_runtime, resolve_defaults
-    from edgecat.splits import labelled_files
+    from edgecat.splits import labelled_files, missing_hint
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     files, labels, source = labelled_files(bundle, data or None, check=True)
     if not files and not data:
-        raise EdgecatError(f"{bundle.path} has no validation images on this machine: pass --data DIR")
+        raise EdgecatError(missing_hint(bundle, "validation", "--data"))
     y = np.asarray(labels)
     with open_runtime(bundle, *resolve_defaults(bundle, backend, precision), **options) as rt:
         probs, ok, errors = run_files(rt, files, batch_size, progress=True)
@@ -106,7 +112,7 @@ def evaluate_bundle(
     if write:
         own = backend in ("keras", "keras-predict") and not data  # the training result itself
         try:
-            _record(bundle, result, files, own, plots)
+            _record(bundle, result, files, own, plots, slug=data_slug(data) if data else "")
         except OSError as exc:  # a read-only bundle on a device: the figures are still printed
             result.plots.clear()
             result.metrics_file = None
@@ -136,13 +142,22 @@ def evaluate_dataset(bundle: Bundle, model: Any, dataset: Any, source: str, plot
     return result
 
 
+def data_slug(data: str | Path) -> str:
+    """A short, stable name for an evaluation folder: its name (safe characters only) and 6 hex
+    digits of its absolute path, so two folders called ``test`` get different files."""
+    path = os.path.abspath(os.fspath(data))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name).strip("._")[:32] or "data"
+    return f"{name}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
+
+
 def _record(bundle: Bundle, result: EvalResult, images: list[Any], own: bool, plots: bool,
-            grid: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+            grid: tuple[np.ndarray, np.ndarray] | None = None, slug: str = "") -> None:
     """Metrics file, plots and manifest entry; a run other than the training result gets its own
-    names (``-backend-precision``) so it never overwrites the training figures."""
+    names (``-backend-precision``, plus ``-<slug>`` on another folder) so it never overwrites the
+    training figures or another folder's."""
     metrics = result.metrics
     backend, precision = metrics["backend"], metrics["model_precision"]
-    suffix = "" if own else f"-{backend}-{precision}"
+    suffix = "" if own else f"-{backend}-{precision}" + (f"-{slug}" if slug else "")
     if plots:
         from edgecat.plots import plot_confusion, plot_grid
 
@@ -154,7 +169,7 @@ def _record(bundle: Bundle, result: EvalResult, images: list[Any], own: bool, pl
         metrics["plots"] = {k: Path(v).relative_to(bundle.path).as_posix() for k, v in result.plots.items()}
     result.metrics_file = bundle.path / f"metrics{suffix}.json"
     write_json(result.metrics_file, metrics)
-    key = "validation" if own else f"{backend}/{precision}"
+    key = "validation" if own else f"{backend}/{precision}" + (f"@{slug}" if slug else "")
     bundle.manifest.setdefault("metrics", {})[key] = {
         k: metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "data")
     }

@@ -95,8 +95,10 @@ def _structure(reference: Outputs, candidate: Outputs, report: ValidationReport)
 
 def validate(reference: Outputs, candidate: Outputs, images: str, tolerance: float | None = None, *,
              bundle: Bundle, reference_name: str, space: str = "probs", floor: float = 0.0,
-             min_agreement: float | None = None) -> ValidationReport:
+             min_agreement: float | None = None, name: str = "") -> ValidationReport:
     """Compare ``candidate``'s outputs with ``reference``'s on the same ``images`` (a description).
+    ``name``: the candidate's file, for the debug log (the caller reports the result to the user:
+    an export's result line, the precision table; logging it here too would print it twice).
 
     ``tolerance`` bounds the max difference in ``space`` (None: recorded, not enforced); in ``logits``
     the bound is ``floor + tolerance * max|reference logit|``; ``min_agreement`` is the smallest share
@@ -127,8 +129,8 @@ def validate(reference: Outputs, candidate: Outputs, images: str, tolerance: flo
     if min_agreement is not None and report.label_agreement < min_agreement:
         report.problems.append(f"only {100 * report.label_agreement:.0f}% of the labels kept "
                                f"(< {100 * min_agreement:.0f}%)")
-    log.info("%s vs %s on %s: max diff %.3g, labels %.1f%% equal%s", space, reference_name, images,
-             report.max_abs_diff, 100 * report.label_agreement, "" if report.ok else " (FAILED)")
+    log.debug("%s vs %s (%s) on %s: max diff %.3g, labels %.1f%% equal%s", name or "candidate", reference_name,
+              space, images, report.max_abs_diff, 100 * report.label_agreement, "" if report.ok else " (FAILED)")
     return report
 
 

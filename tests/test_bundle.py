@@ -233,3 +233,119 @@ def test_export_int8_ignores_a_missing_fp16(tiny_bundle: Path, synth_data: Path)
     predict = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(synth_data / "validation"),
                                         "--precision", "fp16", "--backend", "onnxruntime"])
     assert predict.exit_code == 2 and f"edgecat export {tiny_bundle} --fp16" in predict.output
+
+
+# ------------------------------------------------------------------ concurrent writers
+_WRITER = r"""
+import sys, time
+from pathlib import Path
+from edgecat.bundle import Bundle
+
+root, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+b = Bundle.open(root)  # opened once: every save must merge what the other process wrote since
+while not (root / "go").exists():
+    time.sleep(0.001)
+for n in range(rounds):
+    name = f"{me}-{n}.bin"
+    (root / name).write_bytes(f"{me} {n}".encode())
+    b.add_artifact(f"{me}-{n}", name, precision="fp32")
+    if n % 5 == 4:
+        b.remove_artifact(f"{me}-{n - 2}")  # a removal is a change too: it must not come back
+    b.manifest.setdefault("metrics", {})[f"{me}/{n}"] = {"accuracy": n / rounds}
+    b.manifest.setdefault("autoselect", {})[f"machine-{me}"] = {"round": n}
+    b.manifest[f"top_{me}"] = n
+    b.save()
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    """Two processes writing one bundle at once (two `edgecat export` runs): every artifact, metric,
+    auto choice and top-level key each of them added is in the manifest afterwards, and what one
+    removed stays removed."""
+    import subprocess
+    import sys
+    import time
+
+    b = _bundle(tmp_path)
+    b.manifest["metrics"]["validation"] = {"accuracy": 0.9}
+    b.save()
+    rounds = 40
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(b.path), me, str(rounds)],
+                              stderr=subprocess.PIPE, text=True) for me in ("a", "b")]
+    time.sleep(2.0)  # both have opened the bundle
+    (b.path / "go").touch()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    final = Bundle.open(b.path)
+    removed = {f"{me}-{n - 2}" for me in "ab" for n in range(rounds) if n % 5 == 4}
+    want = {"model"} | {f"{me}-{n}" for me in "ab" for n in range(rounds)} - removed
+    assert set(final.artifacts) == want
+    assert all(v == "ok" for v in final.verify().values())
+    assert set(final.manifest["metrics"]) == {"validation"} | {f"{me}/{n}" for me in "ab" for n in range(rounds)}
+    assert final.manifest["autoselect"] == {"machine-a": {"round": rounds - 1}, "machine-b": {"round": rounds - 1}}
+    assert final.manifest["top_a"] == final.manifest["top_b"] == rounds - 1
+    assert final.manifest["config"] == {"seed": 1} and final.threshold == 0.6  # untouched keys kept
+
+
+def test_merge_takes_this_process_changes_and_keeps_the_rest() -> None:
+    from edgecat.bundle import merge_manifests
+
+    base = {"a": 1, "b": 2, "arts": {"x": {"v": 1}, "y": {"v": 1}}, "gone": 1}
+    ours = {"a": 10, "b": 2, "arts": {"x": {"v": 2}, "z": {"v": 1}}, "new": 1}  # changed x, removed y, added z
+    theirs = {"a": 1, "b": 20, "arts": {"x": {"v": 1}, "y": {"v": 1}, "w": {"v": 1}}, "gone": 1, "more": 1}
+    assert merge_manifests(base, ours, theirs) == {
+        "a": 10, "b": 20, "arts": {"x": {"v": 2}, "w": {"v": 1}, "z": {"v": 1}}, "more": 1, "new": 1}
+
+
+def test_save_keeps_references_and_sees_other_writers(tmp_path: Path) -> None:
+    """After save() this object's manifest holds what another writer added (so a later step of the
+    same export sees it), in the same dict objects callers already hold."""
+    b = _bundle(tmp_path)
+    other = Bundle.open(b.path)
+    (b.path / "other.bin").write_bytes(b"o")
+    other.add_artifact("other", "other.bin")
+    arts = b.artifacts
+    b.manifest["metrics"]["x"] = {"n": 1}
+    b.save()
+    assert b.artifacts is arts and set(arts) == {"model", "other"} and b.has("other")
+    assert Bundle.open(b.path).manifest["metrics"] == {"x": {"n": 1}}
+
+
+# ------------------------------------------------------------------ stale derived files
+def test_files_made_from_an_older_source_are_stale(tmp_path: Path) -> None:
+    """`export --onnx` re-made model.onnx: the FP16 file made from the old one is intact but stale;
+    verify() and `edgecat info` say so with the command that re-makes it (a warning, not an error)."""
+    b = _bundle(tmp_path)
+    (b.path / "model.onnx").write_bytes(b"onnx v1")
+    fp32 = b.add_artifact("onnx-fp32", "model.onnx", precision="fp32", made_by={"from": "keras"})
+    (b.path / "model.fp16.onnx").write_bytes(b"half of v1")
+    b.add_artifact("onnx-fp16", "model.fp16.onnx", precision="fp16",
+                   made_by={"from": "onnx-fp32", "from_sha256": fp32["sha256"]})
+    assert Bundle.open(b.path).verify() == {"model": "ok", "onnx-fp32": "ok", "onnx-fp16": "ok"}
+    (b.path / "model.onnx").write_bytes(b"onnx v2, repaired")
+    b.add_artifact("onnx-fp32", "model.onnx", precision="fp32", made_by={"from": "keras"})
+    again = Bundle.open(b.path)
+    assert again.verify() == {"model": "ok", "onnx-fp32": "ok", "onnx-fp16": "stale"}
+    assert again.problems["onnx-fp16"] == (f"model.fp16.onnx was made from an older model.onnx (re-exported "
+                                           f"since): re-make it: edgecat export {b.path} --fp16")
+    res = CliRunner().invoke(main, ["info", str(b.path)])
+    assert res.exit_code == 0, res.output
+    assert "stale" in res.stdout and f"warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
+
+
+def test_save_without_file_locking_still_merges(tmp_path: Path) -> None:
+    """Where neither fcntl nor msvcrt exists, saves run unlocked but still merge what is on disk."""
+    import subprocess
+    import sys
+
+    b = _bundle(tmp_path)
+    code = ("import sys; sys.modules['fcntl'] = None; sys.modules['msvcrt'] = None\n"
+            "from pathlib import Path\nfrom edgecat.bundle import Bundle\n"
+            "a, b = Bundle.open(sys.argv[1]), Bundle.open(sys.argv[1])\n"
+            "a.manifest['from_a'] = 1; a.save()\n"
+            "b.manifest['from_b'] = 2; b.save()\n")
+    res = subprocess.run([sys.executable, "-c", code, str(b.path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    m = Bundle.open(b.path).manifest
+    assert m["from_a"] == 1 and m["from_b"] == 2

@@ -115,6 +115,8 @@ def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") ->
 
 @needs_tf
 def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
+    from edgecat.evaluate import data_slug
+
     (tiny_bundle / "metrics.json").write_text('{"training": "result"}')
     code, out = _run("evaluate", str(tiny_bundle), "--data", str(synth_data / "validation"),
                      "--backend", "onnxruntime", "--json")
@@ -129,9 +131,10 @@ def test_evaluate_on_a_folder(tiny_bundle: Path, synth_data: Path) -> None:
     assert code == 0, out
     assert "onnxruntime/fp32" in out and "ROC-AUC" in out
     # another backend/data gets its own files; the training result stays as it was
-    saved = json.loads((tiny_bundle / "metrics-onnxruntime-fp32.json").read_text())
+    slug = data_slug(synth_data / "validation")
+    saved = json.loads((tiny_bundle / f"metrics-onnxruntime-fp32-{slug}.json").read_text())
     assert saved["backend"] == "onnxruntime" and saved["n"] == 12
-    assert (tiny_bundle / "plots" / "confusion_matrix-onnxruntime-fp32.png").stat().st_size > 0
+    assert (tiny_bundle / "plots" / f"confusion_matrix-onnxruntime-fp32-{slug}.png").stat().st_size > 0
     assert json.loads((tiny_bundle / "metrics.json").read_text()) == {"training": "result"}
 
 
@@ -150,7 +153,7 @@ def test_evaluate_on_a_read_only_bundle_prints_and_warns(tiny_bundle: Path, synt
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["n"] == 12 and "plots" not in json.loads(res.stdout)
     assert "metrics not saved" in res.stderr and "Read-only file system" in res.stderr
-    assert not (tiny_bundle / "metrics-onnxruntime-fp32.json").exists()
+    assert not list(tiny_bundle.glob("metrics-onnxruntime-fp32*.json"))
 
 
 def test_edge_side_imports_and_train_says_install_extra(tmp_path: Path) -> None:

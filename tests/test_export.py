@@ -4,14 +4,19 @@ precision table, CLI errors. Real TensorFlow / tf2onnx / ONNX Runtime on tiny mo
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from conftest import _make_bundle, needs_tf
 from edgecat.bundle import Bundle
@@ -170,6 +175,11 @@ def test_fp16_accepts_a_real_network(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ INT8
+def _range_caches(bundle: Path) -> list[Path]:
+    """Cached calibration ranges (not the lists of calibration images beside them)."""
+    return [p for p in (bundle / "calibration").glob("*.json") if not p.name.startswith("images-")]
+
+
 @needs_tf
 def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog):
     from edgecat.export.precision_table import precision_table
@@ -182,7 +192,8 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
     assert [r.artifact for r in first] == ["onnx-int8", "onnx-int8-trt"]
     assert not any(r.cache_used for r in first)
     assert "calibrating on 24 images" in caplog.text
-    assert len(list((tiny_bundle / "calibration").glob("*.json"))) == 2
+    assert len(_range_caches(tiny_bundle)) == 2
+    assert len(list((tiny_bundle / "calibration").glob("images-*.json"))) == 1  # both flavours: one image list
 
     cpu, trt = b.artifacts["onnx-int8"], b.artifacts["onnx-int8-trt"]
     assert cpu["quantization"]["activation_type"] == "QUInt8" and cpu["quantization"]["per_channel"]
@@ -210,7 +221,7 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
     # histogram calibration with an image count that is not a multiple of the batch size
     odd = quantize_all(Bundle.open(tiny_bundle), calib=calib, calib_size=21, method="entropy", flavours=("trt",))
     assert not odd[0].cache_used and odd[0].images == 21
-    assert len(list((tiny_bundle / "calibration").glob("*.json"))) == 5
+    assert len(_range_caches(tiny_bundle)) == 5
 
     table = precision_table(Bundle.open(tiny_bundle), data=synth_data)
     assert [r.precision for r in table.rows] == ["fp32", "int8", "int8-trt"]
@@ -236,13 +247,17 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
 
 
 @needs_tf
-def test_int8_without_calib_uses_bundle_splits(tiny_bundle, caplog):
+def test_int8_without_calib_uses_only_the_training_split(tiny_bundle):
+    """More images asked for than the training split has (36): the validation images, which the
+    precision table scores INT8 on, are never added to the calibration set."""
     from edgecat.export.quantize import calibration_set
+    from edgecat.splits import split_files
 
-    with caplog.at_level("INFO"):
-        cset = calibration_set(Bundle.open(tiny_bundle), None, size=30)
-    assert len(cset.files) == 30 and "splits.json" in cset.source
-    assert "no --calib given" in caplog.text
+    b = Bundle.open(tiny_bundle)
+    cset = calibration_set(b, None, size=40)
+    train, val = ({f for f, _ in split_files(b, part)} for part in ("train", "validation"))
+    assert set(cset.files) == train and len(train) == 36 and not set(cset.files) & val
+    assert "training split" in cset.source
 
 
 @pytest.mark.parametrize("n", [16, 21, 40, 500])
@@ -343,3 +358,173 @@ def test_no_onnxruntime_provider_is_one_line(tiny_bundle):
         pytest.skip("this machine has the CUDA provider")
     with pytest.raises(EdgecatError, match="no CUDAExecutionProvider"):
         open_runtime(Bundle.open(tiny_bundle), "onnxruntime-cuda", "fp32")
+
+
+# ------------------------------------------------------------------------------------ what INT8 is scored on
+def _labelled_folder(src: Path, dest: Path, per_class: int) -> Path:
+    for cls in ("cat", "dog"):
+        (dest / cls).mkdir(parents=True)
+        for f in sorted((src / cls).iterdir())[:per_class]:
+            shutil.copy(f, dest / cls / f.name)
+    return dest
+
+
+@needs_tf
+def test_precision_table_never_scores_calibration_images(tiny_bundle, synth_data, tmp_path):
+    """`--calib D --eval D`: the images INT8 was calibrated on are left out of the table (it says how
+    many); when every --eval image was calibrated on, that is one clear error."""
+    folder = _labelled_folder(synth_data / "train", tmp_path / "photos", per_class=12)
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(folder), "--calib-size", "16",
+             "--eval", str(folder))
+    assert r.exit_code == 0, r.output
+    table = Bundle.open(tiny_bundle).manifest["metrics"]["precision_table"]
+    assert table["images"] == 8 and table["excluded_calibration_images"] == 16
+    assert table["calibrated_on"] == {"onnx-int8": str(folder), "onnx-int8-trt": str(folder)}
+    said = " ".join(r.output.split())
+    assert f"precision table: 8 images from {folder}; none of them used for INT8 calibration (16 calibration " \
+           "images left out)" in said
+    listed = json.loads((tiny_bundle / Bundle.open(tiny_bundle).artifacts["onnx-int8"]["calibration"]
+                         ["images_list"]).read_text())["files"]
+    assert len(listed) == 16 and all(Path(f).is_relative_to(folder) for f in listed)
+
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(folder), "--calib-size", "24", "--eval", str(folder))
+    assert r.exit_code == 2
+    assert f"every image in {folder} was used for INT8 calibration" in " ".join(r.output.split())
+
+    # by default: calibrated on the training split, scored on the validation split
+    r = _run("export", str(tiny_bundle), "--int8")
+    assert r.exit_code == 0, r.output
+    table = Bundle.open(tiny_bundle).manifest["metrics"]["precision_table"]
+    assert table["images"] == 12 and table["excluded_calibration_images"] == 0
+    assert "none of them used for INT8 calibration" in " ".join(r.output.split())
+
+
+@needs_tf
+def test_export_warns_when_int8_changes_labels(tiny_bundle, synth_data, tmp_path):
+    """An INT8 file below the bundle's agreement threshold on the evaluation photos is one warning
+    line with the figure and what to do; at or above it, no warning."""
+    from edgecat import imaging
+    from edgecat.runtime.onnxruntime.loader import onnx_outputs
+    from edgecat.splits import validation_files
+
+    b = Bundle.open(tiny_bundle)
+    # a decision threshold at the median FP32 probability: half the photos sit near it, so INT8's
+    # rounding (calibrated on a few near-black images) moves some of them across
+    batch = imaging.load_batch([f for f, _ in validation_files(b)], b.input_size).images.astype(np.float32)
+    b.manifest["threshold"] = float(np.median(onnx_outputs(tiny_bundle / "model.onnx", batch)[:, 0]))
+    b.save()
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    for i in range(16):
+        Image.fromarray(np.full((48, 48, 3), i, np.uint8)).save(dark / f"d{i}.png")
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(dark))
+    assert r.exit_code == 0, r.output
+    rows = {row["artifact"]: row for row in Bundle.open(tiny_bundle).manifest["metrics"]["precision_table"]["rows"]}
+    assert rows["onnx-int8"]["agreement"] < 0.995  # the case this test is about
+    said = " ".join(r.output.split())
+    assert (f"model.int8.onnx keeps only {100 * rows['onnx-int8']['agreement']:.1f}% of FP32's labels on 12 "
+            "evaluation photos (bundle threshold 99.5%): calibrate on more training photos") in said
+    assert "or deploy FP16 (model.fp16.onnx, `--fp16`)" in said
+
+    b = Bundle.open(tiny_bundle)
+    b.manifest["agreement_threshold"] = 0.0
+    b.save()
+    r = _run("export", str(tiny_bundle), "--int8", "--calib", str(dark))
+    assert r.exit_code == 0 and "keeps only" not in r.output
+
+
+# ------------------------------------------------------------------------------------ log lines
+@needs_tf
+def test_export_log_lines_name_their_file_and_are_not_result_lines(tiny_bundle, synth_data, caplog):
+    from edgecat.export.steps import ExportPlan, run_export
+
+    with caplog.at_level("DEBUG", logger="edgecat"):
+        out = run_export(Bundle.open(tiny_bundle), ExportPlan(fp16=True, int8=True, calib=str(synth_data / "train")))
+    files = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-trt.onnx")
+    ours = [r for r in caplog.records if r.name.startswith(("edgecat.export", "edgecat.validate"))]
+    assert ours
+    for rec in ours:
+        assert any(f in rec.getMessage() for f in files), rec.getMessage()
+    # a parity figure is a result line, printed once by the CLI: never logged at INFO or above too
+    shown = [r.getMessage() for r in ours if r.levelno >= logging.INFO]
+    assert not [m for m in shown if "% equal" in m or "max logit diff" in m or "max diff" in m], shown
+    assert [line.split()[1] for line in out.lines] == list(files[1:])
+
+
+# ------------------------------------------------------------------------------------ read-only bundles
+def _read_only_mount_cmd() -> list[str] | None:
+    """`unshare` with a private mount namespace (as root, or through a user namespace), where a bind
+    mount makes one folder read-only for the command alone; None where that is not possible."""
+    if not shutil.which("unshare") or not shutil.which("mount"):
+        return None
+    for cmd in (["unshare", "-m", "--propagation", "private"], ["unshare", "-r", "-m", "--propagation", "private"]):
+        try:
+            if subprocess.run([*cmd, "true"], capture_output=True, timeout=20).returncode == 0:
+                return cmd
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
+@needs_tf
+@pytest.mark.skipif(_read_only_mount_cmd() is None, reason="needs `unshare -m` to mount a folder read-only "
+                    "(root, or unprivileged user namespaces)")
+def test_export_to_a_read_only_bundle_is_one_line_before_any_work(tiny_bundle):
+    """A bundle on a read-only filesystem (a device's image, a mounted share): `export` stops at once
+    with one line naming the folder, not a PermissionError with a temp file's name at the end."""
+    b = shlex.quote(str(tiny_bundle))
+    script = (f"mount --bind -o ro {b} {b} && "
+              f"{shlex.quote(sys.executable)} -m edgecat export {b} --fp16 < /dev/null; echo rc=$?; "
+              f"{shlex.quote(sys.executable)} -c 'import sys; from edgecat.fsutil import write_json; "
+              f"write_json(sys.argv[1] + \"/x.json\", {{}})' {b} 2>&1 | tail -1")
+    res = subprocess.run([*_read_only_mount_cmd(), "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert "rc=2" in res.stdout, (res.stdout, res.stderr)
+    assert lines[-1] == f"error: cannot write to bundle {tiny_bundle}: folder is read-only (copy it somewhere writable)"
+    assert "Traceback" not in res.stderr and "Errno" not in res.stderr
+    assert not any(line.startswith(("INFO", "WARNING")) for line in lines)  # refused before any work
+    # the atomic writes say the same when a folder turns read-only after the check
+    assert res.stdout.strip().splitlines()[-1] == (f"edgecat.fsutil.NotWritableError: cannot write to {tiny_bundle}: "
+                                                   "folder is read-only (copy it somewhere writable)")
+
+
+@needs_tf
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run edgecat as another user")
+def test_export_to_another_users_bundle_is_one_line(tiny_bundle):
+    """The same for a folder this user may not write (chmod, another owner): as `nobody`."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="edgecat-ro-"))
+    try:
+        home.chmod(0o755)
+        bundle = home / "bundle"
+        shutil.copytree(tiny_bundle, bundle)
+        (home / "cache").mkdir(mode=0o777)
+        (home / "cache").chmod(0o777)
+        for p in [bundle, *bundle.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        env = {**os.environ, "HOME": str(home / "cache"), "EDGECAT_CACHE_DIR": str(home / "cache")}
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                              "-m", "edgecat", "export", str(bundle), "--fp16"], capture_output=True, text=True,
+                             timeout=300, env=env, stdin=subprocess.DEVNULL, cwd=home)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().splitlines()[-1] == (f"error: cannot write to bundle {bundle}: folder is not "
+                                                       "writable by this user (copy it somewhere writable)")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ two exports at once
+@needs_tf
+def test_two_exports_of_one_bundle_at_once_keep_both(tiny_bundle):
+    """`edgecat export B --fp16 & edgecat export B --h5 & wait`: both files are listed afterwards."""
+    procs = [subprocess.Popen([sys.executable, "-m", "edgecat", "export", str(tiny_bundle), flag],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for flag in ("--fp16", "--h5")]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    b = Bundle.open(tiny_bundle)
+    assert {"onnx-fp16", "keras-h5"} <= set(b.artifacts)
+    assert all(v == "ok" for v in b.verify().values()), b.problems

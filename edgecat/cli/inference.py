@@ -34,9 +34,12 @@ def batch_option() -> object:
 
 
 def _check_cell(problem: str) -> str:
-    """A verification result as a short word: ok, missing (a listed file is gone) or mismatch."""
+    """A verification result as a short word: ok, stale (made from an older source), missing (a
+    listed file is gone) or mismatch."""
     if problem == "ok":
         return "ok"
+    if problem == "stale":
+        return "[yellow]stale[/]"
     return "[yellow]missing[/]" if "missing" in problem or "not found" in problem else "[red]mismatch[/]"
 
 
@@ -73,7 +76,9 @@ def info_cmd(bundle: str, as_json: bool) -> None:
         console.print(table)
     for k in (k for k, v in checks.items() if v == "missing"):  # deleted to save space: not an error
         click.secho(f"note: {b.problems[k]}", fg="yellow", err=True)
-    bad = [k for k, v in checks.items() if v not in ("ok", "missing")]
+    for k in (k for k, v in checks.items() if v == "stale"):  # intact, but made from an older source
+        click.secho(f"warning: {b.problems[k]}", fg="yellow", err=True)
+    bad = [k for k, v in checks.items() if v not in ("ok", "missing", "stale")]
     if bad:
         for k in bad:
             click.secho(f"error: {b.problems[k]}", fg="red", err=True)

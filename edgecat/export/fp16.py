@@ -61,7 +61,7 @@ def fp16_parity(bundle: Bundle, ref_raw: np.ndarray, got_raw: np.ndarray, what: 
     """Compare FP16 outputs with FP32 ones in logit space (FP16's error scales with a logit's size);
     a ParityError when FP16 is not a correct conversion (non-finite outputs, or past the bound)."""
     report = validate(ref_raw, got_raw, what, tolerance, bundle=bundle, reference_name=KIND.made_from or "",
-                      space="logits", floor=FP16_LOGIT_FLOOR)
+                      space="logits", floor=FP16_LOGIT_FLOOR, name=KIND.file)
     return report.raise_if_failed("FP16 model", "FP32", f"no {KIND.file} written").parity()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +30,18 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 FP32_TOLERANCE = 1e-4
+#: how a parity description names random-pixel images (what run_export looks for to warn)
+SYNTHETIC = "synthetic images"
 DEFAULT_OPSET = 17
 
 
 def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = None,
-                  seed: int = 0) -> tuple[np.ndarray, str]:
-    """Images for parity checks: real ones from the bundle's validation split (or ``extra_dirs``)
-    when they are on this machine, synthetic otherwise. Returns (batch, description)."""
+                  seed: int = 0, exclude: set[str] | None = None) -> tuple[np.ndarray, str]:
+    """Images for parity checks: real ones from ``extra_dirs`` (folders the user passed) and the
+    bundle's validation split when they are on this machine, less ``exclude`` (files another step
+    must not be judged on: INT8's calibration images); synthetic otherwise, which the description
+    says (``"16 synthetic images"``: :func:`edgecat.export.steps.run_export` warns about it).
+    Returns (batch, description)."""
     from edgecat import imaging
     from edgecat.splits import validation_files
 
@@ -47,12 +53,15 @@ def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = No
         except EdgecatError:
             pass
     candidates += [f for f, _ in validation_files(bundle)]
+    if exclude:
+        skip = {os.path.abspath(f) for f in exclude}
+        candidates = [f for f in candidates if os.path.abspath(f) not in skip]
     loaded = imaging.load_batch(candidates, size, limit=n)
     if len(loaded.files) >= min(n, 4):
         return loaded.images.astype(np.float32), f"{len(loaded.files)} real images"
     rng = np.random.default_rng(seed)
     synth = rng.integers(0, 256, size=(n, size[0], size[1], 3)).astype(np.float32)
-    return synth, f"{n} synthetic images"
+    return synth, f"{n} {SYNTHETIC}"
 
 
 def _captured_constants(fn: Any, spec: Any) -> dict[str, np.ndarray]:
@@ -167,7 +176,7 @@ def export_onnx(bundle: Bundle, opset: int = DEFAULT_OPSET, parity_dirs: list[st
         seconds = time.perf_counter() - t0
         batch, what = parity_images(bundle, extra_dirs=parity_dirs)
         report = validate(np.asarray(model(batch, training=False)), onnx_outputs(staging, batch), what, tolerance,
-                          bundle=bundle, reference_name="keras", space="raw")
+                          bundle=bundle, reference_name="keras", space="raw", name=kind.file)
         report.raise_if_failed("ONNX export", "Keras", f"no {kind.file} written")
         staging.replace(dest)
     finally:
@@ -180,7 +189,9 @@ def export_onnx(bundle: Bundle, opset: int = DEFAULT_OPSET, parity_dirs: list[st
         opset=opset,
         input=INPUT_NAME,
         output=OUTPUT_NAME,
-        made_by={"tool": "tf2onnx.convert.from_function", "from": kind.made_from, "seconds": round(seconds, 2),
+        made_by={"tool": "tf2onnx.convert.from_function", "from": kind.made_from,
+                 "from_sha256": bundle.artifacts.get(str(kind.made_from), {}).get("sha256"),
+                 "seconds": round(seconds, 2),
                  "versions": tool_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")},
         parity=report.parity(),
     )

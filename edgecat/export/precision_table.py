@@ -10,6 +10,7 @@ TensorRT INT8 flavour is run as Q/DQ arithmetic (what TensorRT computes), see
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from edgecat import artifacts, imaging
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
+from edgecat.export.onnx import SYNTHETIC
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
@@ -60,28 +62,61 @@ class PrecisionTable:
     labelled: bool
     rows: list[PrecisionRow] = field(default_factory=list)
     created: str = field(default_factory=now_iso)
+    #: what the INT8 files were calibrated on (artifact key -> source): none of the scored images
+    calibrated_on: dict[str, str] = field(default_factory=dict)
+    #: images of ``data`` left out because an INT8 file was calibrated on them
+    excluded_calibration_images: int = 0
+    #: INT8 files whose calibration images are not known (an older edgecat): overlap not ruled out
+    calibration_unknown: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def scored_on(self) -> str:
+        """One line: which images were scored and that INT8 was not calibrated on any of them."""
+        line = f"{self.images} images from {self.data}"
+        if self.calibrated_on and not self.calibration_unknown:
+            line += "; none of them used for INT8 calibration"
+        if self.excluded_calibration_images:
+            line += f" ({self.excluded_calibration_images} calibration images left out)"
+        if self.calibration_unknown:
+            line += (f"; the calibration images of {', '.join(self.calibration_unknown)} are not recorded "
+                     "(made by an older edgecat): re-export INT8 to rule out overlap")
+        return line
 
 
 def labelled_set(bundle: Bundle, data: str | Path | None = None,
                  limit: int = DEFAULT_LIMIT) -> tuple[list[str], list[int] | None, str]:
     """(files, labels or None, description): ``data`` (class folders; a split layout's validation
-    part), else the bundle's validation split, else the parity images (unlabelled)."""
+    part), else the bundle's validation split; no files (and labels None) when neither is here."""
+    return _labelled_set(bundle, data, limit)[:3]
+
+
+def _labelled_set(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
+                  exclude: set[str] | None = None) -> tuple[list[str], list[int] | None, str, int]:
+    """:func:`labelled_set` less ``exclude`` (images INT8 was calibrated on), and how many of them
+    were left out."""
     from edgecat.splits import labelled_files
 
     files, labels, what = labelled_files(bundle, data, flag="--eval ")
     if not files and data is None:
-        return [], None, "synthetic images (no labelled data: pass --eval DIR)"
+        return [], None, f"{SYNTHETIC} (no labelled data: pass --eval DIR)", 0
     if not files:
         raise EdgecatError(f"no labelled images found in {what}")
+    dropped = 0
+    if exclude:
+        keep = [i for i, f in enumerate(files) if os.path.abspath(f) not in exclude]
+        dropped = len(files) - len(keep)
+        if not keep:
+            raise EdgecatError(f"every image in {what} was used for INT8 calibration: scoring INT8 on its "
+                               "calibration images flatters it; pass --eval DIR with other labelled photos")
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     if len(files) > limit:
         idx = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
         idx.sort()
         files = [files[i] for i in idx]
         labels = [labels[i] for i in idx]
-    return files, labels, what
+    return files, labels, what, dropped
 
 
 def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
@@ -100,10 +135,16 @@ def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
 def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
                     record: bool = True) -> PrecisionTable:
     """Evaluate every ONNX precision the bundle has on the same images; record the table in the
-    manifest (``metrics.precision_table`` and each artifact's ``accuracy``) when ``record``."""
+    manifest (``metrics.precision_table`` and each artifact's ``accuracy``) when ``record``.
+
+    Images an INT8 file was calibrated on are never scored: when ``data`` (``--eval``) holds some of
+    them (the same folder as ``--calib``), they are left out and the table says how many."""
+    from edgecat.export.quantize import calibration_images
+
     if not bundle.has(artifacts.onnx("fp32").key):
         raise EdgecatError("the bundle has no ONNX model to evaluate: run `edgecat export BUNDLE` first")
-    files, labels, what = labelled_set(bundle, data, limit)
+    calibrated, sources, unknown = calibration_images(bundle)
+    files, labels, what, dropped = _labelled_set(bundle, data, limit, exclude=calibrated)
     if files:
         loaded = imaging.load_batch(files, bundle.input_size)
         for why in loaded.errors.values():
@@ -115,17 +156,18 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
     else:
         from edgecat.export.onnx import parity_images
 
-        images, what = parity_images(bundle, n=32)
+        images, what = parity_images(bundle, n=32, exclude=calibrated)
         y = None
     ref_raw: np.ndarray | None = None
-    table = PrecisionTable(data=what, images=len(images), labelled=y is not None)
+    table = PrecisionTable(data=what, images=len(images), labelled=y is not None, calibrated_on=sources,
+                           excluded_calibration_images=dropped, calibration_unknown=unknown)
     for name, key in ROWS:
         if not bundle.has(key):
             continue
         path = bundle.artifact_path(key)
         raw = _outputs(bundle, key, images)
         ref_raw = raw if ref_raw is None else ref_raw
-        vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1])
+        vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1], name=path.name)
         pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(bundle.class_probs(raw))])
         table.rows.append(PrecisionRow(
             precision=name, artifact=key, file=path.name, bytes=path.stat().st_size,
@@ -147,7 +189,7 @@ def render(table: PrecisionTable) -> Any:
     """A rich Table for the terminal."""
     from rich.table import Table
 
-    t = Table(title=f"precision table: {table.images} images from {table.data}")
+    t = Table(title=f"precision table: {table.scored_on()}")
     for col in ("precision", "file", "size MB", "accuracy", "agreement", "max prob diff"):
         t.add_column(col, justify="left" if col in ("precision", "file") else "right")
     for r in table.rows:

@@ -30,7 +30,9 @@ import contextlib
 import hashlib
 import inspect
 import itertools
+import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -44,7 +46,7 @@ import numpy as np
 from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
-from edgecat.fsutil import atomic_path
+from edgecat.fsutil import atomic_path, write_json
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
@@ -82,6 +84,8 @@ class CalibrationSet:
     reserve: list[str] = field(default_factory=list)
     #: the files calibration actually read (set by load_calibration_images)
     used: list[str] = field(default_factory=list)
+    #: the bundle the images calibrate: where load_calibration_images records which images they were
+    bundle_path: Path | None = None
 
     def fingerprint(self) -> str:
         """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
@@ -94,6 +98,63 @@ class CalibrationSet:
             except OSError:
                 h.update(f"{p}|missing\n".encode())
         return h.hexdigest()
+
+
+def images_list_name(fingerprint: str) -> str:
+    """The file (inside the bundle) listing the images a calibration with this fingerprint read."""
+    return f"{CALIB_DIR}/images-{fingerprint[:16]}.json"
+
+
+def record_calibration_images(cset: CalibrationSet) -> str | None:
+    """List the images ``cset`` calibrated on in the bundle's ``calibration/`` folder, so the
+    precision table can leave them out (INT8 scored on its own calibration images looks better than
+    it is). Returns the file's name inside the bundle, None where it cannot be written."""
+    if cset.bundle_path is None:
+        return None
+    name = images_list_name(cset.fingerprint())
+    files = cset.used or cset.files
+    try:
+        write_json(cset.bundle_path / name, {"source": cset.source,
+                                             "files": sorted(os.path.abspath(f) for f in files)})
+    except OSError as exc:
+        log.debug("cannot record the calibration images in %s: %s", cset.bundle_path, exc)
+        return None
+    return name
+
+
+def calibration_images(bundle: Bundle) -> tuple[set[str], dict[str, str], list[str]]:
+    """The images the bundle's INT8 files were calibrated on: (absolute paths, artifact key ->
+    calibration source, keys whose list is unknown: made by an older edgecat, or deleted)."""
+    files: set[str] = set()
+    sources: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, entry in bundle.artifacts.items():
+        if entry.get("precision") != "int8" or not bundle.has(key):
+            continue
+        cal = entry.get("calibration") or (entry.get("made_by") or {}).get("calibration") or {}
+        if not isinstance(cal, dict):
+            continue
+        name = cal.get("images_list") or (images_list_name(cal["fingerprint"]) if cal.get("fingerprint") else None)
+        sources[key] = str(cal.get("source", "unknown"))
+        listed = _read_list(bundle, name) if isinstance(name, str) else None
+        if listed is None:
+            unknown.append(key)
+        else:
+            files.update(listed)
+    return files, sources, unknown
+
+
+def _read_list(bundle: Bundle, name: str) -> list[str] | None:
+    from edgecat.bundle import _outside
+    from edgecat.bundle_schema import check_file_name
+
+    try:
+        path = bundle.path / check_file_name(name)
+        if _outside(path, bundle.path):
+            return None
+        return [os.path.abspath(str(f)) for f in json.loads(path.read_text(encoding="utf-8"))["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -110,19 +171,13 @@ class QuantizeResult:
 
 
 # ------------------------------------------------------------------------------ calibration set
-def _splits_files(bundle: Bundle) -> tuple[list[str], list[str]]:
-    """(train, validation) files from the bundle's splits.json that are still on disk."""
-    from edgecat.splits import split_files
-
-    train, val = ([f for f, _ in split_files(bundle, part)] for part in ("train", "validation"))
-    return train, val
-
-
 def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int = DEFAULT_CALIB_SIZE,
                     min_images: int = MIN_CALIB_IMAGES, seed: int = 0) -> CalibrationSet:
     """Pick up to ``size`` images from ``calib`` (a folder, searched recursively) or, without one,
-    from the bundle's training/validation files; a deterministic sample so the cache key is stable."""
+    from the bundle's training split (never its validation split: the precision table scores INT8
+    on those); a deterministic sample so the cache key is stable."""
     from edgecat import imaging
+    from edgecat.splits import missing_hint, split_files
 
     if size < 1:
         raise EdgecatError(f"--calib-size must be at least 1 (got {size})")
@@ -137,16 +192,10 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
         if not files:
             raise EdgecatError(f"no images found in calibration folder {root}")
     else:
-        train, val = _splits_files(bundle)
-        # training images first: calibrating on the validation set would flatter the precision table
-        files = train if len(train) >= size else train + val
-        source = "bundle splits.json (training files)" if len(train) >= size else \
-            "bundle splits.json (train+validation files)"
+        files = [f for f, _ in split_files(bundle, "train")]
+        source = "the bundle's training split (splits.json)"
         if not files:
-            raise EdgecatError(
-                "INT8 needs calibration images: pass --calib DIR (the bundle's training files are not on this machine)"
-            )
-        log.info("no --calib given: calibrating on the bundle's own training/validation files (splits.json)")
+            raise EdgecatError(f"INT8 needs calibration images: {missing_hint(bundle, 'train', '--calib')}")
     reserve: list[str] = []
     if len(files) > size:
         order = np.random.default_rng(seed).permutation(len(files)).tolist()
@@ -158,8 +207,9 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
             f"{DEFAULT_CALIB_SIZE} recommended)"
         )
     if len(files) < min(size, DEFAULT_CALIB_SIZE):
-        log.warning("calibrating on %d images (%d recommended)", len(files), DEFAULT_CALIB_SIZE)
-    return CalibrationSet(files=files, source=source, reserve=reserve)
+        bundle.warn_once(f"INT8 calibration on only {len(files)} images ({DEFAULT_CALIB_SIZE} recommended) from "
+                         f"{source}: pass --calib DIR with more training photos")
+    return CalibrationSet(files=files, source=source, reserve=reserve, bundle_path=bundle.path)
 
 
 def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
@@ -184,6 +234,7 @@ def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
             f"too few readable calibration images: {len(images)} of {wanted} in {cset.source} "
             f"(need at least {min_images}; {len(cset.skipped)} unreadable)"
         )
+    record_calibration_images(cset)
     return images
 
 
@@ -275,7 +326,7 @@ def cache_key(model_sha256: str, cset: CalibrationSet, method: str, flavour: str
     return h.hexdigest()[:20]
 
 
-def _preprocessed(src: Path, workdir: Path) -> tuple[Path, bool]:
+def _preprocessed(src: Path, workdir: Path, name: str = "INT8") -> tuple[Path, bool]:
     """ORT's recommended pre-processing (shape inference + graph optimisation, which folds the
     exported BatchNorm Mul/Add into the convolutions so they are not quantized as separate ops);
     the graph as exported if it fails. Returns (model path, pre-processed?)."""
@@ -289,7 +340,7 @@ def _preprocessed(src: Path, workdir: Path) -> tuple[Path, bool]:
         quant_pre_process(str(src), str(out), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
         return out, True
     except Exception as exc:  # noqa: BLE001 - optional step; quantization still works without it
-        log.warning("quantization pre-processing failed (%s); quantizing the graph as exported", exc)
+        log.warning("%s: quantization pre-processing failed (%s); quantizing the graph as exported", name, exc)
         return src, False
 
 
@@ -369,7 +420,8 @@ def _high_precision_fp16(path: Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             model = convert_fp16(version_converter.convert_version(model, HIGH_PRECISION_OPSET))
     except Exception as exc:  # noqa: BLE001 - the version converter raises plain exceptions
-        log.warning("INT8 trt: unquantized layers stay FP32 (FP16 conversion failed: %s)", str(exc)[:200])
+        log.warning("%s: unquantized layers stay FP32 (FP16 conversion failed: %s)", KINDS["trt"].file,
+                    str(exc)[:200])
         return {"high_precision_dtype": "fp32"}
     onnx.save(model, str(path))
     return {"high_precision_dtype": "fp16", "opset": HIGH_PRECISION_OPSET}
@@ -418,7 +470,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
     and checked against them). Returns what the manifest records about the graph."""
     from onnxruntime.quantization import quantize_static
 
-    model_in, preprocessed = _preprocessed(src, work)
+    model_in, preprocessed = _preprocessed(src, work, KINDS[flavour].file)
     kwargs = {**opts, "extra_options": dict(opts["extra_options"])}
     if reader is not None:
         kwargs["extra_options"]["CalibStridedMinMax"] = stride
@@ -480,21 +532,26 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
         reader, stride = None, 1
         if cache_used:
-            log.info("INT8 %s: using cached calibration %s (no calibration run)", flavour, cache_file.name)
+            log.info("%s: using cached calibration ranges %s/%s (no calibration run)", kind.file, CALIB_DIR,
+                     cache_file.name)
         else:
-            log.info("INT8 %s: calibrating on %d images from %s (method %s)%s", flavour, len(cset.files),
+            log.info("%s: calibrating on %d images from %s (method %s)%s", kind.file, len(cset.files),
                      cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
             reader, stride = _reader(load_calibration_images(cset, bundle.input_size, min_images), input_name)
+        images_list = images_list_name(cset.fingerprint())
+        if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
+            images_list = record_calibration_images(cset)
         ranges = (cache_file if cache_used else Path(work) / "ranges.json") if supports_cache else None
         with atomic_path(dest) as tmp:
             info = _run_quantizer(src, tmp, flavour, opts, reader, stride, ranges, Path(work))
-            parity = _parity(bundle, src, tmp, flavour, parity_dirs)
+            parity = _parity(bundle, src, tmp, flavour, parity_dirs, exclude=set(cset.used or cset.files))
         if supports_cache and not cache_used and ranges is not None and ranges.exists():
             with atomic_path(cache_file) as tmpc:
                 tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
     calibration = {"method": method, "images": len(cset.used) if cset.used else len(cset.files),
                    "source": cset.source, "replaced_unreadable": len(cset.skipped), "key": key,
+                   "images_list": images_list,
                    "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None, "cache_used": cache_used}
     _record(bundle, kind, opts, info, calibration, parity, seconds)
     return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
@@ -521,26 +578,32 @@ def _record(bundle: Bundle, kind: artifacts.ArtifactKind, opts: dict[str, Any], 
     )
 
 
-def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None) -> dict[str, Any]:
-    """INT8 vs FP32 on the parity images (the TensorRT flavour as Q/DQ arithmetic); recorded, and
-    refused only when the outputs are broken (non-finite, another shape): INT8 moves probabilities by
-    an amount a calibration set decides, which the precision table then scores on labelled data."""
+def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: list[str] | None,
+            exclude: set[str] | None = None) -> dict[str, Any]:
+    """INT8 vs FP32 on the parity images other than the calibration images (the TensorRT flavour as
+    Q/DQ arithmetic); recorded, and refused only when the outputs are broken (non-finite, another
+    shape): INT8 moves probabilities by an amount a calibration set decides, which the precision
+    table then scores on labelled data."""
     from edgecat.export.onnx import parity_images
 
-    batch, what = parity_images(bundle, extra_dirs=parity_dirs)
+    batch, what = parity_images(bundle, extra_dirs=parity_dirs, exclude=exclude)
+    kind = KINDS[flavour]
     report = validate(onnx_outputs(src, batch), onnx_outputs(qpath, batch, simulate_qdq=flavour in SIMULATED_FLAVOURS),
-                      what, bundle=bundle, reference_name=str(KINDS[flavour].made_from))
+                      what, bundle=bundle, reference_name=str(kind.made_from), name=kind.file)
     return report.raise_if_failed(f"INT8 model ({flavour})", "FP32", f"no {KINDS[flavour].file} written").parity()
 
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
                  method: str = "minmax", flavours: tuple[str, ...] = FLAVOURS,
-                 min_images: int = MIN_CALIB_IMAGES) -> list[QuantizeResult]:
-    """Both INT8 flavours from one calibration set (chosen once, so both share the image list)."""
+                 min_images: int = MIN_CALIB_IMAGES, parity_dirs: list[str] | None = None) -> list[QuantizeResult]:
+    """Both INT8 flavours from one calibration set (chosen once, so both share the image list).
+    ``parity_dirs``: folders of real images for the parity check (default: ``calib``; its images
+    that were calibrated on are left out either way)."""
     cset = calibration_set(bundle, calib, calib_size, min_images)
-    return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset,
-                          parity_dirs=[str(calib)] if calib else None) for f in flavours]
+    dirs = parity_dirs if parity_dirs is not None else ([str(calib)] if calib else None)
+    return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs)
+            for f in flavours]
 
 
-__all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_set",
+__all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_images", "calibration_set",
            "flavour_options", "quantize_all", "quantize_int8"]

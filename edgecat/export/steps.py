@@ -37,17 +37,32 @@ class ExportPlan:
     opset: int = 17
     #: model.h5 (legacy Keras HDF5) for Keras users without edgecat
     h5: bool = False
-    tflite: bool = False  # issue 12: LiteRT files from model.keras
+    tflite: bool = False  # LiteRT files from model.keras
     tflite_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+    def parity_dirs(self) -> list[str] | None:
+        """Folders of real photos for the parity checks besides the bundle's validation split: the
+        evaluation folder, then the calibration folder (INT8 leaves its calibration images out)."""
+        return [d for d in (self.eval_dir, self.calib) if d] or None
 
 
 @dataclass
 class ExportResult:
-    """One line per artifact written or skipped, warnings, and the precision table if one was made."""
+    """One line per artifact written or skipped (each names its file), warnings, and the precision
+    table if one was made. What is here is not also logged: the caller prints it once."""
 
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     table: Any = None
+    #: what each parity check ran on (file -> images description): synthetic images are warned about
+    parity_images: dict[str, str] = field(default_factory=dict)
+
+    def checked(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Note what ``entry``'s parity check ran on; returns the entry."""
+        images = (entry.get("parity") or {}).get("images")
+        if images:
+            self.parity_images[str(entry.get("file"))] = str(images)
+        return entry
 
 
 FP32 = artifacts.onnx("fp32")
@@ -84,8 +99,9 @@ def _onnx_step(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
                                "(ONNX FP32 is made where the Keras model and TensorFlow are)")
         from edgecat.export.onnx import export_onnx
 
-        entry = export_onnx(bundle, opset=plan.opset, parity_dirs=[plan.calib] if plan.calib else None)
-        out.lines.append(f"{FP32.key}  {entry['file']}  parity vs Keras {entry['parity']['max_abs_diff']:.2e}")
+        entry = out.checked(export_onnx(bundle, opset=plan.opset, parity_dirs=plan.parity_dirs()))
+        out.lines.append(f"{FP32.key:<14} {entry['file']}  vs Keras: max diff {entry['parity']['max_abs_diff']:.2e} "
+                         f"on {entry['parity']['images']}")
     elif nothing_else and not plan.h5:
         out.lines.append(f"{bundle.artifacts[FP32.key]['file']} is already there (use --onnx to re-export)")
 
@@ -95,22 +111,27 @@ def _derived_steps(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
     if plan.fp16:
         from edgecat.export.fp16 import KIND, export_fp16
 
-        entry = export_fp16(bundle, tolerance=plan.fp16_tolerance)
+        entry = out.checked(export_fp16(bundle, tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs()))
         par = entry["parity"]
-        out.lines.append(f"{KIND.key}  {entry['file']}  vs FP32: labels {100 * par['label_agreement']:.1f}% equal, "
-                         f"max logit diff {par['max_logit_diff']:.2e} (bound {par['logit_bound']:.2e})")
+        out.lines.append(f"{KIND.key:<14} {entry['file']}  vs FP32: labels {100 * par['label_agreement']:.1f}% equal, "
+                         f"max logit diff {par['max_logit_diff']:.2e} (bound {par['logit_bound']:.2e}) "
+                         f"on {par['images']}")
     if plan.int8:
         from edgecat.export.quantize import quantize_all
 
-        for r in quantize_all(bundle, calib=plan.calib, calib_size=plan.calib_size, method=plan.calib_method):
+        for r in quantize_all(bundle, calib=plan.calib, calib_size=plan.calib_size, method=plan.calib_method,
+                              parity_dirs=plan.parity_dirs()):
+            out.checked({"file": r.file, "parity": r.parity})
             out.lines.append(f"{r.artifact:<14} {r.file}  {r.images} calibration images ({r.method}, "
-                             f"{'cached ranges' if r.cache_used else 'calibrated'})")
+                             f"{'cached ranges' if r.cache_used else 'calibrated'}); vs FP32: labels "
+                             f"{100 * r.parity.get('label_agreement', 0.0):.1f}% equal on {r.parity['images']}")
     if plan.tflite:
-        out.lines += _tflite(bundle, plan)
+        out.lines += _tflite(bundle, plan, out)
     if plan.fp16 or plan.int8 or plan.eval_dir or plan.tflite:
         from edgecat.export.precision_table import precision_table
 
         out.table = precision_table(bundle, data=plan.eval_dir)
+        out.warnings += int8_warnings(bundle, out.table)
 
 
 def _deployment_steps(bundle: Any, plan: ExportPlan, out: ExportResult, engines: list[str] | None,
@@ -139,42 +160,75 @@ def run_export(bundle: Any, plan: ExportPlan) -> ExportResult:
 
     Checks that can fail fast (TensorRT + GPU, bad options) run before any slow step.
     """
+    bundle.require_writable()  # a read-only bundle: one line now, not a PermissionError at the end
     out = ExportResult()
     engines, batch = _fail_fast(bundle, plan)
     if plan.h5:
         from edgecat.export.h5 import H5_KEY, export_h5
 
-        entry = export_h5(bundle, parity_dirs=[plan.calib] if plan.calib else None)
-        out.lines.append(f"{H5_KEY:<10} {entry['file']}  reloaded vs Keras {entry['parity']['max_abs_diff']:.2e}")
+        entry = out.checked(export_h5(bundle, parity_dirs=plan.parity_dirs()))
+        out.lines.append(f"{H5_KEY:<14} {entry['file']}  reloaded vs Keras: max diff "
+                         f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['images']}")
     _onnx_step(bundle, plan, out)
     _derived_steps(bundle, plan, out)
     _deployment_steps(bundle, plan, out, engines, batch)
+    out.warnings += synthetic_warnings(bundle, out)
     out.warnings += stale_derived(bundle)
     return out
 
 
-def _tflite(bundle: Any, plan: ExportPlan) -> list[str]:
-    """LiteRT files from model.keras, calibrated on the same set as the ONNX INT8 (issue 12)."""
+def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
+    """LiteRT files from model.keras, calibrated on the same set as the ONNX INT8."""
     from edgecat.export.litert import export_litert
 
     lines = []
     for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
-                           fp16_tolerance=plan.fp16_tolerance):
-        par = e["parity"]
+                           fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs()):
+        par = out.checked(e)["parity"]
         lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
                      f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")
     return lines
 
 
-def stale_derived(bundle: Any) -> list[str]:
-    """Warnings for models made from an older model.onnx than the bundle has now (the registry's
-    ONNX artifacts made from FP32), each with the flags that re-make it."""
-    fp32 = bundle.artifacts.get(FP32.key, {}).get("sha256")
+def int8_warnings(bundle: Any, table: Any) -> list[str]:
+    """One line per INT8 file whose label agreement with FP32 on the table's labelled photos is
+    below the bundle's agreement threshold (the one ``--backend auto`` refuses a file under): such a
+    file changes answers a user would notice, so the export says so and what to do about it."""
+    from edgecat.autoselect import agreement_threshold
+
+    if table is None or not table.labelled:
+        return []
+    threshold = agreement_threshold(bundle)
+    fp16 = artifacts.onnx("fp16")
+    keep = f"deploy FP16 ({fp16.file}, `--fp16`)" if not bundle.has(fp16.key) else f"deploy FP16 ({fp16.file})"
     lines = []
-    for kind in artifacts.ARTIFACTS.values():
-        if kind.made_from != FP32.key or kind.format != "onnx":
+    for row in table.rows:
+        if artifacts.kind(row.artifact).precision != "int8" or row.agreement >= threshold:
             continue
-        made_from = bundle.artifacts.get(kind.key, {}).get("made_by", {}).get("from_sha256")
-        if fp32 and made_from and made_from != fp32:
-            lines.append(f"{kind.key} was made from an older {FP32.file}: re-run with {kind.export_flags}")
+        lines.append(f"{row.file} keeps only {100 * row.agreement:.1f}% of FP32's labels on {table.images} "
+                     f"evaluation photos (bundle threshold {100 * threshold:.1f}%): calibrate on more training "
+                     f"photos (--calib DIR --calib-size N) or {keep}")
     return lines
+
+
+def synthetic_warnings(bundle: Any, out: ExportResult) -> list[str]:
+    """One line when a parity check or the precision table ran on random pixels, not photos: such a
+    check catches a broken conversion, not a loss of accuracy, and the user should know."""
+    from edgecat.export.onnx import SYNTHETIC
+    from edgecat.splits import missing_hint
+
+    files = [f for f, what in out.parity_images.items() if SYNTHETIC in what]
+    table = out.table is not None and SYNTHETIC in str(out.table.data)
+    if not files and not table:
+        return []
+    checks = ", ".join(files) + (" and " if files and table else "") + ("the precision table" if table else "")
+    what = "parity check of " if files else ""
+    return [f"the {what}{checks} ran on synthetic images (random pixels, not photos): "
+            f"{missing_hint(bundle, 'validation', '--eval')} (a folder of labelled photos)"]
+
+
+def stale_derived(bundle: Any) -> list[str]:
+    """Warnings for files made from an older version of their source than the bundle has now
+    (FP16/INT8 made from a model.onnx that was re-exported since), each with the command that
+    re-makes it (:meth:`edgecat.bundle.Bundle.stale`, which `edgecat info` shows too)."""
+    return list(bundle.stale().values())
