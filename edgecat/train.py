@@ -4,7 +4,8 @@ Stage 1 trains the head on a frozen backbone; stage 2 unfreezes the last N layer
 own depth unless given) with BatchNormalization kept in inference mode. Neither stage feeds images
 through layers it does not train: both train on cached outputs of the frozen part, a few augmented
 views computed once (:mod:`edgecat.feature_cache`; same math, ~8x faster end to end). With random
-weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there.
+weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there,
+for the epochs the two stages were given unless ``full_epochs`` is set.
 A run that dies is marked ``failed``; its folder can be reused.
 
 The best model by validation loss is written to the bundle after every improving epoch (atomically),
@@ -86,20 +87,37 @@ def resolve_schedule(cfg: TrainConfig) -> str:
         if cfg.schedule == "two-stage" and str(cfg.weights).lower() == "none":
             log.warning("two-stage with --weights none: a frozen random backbone learns little in stage 1")
         return cfg.schedule
-    if str(cfg.weights).lower() == "none":
-        log.info("--weights none: using the 'full' schedule (every layer trained, lr %g); "
-                 "a frozen random backbone would learn nothing", cfg.full_lr)
-        return "full"
-    return "two-stage"
+    return "full" if str(cfg.weights).lower() == "none" else "two-stage"
+
+
+def full_epochs(cfg: TrainConfig) -> int:
+    """``--full-epochs``, else the two stages' epochs added up: ``--weights none --stage1-epochs 1
+    --stage2-epochs 1`` asks for a 2-epoch run, whichever schedule carries it."""
+    return int(cfg.full_epochs) if cfg.full_epochs is not None else int(cfg.stage1_epochs + cfg.stage2_epochs)
 
 
 def plan(cfg: TrainConfig, schedule: str) -> list[Phase]:
     if schedule == "full":
-        return [Phase("full", "full", cfg.full_epochs, cfg.full_lr)]
+        return [Phase("full", "full", full_epochs(cfg), cfg.full_lr)]
     return [
         Phase("stage1", "frozen", cfg.stage1_epochs, cfg.stage1_lr),
         Phase("stage2", "partial", cfg.stage2_epochs, cfg.stage2_lr),
     ]
+
+
+def describe_plan(cfg: TrainConfig, schedule: str, phases: list[Phase], resumed: bool = False) -> str:
+    """One line: which schedule runs, for how many epochs, and why (logged at the start of a run)."""
+    epochs = sum(p.epochs for p in phases)
+    if schedule == "full":
+        source = (f"--full-epochs {cfg.full_epochs}" if cfg.full_epochs is not None
+                  else f"--stage1-epochs {cfg.stage1_epochs} + --stage2-epochs {cfg.stage2_epochs}")
+        why = ("the resumed run's" if resumed else "--schedule full" if cfg.schedule == "full" else
+               "--weights none: a frozen random backbone would learn nothing, so every layer trains")
+        return f"schedule: full, {epochs} epoch(s) ({source}), lr {cfg.full_lr:g}; {why}"
+    why = ("the resumed run's" if resumed else "--schedule two-stage" if cfg.schedule == "two-stage"
+           else "the default with pretrained weights")
+    return (f"schedule: two-stage, {phases[0].epochs} + {phases[1].epochs} epoch(s) (frozen base at lr "
+            f"{cfg.stage1_lr:g}, then the last layers at lr {cfg.stage2_lr:g}); {why}")
 
 
 def default_out(cfg: TrainConfig, size: int) -> Path:
@@ -212,6 +230,7 @@ class Trainer:
         self.schedule = resolve_schedule(cfg)
         self.unfreeze = effective_unfreeze(self.spec, cfg.unfreeze)
         self.phases = plan(cfg, self.schedule)
+        log.info("%s", describe_plan(cfg, self.schedule, self.phases, resume))
         self.history: list[dict[str, Any]] = []
         self.best_val_loss = float("inf")
         self.state: dict[str, Any] = {}
@@ -443,10 +462,8 @@ class Trainer:
         n_trainable = set_trainable(self.base, phase.trainable, self.unfreeze, freeze_bn=self.schedule != "full")
         log.info("%s: %s base (%d trainable base layers), lr %g, %d epochs",
                  phase.name, phase.trainable, n_trainable, phase.lr, phase.epochs)
-        callbacks: list[Any] = [
-            _make_checkpoint_callback(self, phase),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        ]
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
+        callbacks: list[Any] = [_make_checkpoint_callback(self, phase), stopper]
         if self.schedule == "full" and cfg.bn_recalibrate > 0:
             callbacks.insert(0, _make_bn_callback(self.model, train_ds_fn, cfg.bn_recalibrate))
         if cfg.tensorboard:
@@ -462,6 +479,8 @@ class Trainer:
             self.model.fit(train_ds_fn(cfg.augment), validation_data=val_ds_fn(), epochs=phase.epochs,
                            initial_epoch=start, callbacks=callbacks, verbose=0)
         epochs_run = [r for r in self.history if r["stage"] == phase.name]
+        if getattr(stopper, "stopped_epoch", 0) > 0:
+            self._log_early_stop(phase, int(stopper.stopped_epoch), epochs_run)
         self.timings[phase.name] = {
             "seconds": round(time.perf_counter() - t0, 2),
             "epochs": len(epochs_run),
@@ -470,6 +489,17 @@ class Trainer:
         }
         if use_cache and self._cache_built_in == phase.name:
             self.timings[phase.name]["feature_extraction_seconds"] = self.cache_info["seconds"]
+
+    def _log_early_stop(self, phase: Phase, stopped: int, rows: list[dict[str, Any]]) -> None:
+        """Keras stops quietly (verbose=0): say when, on what, and which epoch the bundle keeps."""
+        scored = [r for r in rows if "val_loss" in r]
+        best = min(scored, key=lambda r: r["val_loss"]) if scored else None
+        kept = history_summary(self.history).get("kept") or {}
+        since = f" since {phase.name} epoch {best['stage_epoch']} ({best['val_loss']:.4f})" if best else ""
+        keeps = (f"; the bundle keeps epoch {kept['epoch']} ({kept['stage']} epoch {kept['stage_epoch']}, "
+                 f"val_loss {kept['val_loss']:.4f})" if kept else "")
+        log.info("%s: early stopping after epoch %d/%d: val_loss has not improved%s (patience %d)%s",
+                 phase.name, stopped + 1, phase.epochs, since, self.cfg.patience, keeps)
 
     # -------------------------------------------------------------------- feature cache
     def _cache_ready(self, phase: Phase, train_ds_fn: Any, val_ds_fn: Any) -> bool:

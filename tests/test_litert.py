@@ -94,3 +94,48 @@ def test_cli_export_tflite_and_missing_file(tiny_bundle, synth_data):
     rows = {r["precision"]: r for r in b.manifest["metrics"]["precision_table"]["rows"]}
     assert set(rows) == {"fp32", "tflite-fp32"}  # evaluated through the litert runtime beside ONNX
     assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-fp32"]["max_prob_diff"] < 1e-4
+
+
+def _saturating(bundle_path):
+    """The tiny bundle's model with its classifier scaled until the parity images' logits reach
+    +-30, one of them put on the threshold: FP16 moves that image's probability by several hundredths
+    while every logit stays within the FP16 logit bound (a well-trained model, in miniature)."""
+    import keras
+
+    from edgecat.bundle import Bundle
+    from edgecat.export.onnx import parity_images
+    from edgecat.fsutil import atomic_path
+
+    b = Bundle.open(bundle_path)
+    model = keras.models.load_model(str(b.artifact_path("keras")), compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel, _ = dense.get_weights()
+    batch, _ = parity_images(b)
+    z = keras.Model(model.input, dense.input)(batch).numpy() @ kernel
+    kernel = kernel * 30.0 / float(np.max(np.abs(z - np.median(z))))
+    z = keras.Model(model.input, dense.input)(batch).numpy() @ kernel
+    dense.set_weights([kernel, -np.sort(z[:, 0])[len(z) // 2:len(z) // 2 + 1]])
+    with atomic_path(b.artifact_path("keras")) as tmp:
+        model.save(str(tmp))
+    b.add_artifact("keras", b.artifact_path("keras"), format="keras", precision="fp32")
+    return b
+
+
+def test_fp16_is_judged_in_logit_space_as_onnx_fp16_is(tiny_bundle):
+    """A probability near the threshold moves by more than 0.02 under FP16 on a model with large
+    logits; the file is still a correct conversion, so it is written (same rule as model.fp16.onnx),
+    and the bound is still enforced: with no relative tolerance only the floor is left."""
+    from edgecat.export.fp16 import FP16_LOGIT_FLOOR, FP16_TOLERANCE
+    from edgecat.export.litert import export_litert
+    from edgecat.validate import ParityError
+
+    b = _saturating(tiny_bundle)
+    with pytest.raises(ParityError, match=r"LiteRT fp16 model does not match Keras: max logit difference"):
+        export_litert(b, ("fp16",), fp16_tolerance=0.0)
+    assert not (tiny_bundle / "model.fp16.tflite").exists()
+    [entry] = export_litert(b, ("fp16",))
+    par = entry["parity"]
+    assert par["max_abs_diff"] > 0.02  # what a probability bound refused
+    assert par["tolerance"] == FP16_TOLERANCE and par["logit_bound"] > FP16_LOGIT_FLOOR
+    assert FP16_LOGIT_FLOOR < par["max_logit_diff"] <= par["logit_bound"]
+    assert (tiny_bundle / "model.fp16.tflite").is_file()

@@ -12,14 +12,17 @@ so the deployed file takes exactly what every other edgecat runtime takes, prepr
   the trained MobileNetV2 (benchmarks/README.md): float32 input 0.86 ms, uint8 input 0.96 ms at 2
   threads. uint8-input files are read too (the runtime quantizes with the file's scale).
 
-Every file is written atomically, checked against Keras on real images (max probability difference
-and label agreement) and recorded with its sha256 and provenance. Needs TensorFlow (export side only).
+Every file is written atomically, checked against Keras on real images by the rule its ONNX
+counterpart is checked by (:data:`RULES`, one :func:`edgecat.validate.validate` comparison) and
+recorded with its sha256 and provenance. Needs TensorFlow (export side only).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +39,39 @@ log = logging.getLogger(__name__)
 
 #: the registry's LiteRT artifacts by precision
 KINDS = {p: artifacts.find("tflite", p) for p in PRECISIONS}
-#: largest probability difference vs Keras before a file is refused. INT8's gate only catches a broken
-#: file (wrong scales): on 16 parity images one image near the threshold can move by 0.26 (trained
-#: MobileNetV2). Whether INT8 keeps labels is judged on the validation set by the precision table and
-#: by ``--backend auto`` (agreement_threshold), not on 16 images.
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.5}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one precision's file is compared with Keras (the arguments of :func:`edgecat.validate.validate`)."""
+
+    space: str
+    tolerance: float
+    floor: float = 0.0
+    min_agreement: float | None = None
+
+
+def _rules() -> dict[str, Rule]:
+    """Each file is judged as its ONNX counterpart is, so one bundle never passes one and fails the other:
+
+    - FP32: its raw outputs (probabilities) within ONNX FP32's bound of Keras.
+    - FP16: in logit space with ONNX FP16's rule (``floor + tolerance * max|logit|``): FP16's error
+      grows with a logit's size, so on a well-trained model a near-threshold probability moves by
+      more than any fixed probability bound (0.023 on the trained 224 px MobileNetV2).
+    - INT8: in logit space too, with a bound (half the largest logit) that only a broken file passes
+      (wrong scales, a constant output); whether INT8 keeps the labels is judged on the validation
+      set by the precision table and ``--backend auto``, not on 16 parity images.
+    """
+    from edgecat.export.fp16 import FP16_LOGIT_FLOOR, FP16_TOLERANCE
+    from edgecat.export.onnx import FP32_TOLERANCE
+
+    return {"fp32": Rule("raw", FP32_TOLERANCE),
+            "fp16": Rule("logits", FP16_TOLERANCE, FP16_LOGIT_FLOOR),
+            "int8": Rule("logits", INT8_LOGIT_TOLERANCE, FP16_LOGIT_FLOOR, MIN_INT8_PARITY_LABELS)}
+
+
+#: INT8's logit bound relative to the largest |logit|: a broken file moves logits by their own size
+INT8_LOGIT_TOLERANCE = 0.5
 MIN_INT8_PARITY_LABELS = 0.75
 CALIB_BATCH = 1
 
@@ -109,13 +140,20 @@ def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.
 
 
 def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str, precision: str,
-           tolerance: float) -> dict[str, Any]:
-    """``got`` (the .tflite file's raw outputs) against Keras' ``ref`` in probability space; a
-    ParityError past ``tolerance``, or (INT8) when too few labels are kept."""
-    report = validate(ref, got, what, tolerance, bundle=bundle, reference_name=str(KINDS[precision].made_from),
-                      min_agreement=MIN_INT8_PARITY_LABELS if precision == "int8" else None)
-    log.info("LiteRT %s parity vs Keras on %s: max diff %.2e, labels %.1f%%", precision, what,
-             report.max_abs_diff, 100 * (report.label_agreement or 0.0))
+           tolerance: float | None = None) -> dict[str, Any]:
+    """``got`` (the .tflite file's raw outputs) against Keras' ``ref`` by the precision's :data:`RULES`
+    entry (``tolerance`` replaces its tolerance); a ParityError past the bound, or (INT8) when too few
+    labels are kept."""
+    rule = _rules()[precision]
+    tol = rule.tolerance if tolerance is None else tolerance
+    report = validate(ref, got, what, tol, bundle=bundle, reference_name=str(KINDS[precision].made_from),
+                      space=rule.space, floor=rule.floor, min_agreement=rule.min_agreement)
+    logit = ""
+    if "max_logit_diff" in report.extra:
+        logit = (f", max logit diff {report.extra['max_logit_diff']:.2e} "
+                 f"(bound {report.extra['logit_bound']:.2e})")
+    log.info("LiteRT %s parity vs Keras on %s: max prob diff %.2e%s, labels %.1f%%", precision, what,
+             report.max_abs_diff, logit, 100 * (report.label_agreement or 0.0))
     hint = " (--fp16-tolerance)" if precision == "fp16" else ""
     return report.raise_if_failed(f"LiteRT {precision} model", "Keras",
                                   f"no {KINDS[precision].file} written{hint}").parity()
@@ -136,7 +174,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
     for p in precisions:
         if p not in PRECISIONS:
             raise EdgecatError(f"unknown LiteRT precision '{p}' (choose from: {', '.join(PRECISIONS)})")
-    tolerance = {**TOLERANCE, **({"fp16": fp16_tolerance} if fp16_tolerance is not None else {})}
+    tolerance: dict[str, float | None] = {"fp16": fp16_tolerance}
     keras_entry = bundle.artifacts.get("keras", {})
     model = load_keras_model(bundle.artifact_path("keras"))
     size = bundle.input_size
@@ -154,7 +192,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         dest = bundle.path / KINDS[p].file
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
-            par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance[p])
+            par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance.get(p))
         made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
                    "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
                    "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
