@@ -319,5 +319,5 @@ def checks() -> dict[str, Any]:
     return run_checks().as_dict()
 
 
-__all__ = ["Model", "benchmark", "checks", "cuda_devices", "evaluate", "export", "load", "predict", "quiet", "replace_bundle_dir",
-           "set_device", "train"]
+__all__ = ["Model", "benchmark", "checks", "cuda_devices", "evaluate", "export", "load", "predict", "quiet",
+           "replace_bundle_dir", "set_device", "train"]

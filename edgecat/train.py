@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -111,10 +112,10 @@ def describe_plan(cfg: TrainConfig, schedule: str, phases: list[Phase], resumed:
     if schedule == "full":
         source = (f"--full-epochs {cfg.full_epochs}" if cfg.full_epochs is not None
                   else f"--stage1-epochs {cfg.stage1_epochs} + --stage2-epochs {cfg.stage2_epochs}")
-        why = ("the resumed run's" if resumed else "--schedule full" if cfg.schedule == "full" else
+        why = ("the resumed run's schedule" if resumed else "--schedule full" if cfg.schedule == "full" else
                "--weights none: a frozen random backbone would learn nothing, so every layer trains")
         return f"schedule: full, {epochs} epoch(s) ({source}), lr {cfg.full_lr:g}; {why}"
-    why = ("the resumed run's" if resumed else "--schedule two-stage" if cfg.schedule == "two-stage"
+    why = ("the resumed run's schedule" if resumed else "--schedule two-stage" if cfg.schedule == "two-stage"
            else "the default with pretrained weights")
     return (f"schedule: two-stage, {phases[0].epochs} + {phases[1].epochs} epoch(s) (frozen base at lr "
             f"{cfg.stage1_lr:g}, then the last layers at lr {cfg.stage2_lr:g}); {why}")
@@ -163,23 +164,55 @@ def _compile(model: Any, lr: float, num_classes: int) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=metrics)
 
 
-def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
-    import keras
+class StepBar:
+    """A transient bar with a total and an ETA (nothing drawn off a terminal or with -q) that says
+    what it is waiting for until its first step: the first step of a pass is the slow one (images
+    read and decoded, the model's function traced) and a bare ``0/63`` looks stuck."""
 
-    from edgecat.log import bar
+    def __init__(self, label: str, total: int | None, waiting: str = "") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from edgecat.log import progress
+
+        self.label, self.waiting = label, waiting
+        self.prog = progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), TimeElapsedColumn())
+        self.task = self.prog.add_task(f"{label} ({waiting})" if waiting else label, total=total)
+
+    def __enter__(self) -> StepBar:
+        self.prog.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.prog.stop()
+
+    def advance(self, n: int = 1) -> None:
+        if self.waiting:
+            self.waiting = ""
+            self.prog.update(self.task, description=self.label)
+        self.prog.advance(self.task, n)
+
+
+def _make_checkpoint_callback(trainer: Trainer, phase: Phase, steps: int | None = None) -> Any:
+    """``steps``: batches per epoch when Keras cannot tell (a tf.data set whose size is unknown)."""
+    import keras
 
     class EdgecatCheckpoint(keras.callbacks.Callback):
         """Per epoch: a bar with ETA on a terminal, then one log line, history, last weights (for
         --resume) and the best model into the bundle. Keras' own output is off (verbose=0), so each
         epoch is reported once."""
 
+        first = True
+
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.t0 = time.perf_counter()
-            self._bar = bar(f"{phase.name} epoch {epoch + 1}/{phase.epochs}", self.params.get("steps"))
-            self._advance = self._bar.__enter__()
+            waiting = "starting: building the training step" if self.first else ""
+            self.first = False
+            self._bar = StepBar(f"{phase.name} epoch {epoch + 1}/{phase.epochs}",
+                                self.params.get("steps") or steps, waiting).__enter__()
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self._advance(1)
+            self._bar.advance(1)
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self._bar.__exit__(None, None, None)
@@ -463,7 +496,7 @@ class Trainer:
         log.info("%s: %s base (%d trainable base layers), lr %g, %d epochs",
                  phase.name, phase.trainable, n_trainable, phase.lr, phase.epochs)
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
-        callbacks: list[Any] = [_make_checkpoint_callback(self, phase), stopper]
+        callbacks: list[Any] = [_make_checkpoint_callback(self, phase, self._steps_per_epoch()), stopper]
         if self.schedule == "full" and cfg.bn_recalibrate > 0:
             callbacks.insert(0, _make_bn_callback(self.model, train_ds_fn, cfg.bn_recalibrate))
         if cfg.tensorboard:
@@ -501,6 +534,13 @@ class Trainer:
         log.info("%s: early stopping after epoch %d/%d: val_loss has not improved%s (patience %d)%s",
                  phase.name, stopped + 1, phase.epochs, since, self.cfg.patience, keeps)
 
+    def _steps_per_epoch(self) -> int | None:
+        """Training batches per epoch from the data's size: the image pipeline drops a file that
+        fails to decode, which leaves its size unknown to Keras (the bar would read ``0/?``)."""
+        if self.dataset is None:
+            return None
+        return max(1, math.ceil(len(self.dataset.train) / self.cfg.batch_size))
+
     # -------------------------------------------------------------------- feature cache
     def _cache_ready(self, phase: Phase, train_ds_fn: Any, val_ds_fn: Any) -> bool:
         """Build the feature cache on first use (both stages' quantities in one pass); whether this
@@ -523,11 +563,9 @@ class Trainer:
                          "stage 2 feeds images")
                 split = fc.split_frozen(self.model, self.base, None)
             train_ds = train_ds_fn(cfg.augment, shuffle=False)  # one dataset: decoded once, augmented per pass
-            from edgecat.log import bar
-
             total = (views * n_train + n_val) if n_train is not None else None
-            with bar("feature cache", total) as advance:
-                self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, advance)
+            with StepBar("feature cache", total, "starting: reading the first images") as progress:
+                self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, progress.advance)
             self._split = split
             self.cache_info = self._cache.info
             self._cache_built_in = phase.name

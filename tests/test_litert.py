@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -139,3 +140,22 @@ def test_fp16_is_judged_in_logit_space_as_onnx_fp16_is(tiny_bundle):
     assert par["tolerance"] == FP16_TOLERANCE and par["logit_bound"] > FP16_LOGIT_FLOOR
     assert FP16_LOGIT_FLOOR < par["max_logit_diff"] <= par["logit_bound"]
     assert (tiny_bundle / "model.fp16.tflite").is_file()
+
+
+def test_export_tflite_writes_no_native_lines_to_stderr(tiny_bundle, synth_data):
+    """The converter's ``fully_quantize: ...`` and LiteRT's XNNPACK notice stay off stderr (the
+    INT8 file alone prints both); a real error line is still let through."""
+    from edgecat.export.litert import NATIVE_NOISE
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    res = subprocess.run([sys.executable, "-m", "edgecat", "export", str(tiny_bundle), "--tflite",
+                          "--tflite-precision", "int8", "--calib", str(synth_data / "train")],
+                         capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-1000:]
+    assert "model.int8.tflite" in res.stdout
+    leaked = [ln for ln in res.stderr.splitlines()
+              if any(s in ln for s in ("fully_quantize", "XNNPACK", "inference_type", "I0000", "W0000"))]
+    assert not leaked, leaked
+    for real in ("E0000 00:00:1.2 123 convert.cc:10] conversion failed", "error: out of memory",
+                 "RuntimeError: tensor 0 is not allocated"):
+        assert not NATIVE_NOISE.match(real)
