@@ -564,7 +564,7 @@ class Trainer:
                 split = fc.split_frozen(self.model, self.base, None)
             train_ds = train_ds_fn(cfg.augment, shuffle=False)  # one dataset: decoded once, augmented per pass
             total = (views * n_train + n_val) if n_train is not None else None
-            with StepBar("feature cache", total, "starting: reading the first images") as progress:
+            with StepBar("feature cache", total, "starting: reading images, tracing the frozen layers") as progress:
                 self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, progress.advance)
             self._split = split
             self.cache_info = self._cache.info

@@ -14,7 +14,8 @@ so the deployed file takes exactly what every other edgecat runtime takes, prepr
 
 Every file is written atomically, checked against Keras on real images with one
 :func:`edgecat.validate.validate` comparison (FP32 within ONNX FP32's bound, FP16 by ONNX FP16's
-logit rule, INT8 in probabilities: :func:`_rules`) and recorded with its sha256 and provenance. Needs TensorFlow (export side only).
+logit rule, INT8 in probabilities: :func:`_rules`) and recorded with its sha256 and provenance.
+Needs TensorFlow (export side only).
 """
 
 from __future__ import annotations
