@@ -165,6 +165,8 @@ class Model:
         from edgecat import imaging
         from edgecat.predict import run_files, to_predictions
 
+        if batch < 1:
+            raise EdgecatError(f"batch size must be at least 1 (got {batch})")
         items = list(source) if isinstance(source, (list, tuple)) else [source]
         arrays = [isinstance(x, np.ndarray) for x in items]
         if any(arrays) and not all(arrays):

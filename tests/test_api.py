@@ -114,6 +114,8 @@ def test_predict_refuses_arrays_that_are_not_rgb_images(tiny_bundle: Path) -> No
         with pytest.raises(edgecat.EdgecatError, match="array 1: expected"):
             model.predict([np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10), np.uint8)])
         batch = model.predict(np.zeros((3, 20, 30, 3), np.uint8))
+        with pytest.raises(edgecat.EdgecatError, match="batch size must be at least 1"):
+            model.predict(np.zeros((3, 20, 30, 3), np.uint8), batch=0)
     assert [p.file for p in batch] == ["<array 0>", "<array 1>", "<array 2>"]
 
 
