@@ -10,20 +10,55 @@ In the style of Ultralytics (``YOLO("best.pt").predict(...)``)::
 Every function takes the same settings as its command (``--calib-size`` -> ``calib_size``) and
 raises :class:`edgecat.EdgecatError` with the same one-line messages. Nothing here imports
 TensorFlow until a Keras model is trained or run.
+
+Library chatter stays off the caller's stderr as it does in the CLI (:func:`quiet`): TensorFlow's
+C++ start-up and ``cuInit`` lines, Keras' and TensorFlow's ``UserWarning``s. The caller's logging
+handlers are never touched; a program that wants TensorFlow's own lines imports it first or sets
+``TF_CPP_MIN_LOG_LEVEL`` itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgecat.errors import EdgecatError
 
 PathLike = str | os.PathLike
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """For the length of an API call, what the CLI filters: TensorFlow's C++ log lines (the import's
+    start-up lines at the file-descriptor level, the later ones such as ``E0000 ... cuInit`` by
+    TensorFlow's own log level, unless the caller set one) and UserWarning/DeprecationWarning."""
+    from edgecat.log import quiet_tensorflow_import
+
+    for name, level in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("ABSL_MIN_LOG_LEVEL", "3"), ("GRPC_VERBOSITY", "ERROR")):
+        os.environ.setdefault(name, level)
+    quiet_tensorflow_import()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _quietly(fn: F) -> F:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with quiet():
+            return fn(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def _ensure_logging() -> None:
@@ -107,6 +142,7 @@ class Model:
         return f"edgecat.Model({str(self.path)!r}, classes={self.classes})"
 
     # -- inference ----------------------------------------------------------------------------
+    @_quietly
     def runtime(self, backend: str | None = None, precision: str | None = None) -> Any:
         """The open :class:`edgecat.runtime.Runtime` for ``backend``/``precision`` (opened once)."""
         from edgecat.runtime import open_runtime, resolve_defaults
@@ -117,9 +153,11 @@ class Model:
             self._runtimes[key] = open_runtime(self.bundle, backend, precision, **self.options)
         return self._runtimes[key]
 
+    @_quietly
     def predict(self, source: Any, backend: str | None = None, precision: str | None = None,
                 batch: int = 32) -> list[Any]:
-        """Classify image files, folders, or RGB arrays (HxWx3 uint8, or a list of them).
+        """Classify image files, folders, or RGB arrays (HxWx3 uint8, an NxHxWx3 uint8 batch, or a
+        list of them; anything else is an EdgecatError saying so).
 
         Returns one :class:`edgecat.predict.Prediction` per image (``file``, ``label``,
         ``probability``, ``probs``; ``error`` for an unreadable file instead of an exception).
@@ -127,22 +165,27 @@ class Model:
         from edgecat import imaging
         from edgecat.predict import run_files, to_predictions
 
-        rt = self.runtime(backend, precision)
-        if isinstance(source, np.ndarray) and source.ndim == 3:
-            source = [source]
+        if batch < 1:
+            raise EdgecatError(f"batch size must be at least 1 (got {batch})")
         items = list(source) if isinstance(source, (list, tuple)) else [source]
-        if items and all(isinstance(x, np.ndarray) for x in items):
-            batch_in = imaging.to_batch([imaging.resize(np.asarray(x, np.uint8), rt.input_size) for x in items],
-                                        dtype="uint8")
+        arrays = [isinstance(x, np.ndarray) for x in items]
+        if any(arrays) and not all(arrays):
+            raise EdgecatError("predict takes image paths or arrays, not both in one call")
+        if items and all(arrays):
+            images = imaging.rgb_images(items)  # before the runtime opens: a wrong array fails at once
+            rt = self.runtime(backend, precision)
+            batch_in = imaging.to_batch([imaging.resize(x, rt.input_size) for x in images], dtype="uint8")
             probs = np.concatenate([rt.infer(batch_in[i:i + batch]) for i in range(0, len(batch_in), batch)])
-            return to_predictions(self.bundle, [f"<array {i}>" for i in range(len(items))], probs,
-                                  list(range(len(items))), {})
+            return to_predictions(self.bundle, [f"<array {i}>" for i in range(len(images))], probs,
+                                  list(range(len(images))), {})
+        rt = self.runtime(backend, precision)
         files = [str(p) for p in imaging.list_images([str(x) for x in items])]
         if not files:
             raise EdgecatError(f"no images found in {', '.join(map(str, items))}")
         probs, ok, errors = run_files(rt, files, batch)
         return to_predictions(self.bundle, files, probs, ok, errors)
 
+    @_quietly
     def evaluate(self, data: PathLike | None = None, backend: str | None = None, precision: str | None = None,
                  batch: int = 32, write: bool = True) -> dict[str, Any]:
         """Metrics on a labelled folder (default: the bundle's validation split); see ``edgecat evaluate``."""
@@ -153,6 +196,7 @@ class Model:
                               plots=write, **self.options)
         return res.metrics
 
+    @_quietly
     def export(self, **plan: Any) -> Any:
         """Add models to the bundle, as ``edgecat export`` (``fp16=True``, ``int8=True, calib=DIR``, ...)."""
         self.close()  # re-exported files must not be held open
@@ -160,6 +204,7 @@ class Model:
         self.info  # noqa: B018 - re-read the manifest
         return result
 
+    @_quietly
     def benchmark(self, **settings: Any) -> Any:
         """Latency per backend x precision x batch, as ``edgecat bench`` (returns a BenchReport)."""
         return benchmark(self.bundle, **settings)
@@ -182,6 +227,7 @@ def load(bundle: PathLike, backend: str | None = None, precision: str | None = N
     return Model(bundle, backend=backend, precision=precision, device=device, **options)
 
 
+@_quietly
 def predict(bundle: PathLike, source: Any, backend: str | None = None, precision: str | None = None,
             batch: int = 32, **options: Any) -> list[Any]:
     """One-shot :meth:`Model.predict` (the runtime is closed afterwards)."""
@@ -189,6 +235,7 @@ def predict(bundle: PathLike, source: Any, backend: str | None = None, precision
         return model.predict(source, batch=batch)
 
 
+@_quietly
 def evaluate(bundle: PathLike, data: PathLike | None = None, backend: str | None = None,
              precision: str | None = None,
              batch: int = 32, write: bool = True, **options: Any) -> dict[str, Any]:
@@ -197,6 +244,7 @@ def evaluate(bundle: PathLike, data: PathLike | None = None, backend: str | None
         return model.evaluate(data, batch=batch, write=write)
 
 
+@_quietly
 def export(bundle: PathLike, **plan: Any) -> Any:
     """``edgecat export``: ``export("runs/cats", fp16=True, int8=True, calib="data/train")``.
     Settings are :class:`edgecat.export.steps.ExportPlan`'s fields."""
@@ -212,6 +260,7 @@ def export(bundle: PathLike, **plan: Any) -> Any:
     return run_export(_bundle(bundle), ExportPlan(**plan))
 
 
+@_quietly
 def benchmark(bundle: PathLike | Any, **settings: Any) -> Any:
     """``edgecat bench``: ``benchmark("runs/cats", backends=["onnxruntime"], precisions=["fp32", "int8"])``.
     Settings are :class:`edgecat.bench.BenchConfig`'s fields; returns a BenchReport."""
@@ -240,6 +289,7 @@ def replace_bundle_dir(out: PathLike) -> None:
     shutil.rmtree(out)
 
 
+@_quietly
 def train(data: PathLike | None = None, config: PathLike | None = None, resume: bool = False,
           exist_ok: bool = False, **settings: Any) -> Model:
     """``edgecat train``: ``train(data="data/cats-vs-dogs", out="runs/cats", img_size=160)``.
@@ -271,5 +321,5 @@ def checks() -> dict[str, Any]:
     return run_checks().as_dict()
 
 
-__all__ = ["Model", "benchmark", "checks", "cuda_devices", "evaluate", "export", "load", "predict", "replace_bundle_dir",
-           "set_device", "train"]
+__all__ = ["Model", "benchmark", "checks", "cuda_devices", "evaluate", "export", "load", "predict", "quiet",
+           "replace_bundle_dir", "set_device", "train"]

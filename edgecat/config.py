@@ -37,7 +37,9 @@ class TrainConfig:
     stage2_lr: Rate = 1e-5
     #: base layers unfrozen in stage 2; None: the backbone's own depth (edgecat.models.BACKBONES)
     unfreeze: Optional[Count] = None  # noqa: UP007
-    full_epochs: Count = 6
+    #: epochs of the full schedule; None: stage1_epochs + stage2_epochs (6 by default), so a run
+    #: that switches to full (``weights="none"``) lasts as long as the stages it was given
+    full_epochs: Optional[Count] = None  # noqa: UP007
     full_lr: Rate = 1e-3
     head: Literal["gap", "dense256"] = "gap"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2

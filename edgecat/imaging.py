@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgecat.errors import EdgecatError
+from edgecat.errors import EdgecatError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +165,30 @@ def _decode_with_pillow(path: Path | str, data: np.ndarray | None = None) -> np.
 
     try:
         src = io.BytesIO(data.tobytes()) if data is not None else path
-        with Image.open(src) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                im.load()
+                rgb = np.asarray(im.convert("RGB"))
+        _report_warnings(caught, path, Image.DecompressionBombWarning)
+        return rgb
     except UnidentifiedImageError as exc:  # its message names the BytesIO, not the file
         raise EdgecatError(f"cannot decode image {path}: not an image format OpenCV or Pillow can read") from exc
+    except Image.DecompressionBombError as exc:  # more than twice Pillow's limit: Pillow refuses it
+        raise EdgecatError(f"cannot decode image {path}: larger than Pillow's decompression-bomb limit allows "
+                           f"({first_line(exc).split(',')[0]}; PIL.Image.MAX_IMAGE_PIXELS sets the limit)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise EdgecatError(f"cannot decode image {path}: {exc}") from exc
+
+
+def _report_warnings(caught: list[warnings.WarningMessage], path: Path | str, bomb: type[Warning]) -> None:
+    """Pillow's decompression-bomb warning as one log line naming the file (it is decoded: the
+    warning is below Pillow's refusal limit); any other warning goes on as it came."""
+    for w in caught:
+        if issubclass(w.category, bomb):
+            log.warning("large image %s: %s; decoded anyway", path, first_line(w.message).split(",")[0])
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -189,6 +208,35 @@ def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
 def load_for_model(path: str | Path, size: tuple[int, int], reduced: bool | None = None) -> np.ndarray:
     """File -> uint8 RGB at the model's input size."""
     return resize(decode_image(path, size, reduced), size)
+
+
+def rgb_images(arrays: Sequence[Any]) -> list[np.ndarray]:
+    """Arrays a caller hands in as images: each an HxWx3 uint8 RGB image, or an NxHxWx3 uint8 batch
+    of them. Anything else (grayscale HxW, RGBA, floats, empty) is one EdgecatError saying what is
+    expected: a silent cast would turn 0-1 floats into a black image."""
+    out: list[np.ndarray] = []
+    for i, x in enumerate(arrays):
+        arr = np.asarray(x)
+        if arr.dtype == np.uint8 and arr.size and arr.shape[-1:] == (3,) and arr.ndim in (3, 4):
+            out.extend(arr if arr.ndim == 4 else [arr])
+            continue
+        what = f"array {i}" if len(arrays) > 1 else "array"
+        raise EdgecatError(f"{what}: expected an HxWx3 uint8 RGB image or an NxHxWx3 uint8 batch, "
+                           f"got shape {tuple(arr.shape)} {arr.dtype}{_array_hint(arr)}")
+    return out
+
+
+def _array_hint(arr: np.ndarray) -> str:
+    if arr.size == 0:
+        return " (empty)"
+    if arr.ndim == 2:
+        return " (grayscale: np.stack([a] * 3, axis=-1))"
+    if arr.ndim in (3, 4) and arr.shape[-1] == 4:
+        return " (RGBA: a[..., :3])"
+    if arr.ndim in (3, 4) and arr.shape[-1] == 3:
+        return " (0-1 floats: (a * 255).round().astype(np.uint8))" if arr.dtype.kind == "f" \
+            else " (0-255 values: a.astype(np.uint8))"
+    return ""
 
 
 def to_batch(images: Sequence[np.ndarray], dtype: str = "float32") -> np.ndarray:

@@ -4,7 +4,8 @@ Stage 1 trains the head on a frozen backbone; stage 2 unfreezes the last N layer
 own depth unless given) with BatchNormalization kept in inference mode. Neither stage feeds images
 through layers it does not train: both train on cached outputs of the frozen part, a few augmented
 views computed once (:mod:`edgecat.feature_cache`; same math, ~8x faster end to end). With random
-weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there.
+weights a frozen backbone learns nothing, so ``full`` (every layer, one stage) is the default there,
+for the epochs the two stages were given unless ``full_epochs`` is set.
 A run that dies is marked ``failed``; its folder can be reused.
 
 The best model by validation loss is written to the bundle after every improving epoch (atomically),
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -86,20 +88,37 @@ def resolve_schedule(cfg: TrainConfig) -> str:
         if cfg.schedule == "two-stage" and str(cfg.weights).lower() == "none":
             log.warning("two-stage with --weights none: a frozen random backbone learns little in stage 1")
         return cfg.schedule
-    if str(cfg.weights).lower() == "none":
-        log.info("--weights none: using the 'full' schedule (every layer trained, lr %g); "
-                 "a frozen random backbone would learn nothing", cfg.full_lr)
-        return "full"
-    return "two-stage"
+    return "full" if str(cfg.weights).lower() == "none" else "two-stage"
+
+
+def full_epochs(cfg: TrainConfig) -> int:
+    """``--full-epochs``, else the two stages' epochs added up: ``--weights none --stage1-epochs 1
+    --stage2-epochs 1`` asks for a 2-epoch run, whichever schedule carries it."""
+    return int(cfg.full_epochs) if cfg.full_epochs is not None else int(cfg.stage1_epochs + cfg.stage2_epochs)
 
 
 def plan(cfg: TrainConfig, schedule: str) -> list[Phase]:
     if schedule == "full":
-        return [Phase("full", "full", cfg.full_epochs, cfg.full_lr)]
+        return [Phase("full", "full", full_epochs(cfg), cfg.full_lr)]
     return [
         Phase("stage1", "frozen", cfg.stage1_epochs, cfg.stage1_lr),
         Phase("stage2", "partial", cfg.stage2_epochs, cfg.stage2_lr),
     ]
+
+
+def describe_plan(cfg: TrainConfig, schedule: str, phases: list[Phase], resumed: bool = False) -> str:
+    """One line: which schedule runs, for how many epochs, and why (logged at the start of a run)."""
+    epochs = sum(p.epochs for p in phases)
+    if schedule == "full":
+        source = (f"--full-epochs {cfg.full_epochs}" if cfg.full_epochs is not None
+                  else f"--stage1-epochs {cfg.stage1_epochs} + --stage2-epochs {cfg.stage2_epochs}")
+        why = ("the resumed run's schedule" if resumed else "--schedule full" if cfg.schedule == "full" else
+               "--weights none: a frozen random backbone would learn nothing, so every layer trains")
+        return f"schedule: full, {epochs} epoch(s) ({source}), lr {cfg.full_lr:g}; {why}"
+    why = ("the resumed run's schedule" if resumed else "--schedule two-stage" if cfg.schedule == "two-stage"
+           else "the default with pretrained weights")
+    return (f"schedule: two-stage, {phases[0].epochs} + {phases[1].epochs} epoch(s) (frozen base at lr "
+            f"{cfg.stage1_lr:g}, then the last layers at lr {cfg.stage2_lr:g}); {why}")
 
 
 def default_out(cfg: TrainConfig, size: int) -> Path:
@@ -145,23 +164,55 @@ def _compile(model: Any, lr: float, num_classes: int) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=metrics)
 
 
-def _make_checkpoint_callback(trainer: Trainer, phase: Phase) -> Any:
-    import keras
+class StepBar:
+    """A transient bar with a total and an ETA (nothing drawn off a terminal or with -q) that says
+    what it is waiting for until its first step: the first step of a pass is the slow one (images
+    read and decoded, the model's function traced) and a bare ``0/63`` looks stuck."""
 
-    from edgecat.log import bar
+    def __init__(self, label: str, total: int | None, waiting: str = "") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from edgecat.log import progress
+
+        self.label, self.waiting = label, waiting
+        self.prog = progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), TimeElapsedColumn())
+        self.task = self.prog.add_task(f"{label} ({waiting})" if waiting else label, total=total)
+
+    def __enter__(self) -> StepBar:
+        self.prog.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.prog.stop()
+
+    def advance(self, n: int = 1) -> None:
+        if self.waiting:
+            self.waiting = ""
+            self.prog.update(self.task, description=self.label)
+        self.prog.advance(self.task, n)
+
+
+def _make_checkpoint_callback(trainer: Trainer, phase: Phase, steps: int | None = None) -> Any:
+    """``steps``: batches per epoch when Keras cannot tell (a tf.data set whose size is unknown)."""
+    import keras
 
     class EdgecatCheckpoint(keras.callbacks.Callback):
         """Per epoch: a bar with ETA on a terminal, then one log line, history, last weights (for
         --resume) and the best model into the bundle. Keras' own output is off (verbose=0), so each
         epoch is reported once."""
 
+        first = True
+
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.t0 = time.perf_counter()
-            self._bar = bar(f"{phase.name} epoch {epoch + 1}/{phase.epochs}", self.params.get("steps"))
-            self._advance = self._bar.__enter__()
+            waiting = "starting: building the training step" if self.first else ""
+            self.first = False
+            self._bar = StepBar(f"{phase.name} epoch {epoch + 1}/{phase.epochs}",
+                                self.params.get("steps") or steps, waiting).__enter__()
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self._advance(1)
+            self._bar.advance(1)
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self._bar.__exit__(None, None, None)
@@ -212,6 +263,7 @@ class Trainer:
         self.schedule = resolve_schedule(cfg)
         self.unfreeze = effective_unfreeze(self.spec, cfg.unfreeze)
         self.phases = plan(cfg, self.schedule)
+        log.info("%s", describe_plan(cfg, self.schedule, self.phases, resume))
         self.history: list[dict[str, Any]] = []
         self.best_val_loss = float("inf")
         self.state: dict[str, Any] = {}
@@ -443,10 +495,8 @@ class Trainer:
         n_trainable = set_trainable(self.base, phase.trainable, self.unfreeze, freeze_bn=self.schedule != "full")
         log.info("%s: %s base (%d trainable base layers), lr %g, %d epochs",
                  phase.name, phase.trainable, n_trainable, phase.lr, phase.epochs)
-        callbacks: list[Any] = [
-            _make_checkpoint_callback(self, phase),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        ]
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
+        callbacks: list[Any] = [_make_checkpoint_callback(self, phase, self._steps_per_epoch()), stopper]
         if self.schedule == "full" and cfg.bn_recalibrate > 0:
             callbacks.insert(0, _make_bn_callback(self.model, train_ds_fn, cfg.bn_recalibrate))
         if cfg.tensorboard:
@@ -462,6 +512,8 @@ class Trainer:
             self.model.fit(train_ds_fn(cfg.augment), validation_data=val_ds_fn(), epochs=phase.epochs,
                            initial_epoch=start, callbacks=callbacks, verbose=0)
         epochs_run = [r for r in self.history if r["stage"] == phase.name]
+        if getattr(stopper, "stopped_epoch", 0) > 0:
+            self._log_early_stop(phase, int(stopper.stopped_epoch), epochs_run)
         self.timings[phase.name] = {
             "seconds": round(time.perf_counter() - t0, 2),
             "epochs": len(epochs_run),
@@ -470,6 +522,24 @@ class Trainer:
         }
         if use_cache and self._cache_built_in == phase.name:
             self.timings[phase.name]["feature_extraction_seconds"] = self.cache_info["seconds"]
+
+    def _log_early_stop(self, phase: Phase, stopped: int, rows: list[dict[str, Any]]) -> None:
+        """Keras stops quietly (verbose=0): say when, on what, and which epoch the bundle keeps."""
+        scored = [r for r in rows if "val_loss" in r]
+        best = min(scored, key=lambda r: r["val_loss"]) if scored else None
+        kept = history_summary(self.history).get("kept") or {}
+        since = f" since {phase.name} epoch {best['stage_epoch']} ({best['val_loss']:.4f})" if best else ""
+        keeps = (f"; the bundle keeps epoch {kept['epoch']} ({kept['stage']} epoch {kept['stage_epoch']}, "
+                 f"val_loss {kept['val_loss']:.4f})" if kept else "")
+        log.info("%s: early stopping after epoch %d/%d: val_loss has not improved%s (patience %d)%s",
+                 phase.name, stopped + 1, phase.epochs, since, self.cfg.patience, keeps)
+
+    def _steps_per_epoch(self) -> int | None:
+        """Training batches per epoch from the data's size: the image pipeline drops a file that
+        fails to decode, which leaves its size unknown to Keras (the bar would read ``0/?``)."""
+        if self.dataset is None:
+            return None
+        return max(1, math.ceil(len(self.dataset.train) / self.cfg.batch_size))
 
     # -------------------------------------------------------------------- feature cache
     def _cache_ready(self, phase: Phase, train_ds_fn: Any, val_ds_fn: Any) -> bool:
@@ -493,11 +563,9 @@ class Trainer:
                          "stage 2 feeds images")
                 split = fc.split_frozen(self.model, self.base, None)
             train_ds = train_ds_fn(cfg.augment, shuffle=False)  # one dataset: decoded once, augmented per pass
-            from edgecat.log import bar
-
             total = (views * n_train + n_val) if n_train is not None else None
-            with bar("feature cache", total) as advance:
-                self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, advance)
+            with StepBar("feature cache", total, "starting: reading images, tracing the frozen layers") as progress:
+                self._cache = fc.collect(split, lambda: train_ds, val_ds_fn(), views, progress.advance)
             self._split = split
             self.cache_info = self._cache.info
             self._cache_built_in = phase.name

@@ -102,6 +102,49 @@ def test_evaluate_export_and_benchmark_take_the_commands_settings(tiny_bundle: P
     assert any("already there" in line for line in res.lines)
 
 
+@needs_tf
+def test_predict_refuses_arrays_that_are_not_rgb_images(tiny_bundle: Path) -> None:
+    """One EdgecatError line saying what is expected, for each kind of wrong array; a batch works."""
+    with edgecat.load(tiny_bundle, backend="onnxruntime") as model:
+        for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.float32),
+                    np.zeros((0, 0, 3), np.uint8)):
+            with pytest.raises(edgecat.EdgecatError, match=r"expected an HxWx3 uint8 RGB image or an NxHxWx3") as e:
+                model.predict([bad])
+            assert "\n" not in str(e.value)
+        with pytest.raises(edgecat.EdgecatError, match="array 1: expected"):
+            model.predict([np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10), np.uint8)])
+        batch = model.predict(np.zeros((3, 20, 30, 3), np.uint8))
+        with pytest.raises(edgecat.EdgecatError, match="batch size must be at least 1"):
+            model.predict(np.zeros((3, 20, 30, 3), np.uint8), batch=0)
+    assert [p.file for p in batch] == ["<array 0>", "<array 1>", "<array 2>"]
+
+
+#: what TensorFlow and Keras write on stderr that a Python API user should not see
+LIBRARY_NOISE = re.compile(r"E0000|cuInit|UserWarning|DeprecationWarning|I0000|W0000|absl::InitializeLog")
+
+
+@needs_tf
+def test_api_keeps_library_noise_off_stderr(tiny_bundle: Path, synth_data: Path, tmp_path: Path) -> None:
+    """predict on Keras and a tiny training run through the API, in a fresh process with
+    TensorFlow's log level not set: stderr holds edgecat's own lines only."""
+    code = (
+        "import sys, numpy as np, edgecat\n"
+        f"model = edgecat.load({str(tiny_bundle)!r}, backend='keras')\n"
+        "print(model.predict([np.zeros((48, 48, 3), np.uint8)])[0].label)\n"
+        f"m = edgecat.train(data={str(synth_data)!r}, out={str(tmp_path / 'run')!r}, weights='none', img_size=32,\n"
+        "                  batch_size=16, full_epochs=1, tensorboard=False)\n"
+        "print(m.path.name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [res.stdout.split()[0], "run"] and res.stdout.split()[0] in ("cat", "dog")
+    noise = [line for line in res.stderr.splitlines() if LIBRARY_NOISE.search(line)]
+    assert not noise, noise
+    assert "schedule: full" in res.stderr  # edgecat's own log still reaches the user
+
+
 def test_train_validates_settings_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(edgecat.EdgecatError, match="batch_size='16x'"):
         edgecat.train(data=tmp_path, out=tmp_path / "run", batch_size="16x")

@@ -85,6 +85,36 @@ def test_truncated_jpeg_is_refused_not_half_grey(tmp_path):
     np.testing.assert_array_equal(imaging.decode_image(padded), imaging.decode_image(src))
 
 
+def test_large_image_is_one_log_line_naming_the_file(tmp_path, monkeypatch, caplog, recwarn):
+    """Pillow's decompression-bomb guard, with its limit lowered (its own setting) so a small photo
+    crosses it: above the limit a warning line naming the file, above twice the limit a refusal."""
+    src = _jpeg(tmp_path / "whole.jpg", 60, 80)  # 4800 pixels
+    photo = tmp_path / "camera.jpg"  # trailing camera data: decoded by Pillow as well
+    photo.write_bytes(src.read_bytes() + b"camera trailer")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    with caplog.at_level("WARNING", logger="edgecat.imaging"):
+        img = imaging.decode_image(photo)
+    assert img.shape == (60, 80, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "camera.jpg" in lines[0] and "4800 pixels" in lines[0], lines
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.raises(EdgecatError, match=r"cannot decode image .*camera\.jpg: larger than Pillow"):
+        imaging.decode_image(photo)
+    assert imaging.load_batch([photo, src], (32, 32)).files == [str(src)]  # skipped, never fatal
+
+
+def test_arrays_must_be_rgb_uint8():
+    ok = np.zeros((10, 12, 3), np.uint8)
+    assert [a.shape for a in imaging.rgb_images([ok, np.zeros((2, 5, 6, 3), np.uint8)])] == [
+        (10, 12, 3), (5, 6, 3), (5, 6, 3)]
+    for bad, hint in [(np.zeros((10, 10), np.uint8), "grayscale"), (np.zeros((10, 10, 4), np.uint8), "RGBA"),
+                      (np.zeros((10, 10, 3), np.float32), "0-1 floats"), (np.zeros((0, 0, 3), np.uint8), "empty"),
+                      (np.zeros((0, 8, 8, 3), np.uint8), "empty"), (np.zeros((10, 10, 3), np.int64), "astype")]:
+        with pytest.raises(EdgecatError, match=rf"expected an HxWx3 uint8 RGB image.*{bad.dtype}.*{hint}"):
+            imaging.rgb_images([bad])
+
+
 def test_batch_and_listing(tmp_path):
     (tmp_path / "sub").mkdir()
     for i in range(3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -94,3 +95,68 @@ def test_cli_export_tflite_and_missing_file(tiny_bundle, synth_data):
     rows = {r["precision"]: r for r in b.manifest["metrics"]["precision_table"]["rows"]}
     assert set(rows) == {"fp32", "tflite-fp32"}  # evaluated through the litert runtime beside ONNX
     assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-fp32"]["max_prob_diff"] < 1e-4
+
+
+def _saturating(bundle_path):
+    """The tiny bundle's model with its classifier scaled until the parity images' logits reach
+    +-30, one of them put on the threshold: FP16 moves that image's probability by several hundredths
+    while every logit stays within the FP16 logit bound (a well-trained model, in miniature)."""
+    import keras
+
+    from edgecat.bundle import Bundle
+    from edgecat.export.onnx import parity_images
+    from edgecat.fsutil import atomic_path
+
+    b = Bundle.open(bundle_path)
+    model = keras.models.load_model(str(b.artifact_path("keras")), compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel, _ = dense.get_weights()
+    batch, _ = parity_images(b)
+    z = keras.Model(model.input, dense.input)(batch).numpy() @ kernel
+    kernel = kernel * 30.0 / float(np.max(np.abs(z - np.median(z))))
+    z = keras.Model(model.input, dense.input)(batch).numpy() @ kernel
+    dense.set_weights([kernel, -np.sort(z[:, 0])[len(z) // 2:len(z) // 2 + 1]])
+    with atomic_path(b.artifact_path("keras")) as tmp:
+        model.save(str(tmp))
+    b.add_artifact("keras", b.artifact_path("keras"), format="keras", precision="fp32")
+    return b
+
+
+def test_fp16_is_judged_in_logit_space_as_onnx_fp16_is(tiny_bundle):
+    """A probability near the threshold moves by more than 0.02 under FP16 on a model with large
+    logits; the file is still a correct conversion, so it is written (same rule as model.fp16.onnx),
+    and the bound is still enforced: with no relative tolerance only the floor is left."""
+    from edgecat.bundle import Bundle
+    from edgecat.export.fp16 import FP16_LOGIT_FLOOR, FP16_TOLERANCE
+    from edgecat.export.litert import export_litert
+    from edgecat.validate import ParityError
+
+    b = _saturating(tiny_bundle)
+    [entry] = export_litert(b, ("fp16",))
+    par = entry["parity"]
+    assert par["max_abs_diff"] > 0.02  # what a probability bound refused
+    assert par["tolerance"] == FP16_TOLERANCE and par["logit_bound"] > FP16_LOGIT_FLOOR
+    assert FP16_LOGIT_FLOOR < par["max_logit_diff"] <= par["logit_bound"]
+    assert (tiny_bundle / "model.fp16.tflite").is_file()
+    with pytest.raises(ParityError, match=r"LiteRT fp16 model does not match Keras: max logit difference"):
+        export_litert(b, ("fp16",), fp16_tolerance=0.0)
+    assert Bundle.open(tiny_bundle).artifacts["tflite-fp16"]["sha256"] == entry["sha256"]
+
+
+def test_export_tflite_writes_no_native_lines_to_stderr(tiny_bundle, synth_data):
+    """The converter's ``fully_quantize: ...`` and LiteRT's XNNPACK notice stay off stderr (the
+    INT8 file alone prints both); a real error line is still let through."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    res = subprocess.run([sys.executable, "-m", "edgecat", "export", str(tiny_bundle), "--tflite",
+                          "--tflite-precision", "int8", "--calib", str(synth_data / "train")],
+                         capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-1000:]
+    assert "model.int8.tflite" in res.stdout
+    leaked = [ln for ln in res.stderr.splitlines()
+              if any(s in ln for s in ("fully_quantize", "XNNPACK", "inference_type", "I0000", "W0000"))]
+    assert not leaked, leaked
+    from edgecat.export.litert import NATIVE_NOISE
+
+    for real in ("E0000 00:00:1.2 123 convert.cc:10] conversion failed", "error: out of memory",
+                 "RuntimeError: tensor 0 is not allocated"):
+        assert not NATIVE_NOISE.match(real)

@@ -7,7 +7,9 @@ Tiny on purpose: 32 px, weights=None, one epoch per stage; nothing here checks a
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,13 +133,61 @@ def test_cached_tail_computes_what_the_model_computes() -> None:
     assert seen == [[4, 5, 6, 7], [8, 9, 10, 11], [0, 1, 2, 3]]  # epoch e trains on view e mod 3
 
 
-def test_full_schedule_with_augmentation(synth_data: Path, tmp_path: Path) -> None:
+def test_full_schedule_with_augmentation(synth_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Also the epoch bar, drawn on a terminal console: a total although the image pipeline's size is
+    unknown to Keras (36 images / batch 16 = 3 steps, not ``0/?``), and what it waits for before step 1."""
+    import io
+
+    from rich.console import Console
+
+    from edgecat import log as edgecat_log
     from edgecat.train import train
 
+    screen = io.StringIO()
+    monkeypatch.setattr(edgecat_log, "_STDERR_CONSOLE", Console(file=screen, force_terminal=True, width=160))
     res = train(_cfg(synth_data, tmp_path / "full", full_epochs=1))  # weights none -> full by default
     assert [r["stage"] for r in res.history] == ["full"]
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert re.search(r"full epoch 1/1 +\S* +3/3", drawn), drawn[-2000:]
+    assert "full epoch 1/1 (starting: building the training step)" in drawn
+    assert "0/?" not in drawn
     assert res.timings["full"]["feature_cache"] is False
     assert Bundle.open(res.bundle).manifest["training"]["schedule"] == "full"
+
+
+def test_weights_none_runs_the_epochs_the_stages_asked_for(synth_data: Path, tmp_path: Path, caplog) -> None:
+    """--weights none --stage1-epochs 1 --stage2-epochs 1: the full schedule (a frozen random backbone
+    learns nothing) for 1 + 1 epochs, not --full-epochs' 6, and one line says so."""
+    from edgecat.train import train
+
+    with caplog.at_level(logging.INFO, logger="edgecat"):
+        res = train(_cfg(synth_data, tmp_path / "run", augment=False))
+    assert [r["stage"] for r in res.history] == ["full", "full"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("schedule:")]
+    assert lines == ["schedule: full, 2 epoch(s) (--stage1-epochs 1 + --stage2-epochs 1), lr 0.001; --weights "
+                     "none: a frozen random backbone would learn nothing, so every layer trains"], lines
+    from edgecat.train import plan, resolve_schedule
+
+    cfg = TrainConfig(weights="none", full_epochs=4)
+    assert [(p.name, p.epochs) for p in plan(cfg, resolve_schedule(cfg))] == [("full", 4)]
+    assert [(p.name, p.epochs) for p in plan(TrainConfig(weights="none"), "full")] == [("full", 6)]
+
+
+def test_early_stopping_says_when_and_what_is_kept(synth_data: Path, tmp_path: Path, caplog) -> None:
+    """A learning rate too small to move a float32 weight: val_loss never improves after epoch 1, so
+    patience 0 stops stage 1 after epoch 2 of 3."""
+    from edgecat.train import train
+
+    cfg = _cfg(synth_data, tmp_path / "run", schedule="two-stage", stage1_epochs=3, stage2_epochs=0,
+               stage1_lr=1e-30, patience=0, augment=False)
+    with caplog.at_level(logging.INFO, logger="edgecat"):
+        res = train(cfg)
+    assert [r["stage_epoch"] for r in res.history] == [1, 2]
+    stops = [r for r in caplog.records if "early stopping" in r.getMessage()]
+    assert len(stops) == 1 and stops[0].levelno == logging.INFO
+    line = stops[0].getMessage()
+    assert line.startswith("stage1: early stopping after epoch 2/3: val_loss has not improved since stage1 epoch 1 ")
+    assert "(patience 0); the bundle keeps epoch 1 (stage1 epoch 1, val_loss " in line, line
 
 
 def test_interrupt_in_stage2_then_resume(synth_data: Path, tmp_path: Path) -> None:

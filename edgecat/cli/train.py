@@ -58,7 +58,7 @@ DATA, MODEL, SCHEDULE, OUTPUT = "Data", "Model", "Schedule", "Output and runs"
 @option("--stage2-lr", type=float, group=SCHEDULE, show_default=default("stage2_lr"), help="Stage 2 learning rate.")
 @option("--unfreeze", type=int, group=SCHEDULE, show_default="the backbone's, e.g. 100 for mobilenet_v2",
         help="Base layers unfrozen in stage 2.")
-@option("--full-epochs", type=int, group=SCHEDULE, show_default=default("full_epochs"),
+@option("--full-epochs", type=int, group=SCHEDULE, show_default="--stage1-epochs + --stage2-epochs (6)",
         help="Epochs of the full schedule.")
 @option("--full-lr", type=float, group=SCHEDULE, show_default=default("full_lr"),
         help="Learning rate of the full schedule.")
