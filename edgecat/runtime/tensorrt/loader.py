@@ -14,6 +14,10 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.cuda import current_gpu, require_tensorrt
 
+#: batch sizes (min, opt, max) of the optimization profile engines are built with: native engines and
+#: the engines ONNX Runtime's TensorRT provider builds alike
+DEFAULT_BATCH = (1, 8, 32)
+
 #: the ONNX artifact each engine precision is built from (the registry's ``made_from``)
 SOURCE: dict[str, str] = {p: str(artifacts.find("engine", p).made_from) for p in artifacts.PRECISIONS}
 
@@ -36,6 +40,21 @@ def gpu_slug(name: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     s = re.sub(r"^nvidia-", "", s)
     return s or "gpu"
+
+
+def parse_batch(value: str | tuple[int, ...] | None) -> tuple[int, int, int]:
+    """'1,8,32' -> (1, 8, 32), checking 1 <= min <= opt <= max; one number N means (1, N, N)."""
+    if value is None:
+        return DEFAULT_BATCH
+    try:
+        parts = [int(p) for p in value.split(",")] if isinstance(value, str) else [int(p) for p in value]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = [1, parts[0], parts[0]]
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise EdgecatError(f"--batch wants MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (got {value})")
+    return parts[0], parts[1], parts[2]
 
 
 def engine_key(precision: str) -> str:
@@ -128,5 +147,6 @@ def load_engine(bundle: Bundle, precision: str, device: int = 0) -> LoadedEngine
     return LoadedEngine(engine=engine, runtime=runtime, logger=logger, entry=entry, path=path, target=target)
 
 
-__all__ = ["SOURCE", "EngineTarget", "LoadedEngine", "check_engine", "current_target", "engine_filename",
-           "engine_key", "engine_problem", "gpu_slug", "load_engine", "rebuild_hint", "trt_logger"]
+__all__ = ["DEFAULT_BATCH", "SOURCE", "EngineTarget", "LoadedEngine", "check_engine", "current_target",
+           "engine_filename", "engine_key", "engine_problem", "gpu_slug", "load_engine", "parse_batch",
+           "rebuild_hint", "trt_logger"]
