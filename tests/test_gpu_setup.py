@@ -83,7 +83,7 @@ def test_runtime_newer_than_driver_is_named_with_the_cuda_python_that_fits(tmp_p
     msg = str(info.value)
     assert "none is visible" not in msg and "\n" not in msg
     assert "cudaErrorInsufficientDriver" in msg
-    assert "NVIDIA driver (CUDA 12.6) is older than the CUDA runtime" in msg and "(CUDA 13.0 runtime)" in msg
+    assert "this NVIDIA driver (CUDA 12.6) is older than the CUDA 13.0 runtime that cuda-python" in msg
     assert 'pip install "cuda-python>=12,<12.7"' in msg
 
 

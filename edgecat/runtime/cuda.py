@@ -180,13 +180,12 @@ def cuda_error_message(err: Any, cudart: Any = None) -> str:
         driver = _cuda_version(cudart, "cudaDriverGetVersion") if cudart is not None else None
         runtime = _cuda_version(cudart, "cudaRuntimeGetVersion") if cudart is not None else None
         have = cuda_python_version()
-        brings = f"cuda-python {have}" if have else "cuda-python"
-        if runtime:
-            brings += f" (CUDA {runtime[0]}.{runtime[1]} runtime)"
+        runtime_text = f"CUDA {runtime[0]}.{runtime[1]} runtime" if runtime else "CUDA runtime"
+        brings = f"the {runtime_text} that cuda-python{' ' + have if have else ''} brings"
         fix = (f'pip install "{cuda_python_pin(driver)}"' if driver
                else 'pip install "cuda-python==<the CUDA version of your driver>.*"')
         where = f"this NVIDIA driver (CUDA {driver[0]}.{driver[1]})" if driver else "this NVIDIA driver"
-        return (f"CUDA error {name}: {where} is older than the CUDA runtime {brings} brings; install the "
+        return (f"CUDA error {name}: {where} is older than {brings}; install the "
                 f"cuda-python that matches the driver: {fix} (JetPack 6.1/6.2: cuda-python 12.6.x; "
                 "see deploy/jetson/README.md)")
     description = ""

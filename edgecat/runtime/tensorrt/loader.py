@@ -14,6 +14,13 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.cuda import current_gpu, require_tensorrt
 
+#: TensorRT Python names (``Class`` or ``Class.member``) that edgecat's TensorRT code may reach only behind
+#: a ``getattr``/``hasattr`` guard, because a supported release lacks them -> the releases that have them.
+#: Every other name it uses exists in TensorRT 10.3 (JetPack 6.1/6.2) and the newest 11.x alike:
+#: tests/test_trt_bindings.py reads both releases' compiled bindings and fails on a name one lacks
+#: (``BuilderFlag.FP16``, for instance, is gone in 11). Empty: no such name is used today.
+VERSION_GUARDED: dict[str, str] = {}
+
 #: batch sizes (min, opt, max) of the optimization profile engines are built with: native engines and
 #: the engines ONNX Runtime's TensorRT provider builds alike
 DEFAULT_BATCH = (1, 8, 32)
@@ -147,6 +154,6 @@ def load_engine(bundle: Bundle, precision: str, device: int = 0) -> LoadedEngine
     return LoadedEngine(engine=engine, runtime=runtime, logger=logger, entry=entry, path=path, target=target)
 
 
-__all__ = ["DEFAULT_BATCH", "SOURCE", "EngineTarget", "LoadedEngine", "check_engine", "current_target",
-           "engine_filename", "engine_key", "engine_problem", "gpu_slug", "load_engine", "parse_batch",
+__all__ = ["DEFAULT_BATCH", "SOURCE", "VERSION_GUARDED", "EngineTarget", "LoadedEngine", "check_engine",
+           "current_target", "engine_filename", "engine_key", "engine_problem", "gpu_slug", "load_engine", "parse_batch",
            "rebuild_hint", "trt_logger"]
