@@ -84,7 +84,7 @@ def test_runtime_newer_than_driver_is_named_with_the_cuda_python_that_fits(tmp_p
     assert "none is visible" not in msg and "\n" not in msg
     assert "cudaErrorInsufficientDriver" in msg
     assert "this NVIDIA driver (CUDA 12.6) is older than the CUDA 13.0 runtime that cuda-python" in msg
-    assert 'pip install "cuda-python>=12,<12.7"' in msg
+    assert 'pip install "cuda-python>=12.6,<12.7"' in msg
 
 
 @pytest.mark.parametrize("error, count, want", [
@@ -106,10 +106,26 @@ def test_only_no_device_means_no_gpu(tmp_path, monkeypatch, error, count, want):
 def test_cuda_python_pin_follows_the_driver():
     from edgecat.runtime.cuda import cuda_python_pin
 
-    assert cuda_python_pin((12, 2)) == "cuda-python>=12,<12.3"  # JetPack 6.0
-    assert cuda_python_pin((12, 6)) == "cuda-python>=12,<12.7"  # JetPack 6.1 / 6.2
+    assert cuda_python_pin((12, 2)) == "cuda-python>=12.2,<12.3"  # JetPack 6.0
+    assert cuda_python_pin((12, 6)) == "cuda-python>=12.6,<12.7"  # JetPack 6.1 / 6.2
     req = Requirement(cuda_python_pin((12, 6)))
     assert req.specifier.contains("12.6.2") and not req.specifier.contains("12.8.0")
+    assert not req.specifier.contains("12.4.0")
+
+
+def test_gpu_stack_lines_end_in_ok_when_everything_fits(monkeypatch):
+    """What the first-run checklist prints on a working device (stand-ins for TensorRT, cuda-python
+    and, through nvidia-smi, the GPU)."""
+    from edgecat.runtime import cuda
+
+    _install(monkeypatch, _cudart(cudaError_t.cudaSuccess, count=1, runtime=12060))
+    monkeypatch.setattr(cuda, "current_gpu", lambda device=0: ("Orin", "8.7"))
+    monkeypatch.setattr(cuda, "cuda_python_version", lambda: "12.6.2.post1")
+    assert cuda.gpu_stack() == ["TensorRT 10.3.0: ok", "GPU Orin, compute capability 8.7: ok",
+                                "cuda-python 12.6.2.post1: CUDA 12.6 runtime, driver for CUDA 12.6, 1 device(s): ok"]
+    _install(monkeypatch, _cudart(cudaError_t.cudaErrorInsufficientDriver), trt_version="8.6.2")
+    lines = cuda.gpu_stack()
+    assert lines[0].startswith("TensorRT 8.6.2 is too old") and "cudaErrorInsufficientDriver" in lines[2]
 
 
 # ------------------------------------------------------------------------- TensorRT 8.6 (JetPack 6.0)

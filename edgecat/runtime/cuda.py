@@ -26,8 +26,6 @@ from edgecat.errors import EdgecatError, MissingDependencyError
 #: the oldest TensorRT whose engines edgecat builds and runs: strongly typed networks (precision from
 #: the ONNX graph) and the name-based tensor API arrived in TensorRT 10
 MIN_TENSORRT = (10, 0)
-#: JetPack 6 releases -> (TensorRT, CUDA) they ship (L4T r36); the cuda-python to install matches the CUDA
-JETPACK = {"6.0": ("8.6.2", "12.2"), "6.1": ("10.3.0", "12.6"), "6.2": ("10.3.0", "12.6")}
 #: cudaError_t names that mean "the CUDA runtime cuda-python brings does not fit this driver"
 DRIVER_MISMATCH = ("cudaErrorInsufficientDriver", "cudaErrorSystemDriverMismatch",
                    "cudaErrorCompatNotSupportedOnDevice")
@@ -131,7 +129,7 @@ def import_cudart() -> Any:
             raise MissingDependencyError(
                 "the tensorrt backend needs cuda-python for CUDA streams and buffers: pip install "
                 "'edgecat[tensorrt]' (cuda-python 12.x; on a Jetson the one matching JetPack's CUDA: "
-                "JetPack 6.1/6.2 \"cuda-python>=12,<12.7\")"
+                "JetPack 6.1/6.2 \"cuda-python>=12.6,<12.7\")"
             ) from exc
     return cudart
 
@@ -167,9 +165,9 @@ def _cuda_version(cudart: Any, call: str) -> tuple[int, int] | None:
 
 
 def cuda_python_pin(driver: tuple[int, int]) -> str:
-    """The cuda-python requirement whose CUDA runtime is no newer than a driver for CUDA ``driver``:
-    (12, 6) -> ``cuda-python>=12,<12.7`` (JetPack 6.1/6.2 get 12.6.x)."""
-    return f"cuda-python>={driver[0]},<{driver[0]}.{driver[1] + 1}"
+    """The cuda-python whose CUDA runtime is the driver's own CUDA version (on Tegra a newer runtime
+    fails): (12, 6) -> ``cuda-python>=12.6,<12.7`` (JetPack 6.1/6.2)."""
+    return f"cuda-python>={driver[0]}.{driver[1]},<{driver[0]}.{driver[1] + 1}"
 
 
 def cuda_error_message(err: Any, cudart: Any = None) -> str:
@@ -236,6 +234,31 @@ def gpu_memory_used() -> int | None:
         return None
 
 
-__all__ = ["JETPACK", "MIN_TENSORRT", "cuda_check", "cuda_device_count", "cuda_error_message",
-           "cuda_python_pin", "cuda_python_version", "current_gpu", "device_memory_used", "gpu_memory_used",
+def gpu_stack() -> list[str]:
+    """One line per layer of the GPU stack the tensorrt backend needs (TensorRT, the GPU, cuda-python
+    against the driver), each ending in "ok" or in what to do: the first check on a new device."""
+    lines = []
+    try:
+        lines.append(f"TensorRT {require_tensorrt().__version__}: ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    try:
+        name, cc = current_gpu()
+        lines.append(f"GPU {name}, compute capability {cc}: ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    try:
+        cudart = import_cudart()
+        count = cuda_device_count(cudart, "cuda-python")
+        driver = _cuda_version(cudart, "cudaDriverGetVersion")
+        runtime = _cuda_version(cudart, "cudaRuntimeGetVersion")
+        lines.append(f"cuda-python {cuda_python_version()}: CUDA {'.'.join(map(str, runtime or ('?',)))} runtime, "
+                     f"driver for CUDA {'.'.join(map(str, driver or ('?',)))}, {count} device(s): ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    return lines
+
+
+__all__ = ["MIN_TENSORRT", "cuda_check", "cuda_device_count", "cuda_error_message",
+           "cuda_python_pin", "cuda_python_version", "current_gpu", "gpu_stack", "device_memory_used", "gpu_memory_used",
            "import_cudart", "require_tensorrt", "tensorrt_version_problem"]
