@@ -9,13 +9,17 @@ import os
 import subprocess
 import sys
 import textwrap
-import tomllib
 from enum import IntEnum
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 from packaging.requirements import Requirement
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport pyproject installs there
+    import tomli as tomllib
 
 from conftest import has_gpu
 from edgecat.bundle import Bundle
