@@ -301,7 +301,9 @@ def _class_of(folder: str, index: dict[str, int]) -> int | None:
 
 
 # ----------------------------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
+def machine_info(device: int = 0) -> dict[str, Any]:
+    """The machine line; ``gpu`` is CUDA device ``device`` (the ordinal the GPU runtimes were given,
+    among the devices CUDA_VISIBLE_DEVICES / --device leave visible)."""
     try:
         import psutil
 
@@ -318,7 +320,7 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         from edgecat.runtime.cuda import current_gpu
 
-        gpu = " ".join(current_gpu())
+        gpu = " ".join(current_gpu(device))
     return {"platform": platform.platform(), "processor": cpu, "physical_cores": physical,
             "logical_cores": logical, "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gpu": gpu, "versions": tool_versions("numpy", "cv2", "onnxruntime", "tensorrt", "tensorflow", "keras")
@@ -603,7 +605,9 @@ def run_bench(bundle: Bundle | str | Path, config: BenchConfig | None = None,
     conf["num_images"] = len(images.files)
     bundle_info = {"path": str(bundle.path), "name": bundle.name, "backbone": bundle.backbone,
                    "input_size": list(bundle.input_size), "classes": bundle.classes}
-    return BenchReport(bundle=bundle_info, machine=machine_info(), config=conf, results=results,
+    device = cfg.options.get("device", 0)  # the tensorrt runtime's CUDA ordinal (openvino's is a name)
+    return BenchReport(bundle=bundle_info, machine=machine_info(int(device) if str(device).isdigit() else 0),
+                       config=conf, results=results,
                        auto_choices=choices)
 
 

@@ -116,32 +116,55 @@ def test_onnx_only_bundle_exports_without_tensorflow(tiny_bundle, synth_data):
 
 
 # ---------------------------------------------------------------------- builder settings (no GPU)
-def _stand_in_trt(has_tf32: bool = True):
+#: enum values of the names build settings touch, per TensorRT major (NvInfer.h of 10.x and 11.x):
+#: TensorRT 11 dropped EXPLICIT_BATCH (STRONGLY_TYPED moved from bit 1 to bit 0) and the FP16/INT8 flags
+TRT_ENUMS = {
+    "10": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+           "BuilderFlag": {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "11": {"NetworkDefinitionCreationFlag": {"STRONGLY_TYPED": 0},
+           "BuilderFlag": {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "8": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+          "BuilderFlag": {"FP16": 0, "INT8": 1, "TF32": 7}},
+}
+
+
+def _stand_in_trt(major: str = "10"):
     """The few documented names build settings touch (tensorrt.BuilderFlag, MemoryPoolType,
-    NetworkDefinitionCreationFlag), recording calls: TensorRT itself exists on no machine here."""
+    NetworkDefinitionCreationFlag) with the values of TensorRT ``major``, recording calls: TensorRT
+    itself exists on no machine here."""
     from enum import IntEnum
     from types import SimpleNamespace
 
-    flags = {"TF32": 6} if has_tf32 else {}
+    enums = TRT_ENUMS[major]
     calls: list[tuple] = []
     config = SimpleNamespace(set_memory_pool_limit=lambda *a: calls.append(("pool", *a)),
                              set_flag=lambda f: calls.append(("set", f)),
                              clear_flag=lambda f: calls.append(("clear", f)))
-    trt = SimpleNamespace(BuilderFlag=IntEnum("BuilderFlag", flags or {"REFIT": 4}),
+    trt = SimpleNamespace(__version__={"8": "8.6.2", "10": "10.3.0", "11": "11.4.0"}[major],
+                          BuilderFlag=IntEnum("BuilderFlag", enums["BuilderFlag"]),
                           MemoryPoolType=SimpleNamespace(WORKSPACE=0),
-                          NetworkDefinitionCreationFlag=IntEnum("NDCF", {"STRONGLY_TYPED": 1}))
+                          NetworkDefinitionCreationFlag=IntEnum("NDCF", enums["NetworkDefinitionCreationFlag"]))
     return trt, config, calls
 
 
+@pytest.mark.parametrize("major, bit", [("10", 1), ("11", 0)])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_builds_are_strongly_typed_with_no_precision_flags_and_fp32_without_tf32(precision):
-    trt, config, calls = _stand_in_trt()
-    assert trtx.network_flags(trt) == 1 << 1  # STRONGLY_TYPED on TensorRT 10 and 11 alike
+def test_builds_are_strongly_typed_with_no_precision_flags_and_fp32_without_tf32(precision, major, bit):
+    trt, config, calls = _stand_in_trt(major)
+    assert trtx.network_flags(trt) == 1 << bit  # STRONGLY_TYPED, read from the enum of this TensorRT
     trtx.configure(trt, config, precision, 0.5)
-    assert not [c for c in calls if c[0] == "set"]  # never FP16/INT8 flags
+    assert not [c for c in calls if c[0] == "set"]  # never FP16/INT8 flags (gone in 11)
     cleared = [c[1] for c in calls if c[0] == "clear"]
     assert cleared == ([trt.BuilderFlag.TF32] if precision == "fp32" else [])
     assert ("pool", 0, 1 << 29) in calls
+
+
+def test_tensorrt_8_network_without_strong_typing_is_refused():
+    """TensorRT 8.6 (JetPack 6.0) has no STRONGLY_TYPED: flags 0 would be an implicit-batch network and
+    FP16/INT8 engines without their precision."""
+    trt, _, _ = _stand_in_trt("8")
+    with pytest.raises(EdgecatError, match=r"TensorRT 8\.6\.2 is too old: .*TensorRT 10\.x or 11\.x"):
+        trtx.network_flags(trt)
 
 
 def test_int8_engine_source_must_follow_tensorrt_rules(tmp_path):
@@ -187,10 +210,49 @@ def test_ort_tensorrt_ep_refuses_cpu_int8_and_keys_its_cache_on_content(tiny_bun
     quantize_int8(Bundle.open(tiny_bundle), "trt", calib=synth_data / "train", calib_size=16)
     first = runtime("int8").engine_cache_dir()
     assert runtime("int8").artifact_for("int8") == "onnx-int8-trt"
-    assert first.name == Bundle.open(tiny_bundle).artifacts["onnx-int8-trt"]["sha256"][:16]
+    assert first.name.startswith(Bundle.open(tiny_bundle).artifacts["onnx-int8-trt"]["sha256"][:16] + "-")
     quantize_int8(Bundle.open(tiny_bundle), "trt", calib=synth_data / "train", calib_size=20)  # re-calibrated
     assert runtime("int8").engine_cache_dir() != first
     assert runtime("fp32").engine_cache_dir() != first
+
+
+@pytest.mark.parametrize("precision, fp16, int8", [("fp32", False, False), ("fp16", True, True),
+                                                  ("int8", True, True)])
+def test_ort_tensorrt_ep_options_carry_the_batch_profile_and_precision(tmp_path, precision, fp16, int8):
+    """The provider options built for each precision (a pure function): an explicit profile so one
+    engine serves batch 1..max (no rebuild per new batch size), FP16 kernels allowed for INT8's
+    unquantized layers, FP32 with neither flag and TF32 off (the provider has no TF32 option)."""
+    from edgecat.runtime.onnxruntime.runner import tensorrt_ep_environment, tensorrt_ep_options
+
+    opts = tensorrt_ep_options(precision, "image", (224, 224, 3), (1, 8, 32), tmp_path / "trt_cache" / "x")
+    assert opts["trt_profile_min_shapes"] == "image:1x224x224x3"
+    assert opts["trt_profile_opt_shapes"] == "image:8x224x224x3"
+    assert opts["trt_profile_max_shapes"] == "image:32x224x224x3"
+    assert opts["trt_fp16_enable"] is (precision != "fp32")
+    assert opts["trt_int8_enable"] is (precision == "int8")
+    assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "trt_cache" / "x")
+    assert tensorrt_ep_environment(precision) == ({"NVIDIA_TF32_OVERRIDE": "0"} if precision == "fp32" else {})
+
+
+def test_ort_tensorrt_ep_profile_follows_the_bundle_and_refuses_a_larger_batch(tmp_path):
+    from edgecat.runtime.onnxruntime.runner import OnnxRuntimeTensorRT
+
+    b = Bundle.create(tmp_path / "b", name="b", backbone="mobilenet_v2", input_size=(48, 64),
+                      classes=["cat", "dog"], preprocessing="tf")
+    (tmp_path / "b" / "model.onnx").write_bytes(b"onnx")
+    b.add_artifact("onnx-fp32", "model.onnx", format="onnx", precision="fp32", input="image")
+    rt = OnnxRuntimeTensorRT.__new__(OnnxRuntimeTensorRT)  # the provider itself is absent here
+    rt.bundle, rt.precision, rt.options = b, "fp32", {"batch": "1,4,16"}
+    name, opts = rt.provider_options()[0]
+    assert name == "TensorrtExecutionProvider"
+    assert (opts["trt_profile_min_shapes"], opts["trt_profile_max_shapes"]) == ("image:1x48x64x3", "image:16x48x64x3")
+    default = OnnxRuntimeTensorRT.__new__(OnnxRuntimeTensorRT)
+    default.bundle, default.precision, default.options = b, "fp32", {}
+    assert default.provider_options()[0][1]["trt_profile_max_shapes"] == "image:32x48x64x3"
+    assert default.engine_cache_dir() != rt.engine_cache_dir()  # another profile: another engine
+    rt.max_batch = 16
+    with pytest.raises(EdgecatError, match="batch 17 exceeds the onnxruntime-trt profile's maximum 16"):
+        rt._run(np.zeros((17, 48, 64, 3), np.float32))
 
 
 # ---------------------------------------------------------------------- real TensorRT (GPU only)

@@ -69,6 +69,13 @@ def test_trt_flavour_follows_tensorrt_rules(backbone, request, synth_data, tmp_p
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     scales = [i for i in model.graph.initializer if i.name.endswith("_scale")]
     assert scales and all(i.data_type == TensorProto.FLOAT16 for i in scales)
+    # the strongly typed Q rule saw every QuantizeLinear with known, equal input and scale types
+    from edgecat.export.trt_rules import Graph
+
+    gr = Graph(model)
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs and {(gr.types.get(n.input[0]), gr.types.get(n.input[1])) for n in qs} == \
+        {(TensorProto.FLOAT16, TensorProto.FLOAT16)}
 
 
 # ------------------------------------------------------------------------------ negative, real graphs
@@ -210,3 +217,34 @@ def test_unsupported_ops_attributes_opset_and_dynamic_dims_are_refused():
                  out_dims=("N", 3, "H", 8))
     found = [v for v in check_model(dyn) if v.rule == "static-except-batch"]
     assert len(found) == 2 and "dimension 2 is dynamic (H)" in str(found[0])
+
+
+def _q_type_graph(cast_input: bool, opset: int = 19):
+    """x (float32) -> [Cast to float16] -> Q/DQ with float16 scales -> Conv (float16 weights) -> y (float16):
+    the layout of a Q/DQ file whose unquantized layers are kept in fp16."""
+    x_q = "x16" if cast_input else "x"
+    nodes = ([helper.make_node("Cast", ["x"], ["x16"], name="to_fp16", to=TensorProto.FLOAT16)] if cast_input else [])
+    nodes += [helper.make_node("QuantizeLinear", [x_q, "s", "z"], ["xq"], name="q_in"),
+              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+              helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], name="wdq", axis=0),
+              helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv")]
+    inits = [_init("s", np.float16(0.1)), _init("z", np.int8(0)), _init("w", np.ones((4, 3, 1, 1), np.int8)),
+             _init("ws", np.full(4, 0.01, np.float16)), _init("wz", np.zeros(4, np.int8))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 4, 8, 8])
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_quantize_input_and_scale_types_must_match_in_a_strongly_typed_network(tmp_path):
+    """float32 into a QuantizeLinear with a float16 scale: TensorRT's strongly typed network refuses it
+    from opset 19 on (the parser casts the scale only below 19). A Cast to float16 first is fine."""
+    path = tmp_path / "mismatch.onnx"
+    onnx.save(_q_type_graph(cast_input=False), str(path))
+    found = [v for v in check_tensorrt_onnx(path) if v.rule == "q-scale-type"]
+    assert len(found) == 1 and found[0].node == "q_in"
+    assert "FLOAT but its scale is FLOAT16 (opset 19)" in str(found[0]) and "opset 19" in found[0].source
+    with pytest.raises(EdgecatError, match=r"rule q-scale-type: onnx-tensorrt"):
+        require_tensorrt_onnx(path)
+    assert _rules(_q_type_graph(cast_input=True)) == collections.Counter()
+    assert _rules(_q_type_graph(cast_input=False, opset=17))["q-scale-type"] == 0  # the parser casts the scale

@@ -13,6 +13,7 @@ from edgecat.cli.common import choice_list, command, console, option
     "edgecat export runs/cats                                  # ONNX FP32",
     "edgecat export runs/cats --fp16 --int8 --calib data/train  # + FP16 and INT8",
     "edgecat export runs/cats --trt --precision fp16,int8 --triton models/",
+    "edgecat export runs/cats --trt --precision int8 --deepstream ds/   # on the DeepStream device",
 ])
 @click.argument("bundle", type=click.Path())
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
@@ -31,7 +32,8 @@ from edgecat.cli.common import choice_list, command, console, option
               help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
 @option("--precision", default=None, callback=choice_list(PRECISIONS, "precision"),
-              show_default="fp32,fp16, plus int8 if the bundle has INT8", help="TensorRT engine precisions, comma list.")
+              show_default="fp32,fp16, plus int8 if the bundle has INT8",
+              help="TensorRT engine precisions, comma list; with --deepstream, the config's one precision (fp32).")
 @option("--batch-profile", "batch", default="1,8,32", aliases=("--batch",), metavar="MIN,OPT,MAX",
         help="TensorRT engine batch sizes: smallest, tuned-for and largest.")
 @click.option("--workspace", type=click.FloatRange(min=0.1), default=2.0, show_default=True,

@@ -80,8 +80,12 @@ def _fail_fast(bundle: Any, plan: ExportPlan) -> tuple[list[str] | None, tuple[i
         for p in engines:
             tensorrt.engine_key(p)
         tensorrt.current_target(tensorrt.require_tensorrt())
-    elif plan.precisions:
-        raise EdgecatError("--precision applies to TensorRT engines: add --trt")
+    elif plan.precisions and not plan.deepstream_dir:
+        raise EdgecatError("--precision applies to TensorRT engines and DeepStream configs: add --trt or --deepstream DIR")
+    if plan.deepstream_dir:
+        from edgecat.export.deepstream import preflight
+
+        preflight(bundle, plan.precisions, builds_engines=plan.trt)
     if plan.calib is not None and not (plan.int8 or plan.tflite):
         raise EdgecatError("--calib is for INT8: add --int8")
     return engines, batch
@@ -148,9 +152,9 @@ def _deployment_steps(bundle: Any, plan: ExportPlan, out: ExportResult, engines:
         path = write_repository(bundle, plan.triton_dir, max_batch=plan.max_batch)
         out.lines.append(f"Triton model repository: {path}")
     if plan.deepstream_dir:
-        from edgecat.export.deepstream import write_config
+        from edgecat.export.deepstream import config_precision, write_config
 
-        path = write_config(bundle, plan.deepstream_dir)
+        path = write_config(bundle, plan.deepstream_dir, precision=config_precision(plan.precisions))
         out.lines.append(f"DeepStream config: {path}")
 
 

@@ -29,6 +29,7 @@ from edgecat.errors import EdgecatError
 from edgecat.fsutil import atomic_path
 from edgecat.runtime.cuda import current_gpu, require_tensorrt
 from edgecat.runtime.tensorrt.loader import (
+    DEFAULT_BATCH,
     SOURCE,
     EngineTarget,
     check_engine,
@@ -36,26 +37,14 @@ from edgecat.runtime.tensorrt.loader import (
     engine_filename,
     engine_key,
     engine_problem,
+    parse_batch,
     trt_logger,
 )
 from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = (1, 8, 32)
 DEFAULT_WORKSPACE_GB = 2.0
-
-
-def parse_batch(value: str | tuple[int, ...] | None) -> tuple[int, int, int]:
-    """'1,8,32' -> (1, 8, 32), checking 1 <= min <= opt <= max."""
-    if value is None:
-        return DEFAULT_BATCH
-    parts = [int(p) for p in value.split(",")] if isinstance(value, str) else [int(p) for p in value]
-    if len(parts) == 1:
-        parts = [1, parts[0], parts[0]]
-    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
-        raise EdgecatError(f"--batch wants MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (got {value})")
-    return parts[0], parts[1], parts[2]
 
 
 # ------------------------------------------------------------------------- build
@@ -87,9 +76,19 @@ def _source_for(bundle: Bundle, precision: str) -> str:
 
 def network_flags(trt: Any) -> int:
     """STRONGLY_TYPED: precision from the ONNX graph on TensorRT 10 (explicit quantization wants it),
-    and the only mode on 11, which accepts the flag and ignores it."""
+    and the only mode on 11, which accepts the flag and ignores it. The bit is read from the enum:
+    1 on TensorRT 10 (after EXPLICIT_BATCH), 0 on 11 (EXPLICIT_BATCH is gone). A TensorRT without it
+    (8.x) would build an implicit-batch network and FP16/INT8 engines without their precision, so it
+    is refused (:func:`edgecat.runtime.cuda.require_tensorrt` refuses it earlier by version)."""
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
-    return 0 if flag is None else 1 << int(flag)
+    if flag is None:
+        from edgecat.runtime.cuda import tensorrt_version_problem
+
+        version = str(getattr(trt, "__version__", "?"))
+        raise EdgecatError(tensorrt_version_problem(version) or
+                           f"TensorRT {version} has no strongly typed networks (NetworkDefinitionCreationFlag."
+                           "STRONGLY_TYPED): edgecat builds engines with TensorRT 10.x or 11.x")
+    return 1 << int(flag)
 
 
 def configure(trt: Any, config: Any, precision: str, workspace_gb: float) -> None:

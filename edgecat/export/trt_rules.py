@@ -15,6 +15,9 @@ rule comes from:
   needs a range in the optimization profile, and the engines here range the batch only.
 - ``MODELOPT``: NVIDIA Model Optimizer ``modelopt.onnx.quantization`` (``ort_utils.configure_ort``'s
   TensorRT options, ``graph_utils.build_non_residual_input_map``), which implements that guidance.
+- ``STRONG_Q``: onnx-tensorrt's Q/DQ importer (``QuantDequantLinearHelper``): in a strongly typed
+  network (how edgecat builds every engine) a QuantizeLinear's scale must have its input's type;
+  the parser inserts that Cast only for opset < 19, and edgecat's Q/DQ files are opset 19.
 
 The residual-Add analysis here is also what :mod:`edgecat.export.quantize` uses to place Q/DQ, so the
 quantizer and the checker cannot disagree about which Add input is the residual one.
@@ -33,6 +36,8 @@ PARSER = "onnx-tensorrt docs/operators.md (release/10.1-GA, 96e7811)"
 PARSER_DQ = "onnx-tensorrt DequantizeLinear importer (NVIDIA/TensorRT#3360, onnx/onnx-tensorrt#850)"
 EXPLICIT_Q = "TensorRT developer guide, Explicit Quantization"
 MODELOPT = "NVIDIA Model Optimizer modelopt.onnx.quantization"
+STRONG_Q = ("onnx-tensorrt QuantDequantLinearHelper, strongly typed networks (a QuantizeLinear scale is cast to "
+            "the input's type only below opset 19)")
 DYNAMIC = ("TensorRT developer guide, Working with Dynamic Shapes (each dynamic input dimension needs an "
            "optimization-profile range; edgecat's profile ranges the batch only)")
 
@@ -97,6 +102,33 @@ class Graph:
         for n in self.g.node:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
+        self.opset = next((imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), 0)
+        self._types: dict[str, int] | None = None
+
+    @property
+    def types(self) -> dict[str, int]:
+        """Tensor name -> ONNX element type, from the graph's declarations, initializers, Constant and
+        Cast nodes, and ONNX shape inference for the rest (computed once, when a rule asks)."""
+        if self._types is None:
+            from onnx import shape_inference
+
+            try:
+                inferred = shape_inference.infer_shapes(self.model, strict_mode=False)
+            except Exception:  # noqa: BLE001 - inference is best effort; declared types still count
+                inferred = self.model
+            types: dict[str, int] = {}
+            for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+                if vi.type.tensor_type.elem_type:
+                    types[vi.name] = vi.type.tensor_type.elem_type
+            types.update({name: init.data_type for name, init in self.inits.items()})
+            for n in self.g.node:
+                attrs = {a.name: a for a in n.attribute}
+                if n.op_type == "Constant" and "value" in attrs:
+                    types[n.output[0]] = attrs["value"].t.data_type
+                elif n.op_type == "Cast" and "to" in attrs:
+                    types[n.output[0]] = attrs["to"].i
+            self._types = types
+        return self._types
 
     def is_const(self, name: str) -> bool:
         p = self.producer.get(name)
@@ -220,6 +252,24 @@ def _qdq_rules(gr: Graph, node: Any) -> list[Violation]:
     return out
 
 
+def _q_type_rule(gr: Graph, node: Any) -> list[Violation]:
+    """QuantizeLinear input and scale of different types (float32 activations, float16 scales): a
+    strongly typed network refuses it from opset 19 on, where the parser adds no Cast."""
+    if node.op_type != "QuantizeLinear" or gr.opset < 19 or len(node.input) < 2:
+        return []
+    x_type, scale_type = gr.types.get(node.input[0]), gr.types.get(node.input[1])
+    if not x_type or not scale_type or x_type == scale_type:
+        return []
+    from onnx import TensorProto
+
+    def name(t: int) -> str:
+        return TensorProto.DataType.Name(t)
+
+    return [Violation("q-scale-type", node.name, f"QuantizeLinear input is {name(x_type)} but its scale is "
+                      f"{name(scale_type)} (opset {gr.opset}): cast the input, or store the scale as "
+                      f"{name(x_type)}", STRONG_Q)]
+
+
 def _placement_rules(gr: Graph, node: Any) -> list[Violation]:
     """Q/DQ on the output of a weighted op (directly or after its fused Clip/Relu) feeding an op
     TensorRT does not run from Q/DQ inputs: it splits Conv+Clip and adds a rounding step."""
@@ -304,7 +354,7 @@ def check_model(model: Any) -> list[Violation]:
     for node in gr.g.node:
         out += _op_rules(gr, node)
         if node.op_type in QDQ:
-            out += _qdq_rules(gr, node)
+            out += _qdq_rules(gr, node) + _q_type_rule(gr, node)
         out += _placement_rules(gr, node)
         out += _add_rules(gr, node)
     return out

@@ -1,6 +1,17 @@
 """The GPU and CUDA as every GPU backend sees them: TensorRT import, device probing (driver API, then
 nvidia-smi) and cuda-python's runtime API. Used by the TensorRT and ONNX Runtime runtimes, the engine
-build, bench's machine line, ``edgecat check`` and the tests' GPU markers; imports nothing heavy."""
+build, bench's machine line, ``edgecat check`` and the tests' GPU markers; imports nothing heavy.
+
+Two version rules live here because both fail far from their cause otherwise:
+
+- TensorRT older than 10 cannot build edgecat's engines (no strongly typed networks: an FP16/INT8
+  engine would be built without its precision), so :func:`require_tensorrt` refuses it before any work.
+- cuda-python brings its own CUDA runtime. A runtime newer than the NVIDIA driver fails every call
+  with ``cudaErrorInsufficientDriver`` (cuda-python 13 needs driver 580+, JetPack 6 ships a 540-series
+  driver with CUDA 12.2/12.6) while TensorRT's engine build, which uses the driver directly, works.
+  :func:`cuda_error_message` names that error and the cuda-python that fits the driver; only
+  ``cudaErrorNoDevice`` means "no GPU".
+"""
 
 from __future__ import annotations
 
@@ -12,9 +23,30 @@ from typing import Any
 
 from edgecat.errors import EdgecatError, MissingDependencyError
 
+#: the oldest TensorRT whose engines edgecat builds and runs: strongly typed networks (precision from
+#: the ONNX graph) and the name-based tensor API arrived in TensorRT 10
+MIN_TENSORRT = (10, 0)
+#: cudaError_t names that mean "the CUDA runtime cuda-python brings does not fit this driver"
+DRIVER_MISMATCH = ("cudaErrorInsufficientDriver", "cudaErrorSystemDriverMismatch",
+                   "cudaErrorCompatNotSupportedOnDevice")
+NO_DEVICE = "cudaErrorNoDevice"
+
+
+def tensorrt_version_problem(version: str) -> str | None:
+    """Why TensorRT ``version`` cannot build or run edgecat's engines (None when it can)."""
+    try:
+        major_minor = tuple(int(p) for p in str(version).split(".")[:2])
+    except ValueError:
+        return None  # a development build with an odd version string: let TensorRT itself decide
+    if major_minor >= MIN_TENSORRT:
+        return None
+    return (f"TensorRT {version} is too old: edgecat builds strongly typed engines with TensorRT 10.x or 11.x "
+            "(JetPack 6.1 and 6.2 ship TensorRT 10.3; JetPack 6.0 ships 8.6 and JetPack 5 ships 8.5: upgrade "
+            "JetPack, or run the ONNX files with --backend onnxruntime-cuda)")
+
 
 def require_tensorrt() -> Any:
-    """Import tensorrt or fail with one line saying how to get it."""
+    """Import tensorrt or fail with one line saying how to get it, or that this version is too old."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -24,6 +56,9 @@ def require_tensorrt() -> Any:
         ) from exc
     except OSError as exc:  # the wheel is there but libnvinfer/CUDA libraries are not
         raise MissingDependencyError(f"TensorRT cannot load its libraries: {exc}") from exc
+    problem = tensorrt_version_problem(str(getattr(trt, "__version__", "")))
+    if problem:
+        raise MissingDependencyError(problem)
     return trt
 
 
@@ -92,27 +127,100 @@ def import_cudart() -> Any:
             from cuda import cudart  # older cuda-python
         except ImportError as exc:
             raise MissingDependencyError(
-                "the tensorrt backend needs cuda-python for CUDA streams and buffers: "
-                "pip install cuda-python (on a Jetson: the version matching JetPack's CUDA)"
+                "the tensorrt backend needs cuda-python for CUDA streams and buffers: pip install "
+                "'edgecat[tensorrt]' (cuda-python 12.x; on a Jetson the one matching JetPack's CUDA: "
+                "JetPack 6.1/6.2 \"cuda-python>=12.6,<12.7\")"
             ) from exc
     return cudart
 
 
 def device_memory_used(cudart: Any) -> int:
     """Bytes in use on the current CUDA device (all processes), for bench's GPU memory column."""
-    free, total = cuda_check(cudart.cudaMemGetInfo())
+    free, total = cuda_check(cudart.cudaMemGetInfo(), cudart)
     return int(total) - int(free)
 
 
-def cuda_check(result: Any) -> Any:
-    """Unpack a cuda-python ``(err, value...)`` tuple, turning an error into one line."""
+def cuda_python_version() -> str | None:
+    """The installed cuda-python (or its cuda-bindings part), None when neither is installed."""
+    from importlib import metadata
+
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cuda_version(cudart: Any, call: str) -> tuple[int, int] | None:
+    """(major, minor) from cudaDriverGetVersion / cudaRuntimeGetVersion (12060 -> (12, 6)); both answer
+    without a usable device, which is what a mismatch message needs."""
+    try:
+        err, value = getattr(cudart, call)()
+    except Exception:  # noqa: BLE001 - only used to word an error that is already being raised
+        return None
+    if getattr(err, "value", err) != 0 or not value:
+        return None
+    return int(value) // 1000, (int(value) % 1000) // 10
+
+
+def cuda_python_pin(driver: tuple[int, int]) -> str:
+    """The cuda-python whose CUDA runtime is the driver's own CUDA version (on Tegra a newer runtime
+    fails): (12, 6) -> ``cuda-python>=12.6,<12.7`` (JetPack 6.1/6.2)."""
+    return f"cuda-python>={driver[0]}.{driver[1]},<{driver[0]}.{driver[1] + 1}"
+
+
+def cuda_error_message(err: Any, cudart: Any = None) -> str:
+    """One line for a CUDA runtime error, named as CUDA names it; for a runtime newer than the driver,
+    what each side is and the cuda-python to install."""
+    name = str(getattr(err, "name", None) or err)
+    if name in DRIVER_MISMATCH:
+        driver = _cuda_version(cudart, "cudaDriverGetVersion") if cudart is not None else None
+        runtime = _cuda_version(cudart, "cudaRuntimeGetVersion") if cudart is not None else None
+        have = cuda_python_version()
+        runtime_text = f"CUDA {runtime[0]}.{runtime[1]} runtime" if runtime else "CUDA runtime"
+        brings = f"the {runtime_text} that cuda-python{' ' + have if have else ''} brings"
+        fix = (f'pip install "{cuda_python_pin(driver)}"' if driver
+               else 'pip install "cuda-python==<the CUDA version of your driver>.*"')
+        where = f"this NVIDIA driver (CUDA {driver[0]}.{driver[1]})" if driver else "this NVIDIA driver"
+        return (f"CUDA error {name}: {where} is older than {brings}; install the "
+                f"cuda-python that matches the driver: {fix} (JetPack 6.1/6.2: cuda-python 12.6.x; "
+                "see deploy/jetson/README.md)")
+    description = ""
+    if cudart is not None:
+        try:
+            _, text = cudart.cudaGetErrorString(err)
+            description = text.decode() if isinstance(text, bytes) else str(text)
+        except Exception:  # noqa: BLE001 - the name alone is still a precise error
+            description = ""
+    return f"CUDA error {name}" + (f": {description}" if description else "")
+
+
+def cuda_device_count(cudart: Any, who: str = "the tensorrt backend") -> int:
+    """Visible CUDA devices through cuda-python. ``cudaErrorNoDevice`` (or none) is "no GPU"; any other
+    error (a driver older than cuda-python's runtime above all) is reported by name, never as a missing GPU."""
+    result = cudart.cudaGetDeviceCount()
+    err, count = result[0], (result[1] if len(result) > 1 else 0)
+    name = str(getattr(err, "name", None) or err)
+    if getattr(err, "value", err) != 0 and name != NO_DEVICE:
+        raise EdgecatError(f"{who} cannot use CUDA: " + cuda_error_message(err, cudart))
+    if name == NO_DEVICE or not count:
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        note = f" (CUDA_VISIBLE_DEVICES={hidden})" if hidden is not None else ""
+        raise EdgecatError(f"{who} needs an NVIDIA GPU; none is visible here{note}")
+    return int(count)
+
+
+def cuda_check(result: Any, cudart: Any = None) -> Any:
+    """Unpack a cuda-python ``(err, value...)`` tuple, turning an error into one line that names it
+    (``cudart``, when given, words a driver mismatch with the versions on both sides)."""
     if isinstance(result, tuple):
         err, rest = result[0], result[1:]
     else:
         err, rest = result, ()
     code = getattr(err, "value", err)
     if code != 0:
-        raise EdgecatError(f"CUDA error: {getattr(err, 'name', err)}")
+        raise EdgecatError(cuda_error_message(err, cudart))
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
@@ -126,5 +234,31 @@ def gpu_memory_used() -> int | None:
         return None
 
 
-__all__ = ["cuda_check", "current_gpu", "device_memory_used", "gpu_memory_used", "import_cudart",
-           "require_tensorrt"]
+def gpu_stack() -> list[str]:
+    """One line per layer of the GPU stack the tensorrt backend needs (TensorRT, the GPU, cuda-python
+    against the driver), each ending in "ok" or in what to do: the first check on a new device."""
+    lines = []
+    try:
+        lines.append(f"TensorRT {require_tensorrt().__version__}: ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    try:
+        name, cc = current_gpu()
+        lines.append(f"GPU {name}, compute capability {cc}: ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    try:
+        cudart = import_cudart()
+        count = cuda_device_count(cudart, "cuda-python")
+        driver = _cuda_version(cudart, "cudaDriverGetVersion")
+        runtime = _cuda_version(cudart, "cudaRuntimeGetVersion")
+        lines.append(f"cuda-python {cuda_python_version()}: CUDA {'.'.join(map(str, runtime or ('?',)))} runtime, "
+                     f"driver for CUDA {'.'.join(map(str, driver or ('?',)))}, {count} device(s): ok")
+    except EdgecatError as exc:
+        lines.append(str(exc))
+    return lines
+
+
+__all__ = ["MIN_TENSORRT", "cuda_check", "cuda_device_count", "cuda_error_message",
+           "cuda_python_pin", "cuda_python_version", "current_gpu", "gpu_stack", "device_memory_used", "gpu_memory_used",
+           "import_cudart", "require_tensorrt", "tensorrt_version_problem"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +90,51 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
         return gpu_memory_used()
 
 
+#: what makes TensorRT build FP32 without TF32: ORT's TensorRT provider has no TF32 option (TensorRT
+#: enables TF32 by default); NVIDIA's libraries, TensorRT's builder included, honour this variable
+TF32_OFF = {"NVIDIA_TF32_OVERRIDE": "0"}
+
+
+def tensorrt_ep_options(precision: str, input_name: str, hwc: tuple[int, int, int],
+                        batch: tuple[int, int, int], cache: Path) -> dict[str, Any]:
+    """ONNX Runtime TensorRT provider options for one bundle graph, as the native engine build has them.
+
+    - An explicit batch profile (``trt_profile_min/opt/max_shapes``, ``name:NxHxWxC``): without one the
+      provider builds its engine for the first batch it sees and rebuilds whenever a larger one arrives.
+    - FP16 graphs with ``trt_fp16_enable``; INT8 (Q/DQ) graphs with ``trt_int8_enable`` and
+      ``trt_fp16_enable`` both, so the layers the Q/DQ file keeps in fp16 run in fp16, as on the
+      native engine; FP32 with neither (TF32 is turned off through :data:`TF32_OFF`, see the runner).
+    - Engine and timing caches under ``cache`` (keyed by the file's content and these options).
+    """
+    h, w, c = hwc
+
+    def shape(n: int) -> str:
+        return f"{input_name}:{n}x{h}x{w}x{c}"
+
+    bmin, bopt, bmax = batch
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache.parent),
+        "trt_fp16_enable": precision in ("fp16", "int8"),
+        "trt_int8_enable": precision == "int8",
+        "trt_profile_min_shapes": shape(bmin),
+        "trt_profile_opt_shapes": shape(bopt),
+        "trt_profile_max_shapes": shape(bmax),
+    }
+
+
+def tensorrt_ep_environment(precision: str) -> dict[str, str]:
+    """Environment the TensorRT provider's engine build needs for ``precision``: FP32 means FP32 (no TF32),
+    as on the native builder and the CUDA provider."""
+    return dict(TF32_OFF) if precision == "fp32" else {}
+
+
 class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
+    """Options as the CPU backend, plus ``batch`` (``"MIN,OPT,MAX"``, default 1,8,32): the batch
+    profile the provider's engine is built for; a larger batch is refused, never a silent rebuild."""
+
     backend = "onnxruntime-trt"
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -102,22 +150,50 @@ class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
                 f"`{artifacts.export_command(self.bundle.path, key)}`")
         return key
 
-    def engine_cache_dir(self) -> Any:
-        """``trt_cache/<sha256 of the artifact>``: ORT keys its engine cache by model file name and
-        versions, not content, so a re-calibrated model.int8-trt.onnx would reuse the old engine."""
+    @property
+    def batch_profile(self) -> tuple[int, int, int]:
+        from edgecat.runtime.tensorrt.loader import parse_batch
+
+        return parse_batch(self.options.get("batch"))
+
+    def _ep_options(self, cache: Path) -> dict[str, Any]:
+        key = self.artifact_for(self.precision)
+        h, w = self.bundle.input_size
+        return tensorrt_ep_options(self.precision, str(self.bundle.artifacts[key].get("input", "image")),
+                                   (h, w, 3), self.batch_profile, cache)
+
+    def engine_cache_dir(self) -> Path:
+        """``trt_cache/<sha256 of the artifact>-<options>``: ORT keys its engine cache by model file name and
+        versions, not content or build options, so a re-calibrated model.int8-trt.onnx, or an engine
+        built with other precision flags or another profile, would otherwise be reused."""
         sha = self.bundle.artifacts[self.artifact_for(self.precision)]["sha256"]
-        cache = self.bundle.path / "trt_cache" / sha[:16]
+        settings = {k: v for k, v in self._ep_options(Path(".")).items() if not k.endswith("_path")}
+        settings["env"] = tensorrt_ep_environment(self.precision)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        cache = self.bundle.path / "trt_cache" / f"{sha[:16]}-{digest}"
         cache.mkdir(parents=True, exist_ok=True)
         return cache
 
     def provider_options(self) -> list[Any]:
-        cache = self.engine_cache_dir()
-        trt = {
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(cache.parent),
-            "trt_fp16_enable": self.precision == "fp16",
-            "trt_int8_enable": self.precision == "int8",
-        }
+        trt = self._ep_options(self.engine_cache_dir())
         return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        self.max_batch = self.batch_profile[2]
+        env = tensorrt_ep_environment(self.precision)
+        for name, value in env.items():
+            if os.environ.get(name, value) != value:
+                log.warning("%s=%s is set: the TensorRT provider's %s engine may use TF32", name,
+                            os.environ[name], self.precision)
+            else:
+                os.environ[name] = value  # read by TensorRT when it builds, i.e. while the session opens
+        super()._load()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] > self.max_batch:
+            raise EdgecatError(f"batch {batch.shape[0]} exceeds the onnxruntime-trt profile's maximum "
+                               f"{self.max_batch}; open it with batch=\"1,{batch.shape[0]},{batch.shape[0]}\"")
+        return super()._run(batch)
+
+    def gpu_memory_bytes(self) -> int | None:
+        return gpu_memory_used()

@@ -14,6 +14,17 @@ from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.cuda import current_gpu, require_tensorrt
 
+#: TensorRT Python names (``Class`` or ``Class.member``) that edgecat's TensorRT code may reach only behind
+#: a ``getattr``/``hasattr`` guard, because a supported release lacks them -> the releases that have them.
+#: Every other name it uses exists in TensorRT 10.3 (JetPack 6.1/6.2) and the newest 11.x alike:
+#: tests/test_trt_bindings.py reads both releases' compiled bindings and fails on a name one lacks
+#: (``BuilderFlag.FP16``, for instance, is gone in 11). Empty: no such name is used today.
+VERSION_GUARDED: dict[str, str] = {}
+
+#: batch sizes (min, opt, max) of the optimization profile engines are built with: native engines and
+#: the engines ONNX Runtime's TensorRT provider builds alike
+DEFAULT_BATCH = (1, 8, 32)
+
 #: the ONNX artifact each engine precision is built from (the registry's ``made_from``)
 SOURCE: dict[str, str] = {p: str(artifacts.find("engine", p).made_from) for p in artifacts.PRECISIONS}
 
@@ -36,6 +47,21 @@ def gpu_slug(name: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     s = re.sub(r"^nvidia-", "", s)
     return s or "gpu"
+
+
+def parse_batch(value: str | tuple[int, ...] | None) -> tuple[int, int, int]:
+    """'1,8,32' -> (1, 8, 32), checking 1 <= min <= opt <= max; one number N means (1, N, N)."""
+    if value is None:
+        return DEFAULT_BATCH
+    try:
+        parts = [int(p) for p in value.split(",")] if isinstance(value, str) else [int(p) for p in value]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = [1, parts[0], parts[0]]
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise EdgecatError(f"--batch wants MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (got {value})")
+    return parts[0], parts[1], parts[2]
 
 
 def engine_key(precision: str) -> str:
@@ -128,5 +154,6 @@ def load_engine(bundle: Bundle, precision: str, device: int = 0) -> LoadedEngine
     return LoadedEngine(engine=engine, runtime=runtime, logger=logger, entry=entry, path=path, target=target)
 
 
-__all__ = ["SOURCE", "EngineTarget", "LoadedEngine", "check_engine", "current_target", "engine_filename",
-           "engine_key", "engine_problem", "gpu_slug", "load_engine", "rebuild_hint", "trt_logger"]
+__all__ = ["DEFAULT_BATCH", "SOURCE", "VERSION_GUARDED", "EngineTarget", "LoadedEngine", "check_engine",
+           "current_target", "engine_filename", "engine_key", "engine_problem", "gpu_slug", "load_engine", "parse_batch",
+           "rebuild_hint", "trt_logger"]

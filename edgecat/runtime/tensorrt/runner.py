@@ -25,6 +25,7 @@ from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime
 from edgecat.runtime.cuda import (
     cuda_check,
+    cuda_device_count,
     device_memory_used,
     import_cudart,
     require_tensorrt,
@@ -57,16 +58,12 @@ class TensorRTRuntime(Runtime):
         trt = require_tensorrt()
         self._trt = trt
         self._cudart = cudart = import_cudart()
-        try:
-            count = cuda_check(cudart.cudaGetDeviceCount())
-        except EdgecatError:  # no driver / no device
-            count = 0
-        if not count:
-            raise EdgecatError("the tensorrt backend needs an NVIDIA GPU; none is visible here")
+        # "no GPU" only for cudaErrorNoDevice; a driver older than cuda-python's runtime is named as such
+        count = cuda_device_count(cudart, "the tensorrt backend")
         self.device = int(self.options.get("device", 0))
         if not 0 <= self.device < count:
             raise EdgecatError(f"the tensorrt backend was asked for GPU {self.device}; {count} visible here")
-        cuda_check(cudart.cudaSetDevice(self.device))
+        cuda_check(cudart.cudaSetDevice(self.device), cudart)
         self.artifact_key = engine_key(self.precision)
         self._loaded = load_engine(self.bundle, self.precision, device=self.device)
         engine = self._loaded.engine
@@ -74,7 +71,7 @@ class TensorRTRuntime(Runtime):
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EdgecatError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda_check(cudart.cudaStreamCreate())
+        self.stream = cuda_check(cudart.cudaStreamCreate(), cudart)
         self.use_graph = bool(self.options.get("cuda_graph", True))
         self._graph: Any = None  # the one captured graph (for _shape_batch), None when not captured
         self.graph_captures = 0
@@ -113,9 +110,9 @@ class TensorRTRuntime(Runtime):
     def _alloc(self, name: str, dtype: np.dtype, elements: int) -> _Buffer:
         cudart = self._cudart
         nbytes = elements * dtype.itemsize
-        host_ptr = int(cuda_check(cudart.cudaMallocHost(nbytes)))
+        host_ptr = int(cuda_check(cudart.cudaMallocHost(nbytes), cudart))
         try:
-            device_ptr = int(cuda_check(cudart.cudaMalloc(nbytes)))
+            device_ptr = int(cuda_check(cudart.cudaMalloc(nbytes), cudart))
         except EdgecatError:
             cudart.cudaFreeHost(host_ptr)
             raise
@@ -151,12 +148,13 @@ class TensorRTRuntime(Runtime):
         inp = self.inputs[0]
         per_image = inp.capacity // self.max_batch
         cuda_check(cudart.cudaMemcpyAsync(inp.device_ptr, inp.host_ptr, n * per_image * inp.dtype.itemsize,
-                                          kind_h2d, self.stream))
+                                          kind_h2d, self.stream), cudart)
         if not self.context.execute_async_v3(int(self.stream)):
             raise EdgecatError("TensorRT execute_async_v3 failed")
         for out in self.outputs:
             nbytes = int(np.prod(self.context.get_tensor_shape(out.name))) * out.dtype.itemsize
-            cuda_check(cudart.cudaMemcpyAsync(out.host_ptr, out.device_ptr, nbytes, kind_d2h, self.stream))
+            cuda_check(cudart.cudaMemcpyAsync(out.host_ptr, out.device_ptr, nbytes, kind_d2h, self.stream),
+                       cudart)
 
     def _drop_graph(self) -> None:
         if self._graph is not None:
@@ -169,11 +167,11 @@ class TensorRTRuntime(Runtime):
         the stream leaves capture mode, and None is returned so the caller enqueues normally."""
         cudart = self._cudart
         self._enqueue(n)
-        cuda_check(cudart.cudaStreamSynchronize(self.stream))
+        cuda_check(cudart.cudaStreamSynchronize(self.stream), cudart)
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         graph = None
         try:
-            cuda_check(cudart.cudaStreamBeginCapture(self.stream, mode))
+            cuda_check(cudart.cudaStreamBeginCapture(self.stream, mode), cudart)
             try:
                 self._enqueue(n)
             finally:
@@ -184,7 +182,7 @@ class TensorRTRuntime(Runtime):
                     graph = None
             if graph is None:
                 raise EdgecatError("CUDA stream capture was invalidated")
-            graph_exec = cuda_check(cudart.cudaGraphInstantiate(graph, 0))
+            graph_exec = cuda_check(cudart.cudaGraphInstantiate(graph, 0), cudart)
         except (EdgecatError, RuntimeError) as exc:
             log.warning("CUDA graph capture failed at batch %d (%s); running without CUDA graphs", n, exc)
             self.use_graph = False
@@ -205,10 +203,10 @@ class TensorRTRuntime(Runtime):
         if self.use_graph and self._graph is None:
             self._graph = self._capture(n)
         if self._graph is not None:
-            cuda_check(self._cudart.cudaGraphLaunch(self._graph, self.stream))
+            cuda_check(self._cudart.cudaGraphLaunch(self._graph, self.stream), self._cudart)
         else:
             self._enqueue(n)
-        cuda_check(self._cudart.cudaStreamSynchronize(self.stream))
+        cuda_check(self._cudart.cudaStreamSynchronize(self.stream), self._cudart)
         out = self.outputs[self._out_index]
         shape = tuple(self.context.get_tensor_shape(out.name))
         return out.host[: int(np.prod(shape))].reshape(shape).astype(np.float32)
