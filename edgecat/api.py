@@ -63,20 +63,10 @@ def _quietly(fn: F) -> F:
 
 def _ensure_logging() -> None:
     """Long calls (train, export, benchmark) report progress as the CLI does, on stderr, unless
-    the program has set up logging itself (then its handlers decide, and TensorFlow's start-up
-    lines are left alone)."""
-    import logging
+    the program has set up logging itself (then its handlers decide)."""
+    from edgecat.log import setup_api_logging
 
-    if logging.getLogger().handlers or logging.getLogger("edgecat").handlers:
-        return
-    from rich.logging import RichHandler
-
-    from edgecat.log import quiet_tensorflow_import, stderr_console
-
-    quiet_tensorflow_import()  # TensorFlow's C++ start-up lines, as in the CLI
-    logger = logging.getLogger("edgecat")
-    logger.addHandler(RichHandler(console=stderr_console(), show_path=False, show_time=False, markup=False))
-    logger.setLevel(logging.INFO)
+    setup_api_logging()
 
 
 def _bundle(bundle: Any) -> Any:

@@ -155,7 +155,7 @@ def test_export_tflite_writes_no_native_lines_to_stderr(tiny_bundle, synth_data)
     leaked = [ln for ln in res.stderr.splitlines()
               if any(s in ln for s in ("fully_quantize", "XNNPACK", "inference_type", "I0000", "W0000"))]
     assert not leaked, leaked
-    from edgecat.export.litert import NATIVE_NOISE
+    from edgecat.log import NATIVE_NOISE
 
     for real in ("E0000 00:00:1.2 123 convert.cc:10] conversion failed", "error: out of memory",
                  "RuntimeError: tensor 0 is not allocated"):

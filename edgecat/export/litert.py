@@ -21,7 +21,6 @@ Needs TensorFlow (export side only).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +33,10 @@ from edgecat.artifacts import PRECISIONS
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path
-from edgecat.log import fd2_filtered
+from edgecat.log import quiet_native_stderr
 from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
-
-#: what the converter and the interpreter print on fd 2 on every export (not edgecat's log): the
-#: converter's quantization settings, LiteRT's XNNPACK notice, TensorFlow's I/W start-up lines.
-#: Anything else written meanwhile (a real error) is replayed.
-NATIVE_NOISE = re.compile(
-    r"^(fully_quantize: \d+, inference_type: \d+"
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
-    r"|WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\])"
-)
 
 #: the registry's LiteRT artifacts by precision
 KINDS = {p: artifacts.find("tflite", p) for p in PRECISIONS}
@@ -133,7 +122,7 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
         conv.inference_input_type = tf.uint8 if int8_input == "uint8" else tf.float32
         conv.inference_output_type = tf.float32
     try:
-        with fd2_filtered(NATIVE_NOISE):
+        with quiet_native_stderr():
             return bytes(conv.convert())
     except Exception as exc:
         raise EdgecatError(f"LiteRT {precision} conversion failed: {first_line(exc)[:200]}") from exc
@@ -144,7 +133,7 @@ def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.
     as a phone would; used for parity so the check runs the same interpreter as deployment."""
     from edgecat.runtime.litert.loader import make_interpreter
 
-    with fd2_filtered(NATIVE_NOISE):  # XNNPACK announces itself once the tensors are allocated
+    with quiet_native_stderr():  # XNNPACK announces itself once the tensors are allocated
         interp = make_interpreter(path, threads=threads)
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
         interp.resize_tensor_input(inp["index"], [1, *batch.shape[1:]])
