@@ -145,7 +145,11 @@ def test_cpu_image_checks_it_has_no_tensorflow():
 def test_jetson_image_uses_jetpack_opencv_and_tensorrt():
     cmds = run_commands("jetson")
     install = next(i for i, cmd in enumerate(cmds) if pip_args(cmd, "install") is not None)
-    assert "cuda-python>=12.2,<13" in pip_args(cmds[install], "install")
+    # the base image's JetPack (r36.4: CUDA 12.6) decides the cuda-python series, as the Jetson README's table says
+    assert "FROM nvcr.io/nvidia/l4t-jetpack:r36.4" in (ROOT / "deploy" / "jetson" / "Dockerfile").read_text()
+    assert "cuda-python>=12.6,<12.7" in pip_args(cmds[install], "install")
+    table = (ROOT / "deploy" / "jetson" / "README.md").read_text()
+    assert "| 6.1 | R36.4.0 | 10.3 | 12.6 | `\"cuda-python>=12.6,<12.7\"` |" in table
     # pip's OpenCV has no GStreamer: removed after the install pulled it in, JetPack's/Ubuntu's used instead
     assert pip_args(cmds[install + 1], "uninstall") == ["-y", "opencv-python-headless"]
     assert any(cmd[:2] == ["apt-get", "install"] and "python3-opencv" in cmd for cmd in cmds[:install])
