@@ -29,6 +29,7 @@ WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet_from_coral_
 pytestmark = [
     needs_tf,
     pytest.mark.golden,
+    pytest.mark.timeout(5400),  # the first test also pays for the module's run (training is most of it)
     pytest.mark.skipif(not (PHOTOS.is_dir() and WEIGHTS.is_file()),
                        reason=f"needs the real photos and ImageNet weights in {SHARED} (not on this machine)"),
 ]
@@ -75,7 +76,7 @@ def _start(run: Run, name: str, cwd: Path, *args: str) -> tuple[subprocess.Popen
     return proc, time.monotonic()
 
 
-def _finish(run: Run, name: str, started: tuple[subprocess.Popen, float], timeout: float = 1800) -> str:
+def _finish(run: Run, name: str, started: tuple[subprocess.Popen, float], timeout: float = 3600) -> str:
     proc, t0 = started
     out, _ = proc.communicate(timeout=timeout)
     proc._log.close()  # type: ignore[attr-defined]
@@ -86,7 +87,7 @@ def _finish(run: Run, name: str, started: tuple[subprocess.Popen, float], timeou
     return out
 
 
-def _edgecat(run: Run, name: str, cwd: Path, *args: str, timeout: float = 1800) -> str:
+def _edgecat(run: Run, name: str, cwd: Path, *args: str, timeout: float = 3600) -> str:
     return _finish(run, name, _start(run, name, cwd, *args), timeout)
 
 
