@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,11 +212,25 @@ def _agreement(bundle: Bundle, t: Timing, timings: list[Timing],
     return float(np.mean(labels == ref)), what
 
 
-def _chosen(t: Timing, timings: list[Timing], what: str, on: str, threshold: float, threads: int | None) -> Choice:
-    t.status = "chosen"
-    for u in timings:
-        if u.status == "timed" and u.agreement is None:
-            u.status, u.note = "unchecked", "slower than the choice"
+def pick(timings: list[Timing], agreement: Callable[[Timing], tuple[float, str]],
+         threshold: float) -> tuple[Timing, str] | None:
+    """The fastest timed candidate whose label agreement reaches ``threshold``, and what that was
+    measured on; ``agreement`` is asked from the fastest down, and only until one passes. Marks
+    each timing: chosen, refused (with its figure), unchecked (slower than the choice)."""
+    for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
+        t.agreement, on = agreement(t)
+        if t.agreement >= threshold:
+            t.status = "chosen"
+            for u in timings:
+                if u.status == "timed" and u.agreement is None:
+                    u.status, u.note = "unchecked", "slower than the choice"
+            return t, on
+        t.status = "refused"
+        t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
+    return None
+
+
+def _choice(t: Timing, timings: list[Timing], what: str, on: str, threshold: float, threads: int | None) -> Choice:
     fastest_fp32 = min((u.ms for u in timings if u.precision == "fp32" and u.ms), default=None)
     gain = f", {fastest_fp32 / t.ms:.2f}x the fastest FP32" if fastest_fp32 and t.ms else ""
     reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
@@ -234,16 +249,17 @@ def measure(bundle: Bundle, precision: str | None = None, threads: int | None = 
     sample, what = parity_images(bundle, n=images)
     timings = time_candidates(bundle, configs, sample, rounds=rounds)
     threshold = agreement_threshold(bundle)
-    val: tuple[np.ndarray, np.ndarray, str, bool] | None = None
-    for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
-        if val is None:
+    val: list[tuple[np.ndarray, np.ndarray, str, bool]] = []  # loaded for the first check only
+
+    def agreement(t: Timing) -> tuple[float, str]:
+        if not val:
             images_, val_what, real = validation_images(bundle, validation_limit)
-            val = (images_, reference_labels(bundle, images_), val_what, real)
-        t.agreement, on = _agreement(bundle, t, timings, val)
-        if t.agreement >= threshold:
-            return _chosen(t, timings, what, on, threshold, threads)
-        t.status = "refused"
-        t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
+            val.append((images_, reference_labels(bundle, images_), val_what, real))
+        return _agreement(bundle, t, timings, val[0])
+
+    picked = pick(timings, agreement, threshold)
+    if picked is not None:
+        return _choice(picked[0], timings, what, picked[1], threshold, threads)
     raise EdgecatError("--backend auto: no backend x precision here keeps the bundle's labels "
                        f"(agreement threshold {threshold:.3f}); see `edgecat bench`")
 
@@ -377,7 +393,7 @@ def explain(choice: Choice) -> tuple[list[list[str]], str]:
 
 
 __all__ = ["MANIFEST_KEY", "Choice", "Timing", "candidates", "choose_backend", "explain", "machine_key", "measure",
-           "open_auto", "open_backend", "recall", "reference_labels"]
+           "open_auto", "open_backend", "pick", "recall", "reference_labels"]
 
 if __name__ == "__main__":
     raise SystemExit(_child(sys.argv[1:]))

@@ -144,7 +144,7 @@ def test_cli_errors_are_one_line(tiny_bundle, tmp_path):
 
 @needs_tf
 def test_unreadable_images_are_left_out(tiny_bundle, synth_data, tmp_path):
-    from edgecat.bench import image_set
+    from edgecat.splits import image_set
     from edgecat.bundle import Bundle
 
     folder = tmp_path / "imgs" / "cat"
@@ -269,8 +269,8 @@ def _auto_run(bundle, tmp_path, name, *args):
 @needs_tf
 def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_console):
     """--backend auto is benched on what it resolved to; the candidates and the reason are printed,
-    and the JSON's `auto` is the choice autoselect remembered in the manifest."""
-    from edgecat.autoselect import MANIFEST_KEY
+    and the JSON's `auto` is the choice auto remembered in the manifest."""
+    from edgecat.select import MANIFEST_KEY
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
 
@@ -311,11 +311,11 @@ def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_con
 
 @needs_tf
 def test_auto_is_in_the_default_backends_only_with_exports(tiny_bundle, tmp_path):
-    from edgecat.autoselect import ONNX
+    from edgecat.artifacts import onnx
     from edgecat.bench import DEFAULT_BACKENDS, default_backends
     from edgecat.bundle import Bundle
 
     b = Bundle.open(tiny_bundle)
     assert default_backends(b) == [*DEFAULT_BACKENDS, "auto"]
-    del b.manifest["artifacts"][ONNX["fp32"]]  # right after training: Keras only, auto has nothing to pick
+    del b.manifest["artifacts"][onnx("fp32").key]  # right after training: Keras only, auto has nothing to pick
     assert default_backends(b) == list(DEFAULT_BACKENDS)
