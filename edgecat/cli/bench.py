@@ -43,7 +43,7 @@ from edgecat.cli.common import choice_list, command, console, int_list, option
               help="Decode large JPEGs at 1/2-1/8 scale (faster; pixels differ slightly from training's).")
 @click.option("--model-only", is_flag=True, help="Skip the end-to-end (file -> probability) measurement.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Write the report as JSON (schema: edgecat.bench docstring).")
+              help="Write the report as JSON (schema: the edgecat.bench.report docstring).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write a PNG of latency per backend with the target line.")
 def bench(bundle: str, backends: list[str], precisions: list[str], batches: list[int], images: str | None, warmup: int,

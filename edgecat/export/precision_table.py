@@ -10,7 +10,6 @@ TensorRT INT8 flavour is run as Q/DQ arithmetic (what TensorRT computes), see
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
