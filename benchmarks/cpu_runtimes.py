@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.autoselect import (
-    CANDIDATES,
+from edgecat.select import (
+    artifact_key,
     candidates,
     choose_backend,
-    label_agreement,
-    validation_images,
+    predicted_labels,
+    reference_labels,
 )
+from edgecat.splits import validation_images
 
 
 def photos(folder: Path, n: int, size: tuple[int, int]) -> np.ndarray:
@@ -82,7 +83,7 @@ def configs(bundle: Any, threads: int) -> dict[str, Callable[[np.ndarray], Any]]
     for backend, prec in candidates(bundle, gpu=False):
         for n in sorted({threads, 1}, reverse=True):
             out[f"{backend}/{prec}/edgecat-t{n}"] = open_runtime(bundle, backend, prec, threads=n).infer
-        default = default_runner(backend, bundle.artifact_path(CANDIDATES[backend][1][prec]))
+        default = default_runner(backend, bundle.artifact_path(artifact_key(backend, prec)))
         if default is not None:
             out[f"{backend}/{prec}/default"] = default
     return out
@@ -104,14 +105,13 @@ def interleaved(runs: dict[str, Callable[[np.ndarray], Any]], images: np.ndarray
 
 def agreements(bundle: Any, limit: int, threads: int) -> dict[str, float]:
     """Label agreement with ONNX Runtime FP32 for every non-FP32 file auto may pick."""
-    from edgecat.autoselect import _reference_labels
-
     val, what, _ = validation_images(bundle, limit)
-    ref = _reference_labels(bundle, val)
+    ref = reference_labels(bundle, val)
     out = {"images": what}
     for backend, prec in candidates(bundle, gpu=False):
         if prec != "fp32":
-            out[f"{backend}/{prec}"] = round(label_agreement(bundle, backend, prec, val, ref, threads=threads), 4)
+            labels = predicted_labels(bundle, backend, prec, val, threads=threads)
+            out[f"{backend}/{prec}"] = round(float(np.mean(labels == ref)), 4)
     return out
 
 
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--uint8-calib", type=int, default=100, help="calibration images for that file")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from edgecat.autoselect import cpu_model, library_versions
+    from edgecat.machine import cpu_model, library_versions
 
     report: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "libraries": library_versions(),
                               "threads": a.threads, "photos": a.n, "rounds": a.rounds,

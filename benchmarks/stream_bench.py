@@ -30,7 +30,7 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
 
     from edgecat.bundle import Bundle
     from edgecat.imaging import bgr_to_rgb, resize
-    from edgecat.runtime import open_runtime
+    from edgecat.select import open_backend
     from edgecat.stream.sources import open_video_file
 
     bundle = Bundle.open(bundle_path)
@@ -49,7 +49,8 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
         frames.append(x)
     opts = {"threads": threads} if threads else {}
     infer = []
-    with open_runtime(bundle, backend, precision, **opts) as rt:
+    rt, _ = open_backend(bundle, backend, precision, **opts)
+    with rt:
         for x in frames[:10]:
             rt.infer(x[None])
         for x in frames[:200]:

@@ -135,12 +135,13 @@ class Model:
     @_quietly
     def runtime(self, backend: str | None = None, precision: str | None = None) -> Any:
         """The open :class:`edgecat.runtime.Runtime` for ``backend``/``precision`` (opened once)."""
-        from edgecat.runtime import open_runtime, resolve_defaults
+        from edgecat.runtime import resolve_defaults
+        from edgecat.select import open_backend
 
         backend, precision = resolve_defaults(self.bundle, backend or self.backend, precision or self.precision)
         key = (backend, precision)
         if key not in self._runtimes:
-            self._runtimes[key] = open_runtime(self.bundle, backend, precision, **self.options)
+            self._runtimes[key] = open_backend(self.bundle, backend, precision, **self.options)[0]
         return self._runtimes[key]
 
     @_quietly
@@ -154,6 +155,7 @@ class Model:
         """
         from edgecat import imaging
         from edgecat.predict import run_files, to_predictions
+        from edgecat.runtime.base import run_chunked
 
         if batch < 1:
             raise EdgecatError(f"batch size must be at least 1 (got {batch})")
@@ -165,7 +167,7 @@ class Model:
             images = imaging.rgb_images(items)  # before the runtime opens: a wrong array fails at once
             rt = self.runtime(backend, precision)
             batch_in = imaging.to_batch([imaging.resize(x, rt.input_size) for x in images], dtype="uint8")
-            probs = np.concatenate([rt.infer(batch_in[i:i + batch]) for i in range(0, len(batch_in), batch)])
+            probs = run_chunked(rt, batch_in, batch)
             return to_predictions(self.bundle, [f"<array {i}>" for i in range(len(images))], probs,
                                   list(range(len(images))), {})
         rt = self.runtime(backend, precision)

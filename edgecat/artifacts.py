@@ -70,6 +70,29 @@ ARTIFACTS: dict[str, ArtifactKind] = {a.key: a for a in (
 )}
 
 
+@dataclass(frozen=True)
+class ExportDefaults:
+    """What ``edgecat export`` does when a flag is not given: the CLI, ExportPlan and the exporters
+    all read these."""
+
+    #: FP16: largest logit change against FP32, relative to the largest |logit|, plus an absolute floor
+    fp16_tolerance: float = 2e-2
+    fp16_logit_floor: float = 5e-2
+    calib_size: int = 500  # NVIDIA's guidance for ImageNet-style classifiers
+    calib_method: str = "minmax"
+    calib_methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
+    #: TensorRT engine profile (min, opt, max batch) and builder workspace
+    trt_batch: str = "1,8,32"
+    workspace_gb: float = 2.0
+    #: Triton max_batch_size
+    max_batch: int = 32
+    opset: int = 17
+    tflite_precisions: tuple[str, ...] = PRECISIONS
+
+
+EXPORT = ExportDefaults()
+
+
 def kind(key: str) -> ArtifactKind:
     if key not in ARTIFACTS:
         raise EdgecatError(f"unknown artifact '{key}' (known: {', '.join(ARTIFACTS)})")
@@ -123,5 +146,5 @@ def export_command(bundle_path: object, key: str) -> str:
     return f"edgecat export {bundle_path}" + (f" {flags}" if flags else "")
 
 
-__all__ = ["ARTIFACTS", "PRECISIONS", "ArtifactKind", "engine_file", "export_command", "file_of", "find",
+__all__ = ["ARTIFACTS", "EXPORT", "PRECISIONS", "ArtifactKind", "ExportDefaults", "engine_file", "export_command", "file_of", "find",
            "for_backend", "kind", "onnx", "precisions_of", "scored"]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecat import __version__
+from edgecat import __version__, machine
 from edgecat.errors import EdgecatError, first_line
 
 #: CPU flags that decide ONNX Runtime's speed: AVX2/FMA for fp32, VNNI for int8 dot products
@@ -166,19 +166,8 @@ def memory_info(path: str | Path = ".") -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    from edgecat.runtime.base import physical_cores
-
-    model, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model in ("", platform.processor(), platform.machine()):
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    return {"model": model, "arch": platform.machine(), "physical_cores": physical_cores(),
-            "logical_cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags]}
+    return {"model": machine.cpu_model(), "arch": platform.machine(), "physical_cores": machine.physical_cores(),
+            "logical_cores": machine.logical_cores(), "flags": [f for f in CPU_FLAGS if f in machine.cpu_flags()]}
 
 
 def choose(report: Checks) -> dict[str, Any]:

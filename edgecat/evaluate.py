@@ -86,9 +86,9 @@ def evaluate_bundle(
     (``data``) gets names of its own too (``metrics-onnxruntime-int8-test-1a2b3c.json``, key
     ``onnxruntime/int8@test-1a2b3c``: :func:`data_slug`), so it never overwrites the figures on the
     bundle's validation split or on a third folder. ``backend``/``precision``
-    None: :func:`edgecat.runtime.resolve_defaults`; the figures name what actually ran (auto's pick).
+    None: :func:`edgecat.runtime.resolve_defaults` (:func:`edgecat.select.open_backend`); the figures name what actually ran (auto's pick).
     """
-    from edgecat.runtime import open_runtime, resolve_defaults
+    from edgecat.select import open_backend
     from edgecat.splits import labelled_files, missing_hint
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -96,7 +96,8 @@ def evaluate_bundle(
     if not files and not data:
         raise EdgecatError(missing_hint(bundle, "validation", "--data"))
     y = np.asarray(labels)
-    with open_runtime(bundle, *resolve_defaults(bundle, backend, precision), **options) as rt:
+    rt, _ = open_backend(bundle, backend, precision, **options)
+    with rt:
         probs, ok, errors = run_files(rt, files, batch_size, progress=True)
         backend, precision = rt.backend, rt.precision
     for i, err in errors.items():

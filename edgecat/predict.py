@@ -74,13 +74,14 @@ def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = 
                   precision: str | None = None, batch_size: int = 32, **options: Any) -> list[Prediction]:
     """Predict every image in ``paths`` (files or folders); unreadable files get an ``error``.
     ``backend``/``precision`` None: :func:`edgecat.runtime.resolve_defaults`."""
-    from edgecat.runtime import open_runtime, resolve_defaults
+    from edgecat.select import open_backend
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     files = [str(p) for p in imaging.list_images(paths)]
     if not files:
         raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")
-    with open_runtime(bundle, *resolve_defaults(bundle, backend, precision), **options) as rt:
+    rt, _ = open_backend(bundle, backend, precision, **options)
+    with rt:
         probs, ok, errors = run_files(rt, files, batch_size)
     return to_predictions(bundle, files, probs, ok, errors)
 

@@ -1,7 +1,10 @@
 """The bundle's record of which files it was trained and validated on (``splits.json``).
 
-Export (parity checks, calibration), evaluate and bench reuse the validation split when the files
-are still on the machine, so "the bundle's validation data" means the same images everywhere.
+Export (parity checks, calibration), evaluate, bench and ``--backend auto`` reuse the validation
+split when the files are still on the machine, so "the bundle's validation data" means the same
+images everywhere. The image sets they are judged or timed on are picked here too (parity images,
+labelled sets, bench's image set), with one label rule: a file's class is its class folder (or Kaggle
+name) as :func:`edgecat.data.discover` reads it, matched exactly against the model's classes.
 
 Files are recorded by absolute path, so a command run from any working folder finds them, together
 with the data folder (``root``) and that folder relative to the bundle (``root_from_bundle``), so a
@@ -16,9 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from edgecat import imaging
 from edgecat.bundle import Bundle
 from edgecat.data import Dataset, checked, discover
 from edgecat.errors import EdgecatError
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 SPLITS_FILE = "splits.json"
 SPLITS_FORMAT = 2
 PARTS = ("train", "validation")
+#: how an image-set description names random-pixel images (what export looks for to warn)
+SYNTHETIC = "synthetic images"
+#: most labelled images a precision table or auto's agreement check scores
+DEFAULT_LIMIT = 1000
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:
@@ -188,3 +199,131 @@ def labelled_files(bundle: Bundle, data: str | Path | None = None, check: bool =
         raise EdgecatError(f"{flag}{data} has classes the model does not know: {', '.join(unknown)} "
                            f"(model classes: {', '.join(bundle.classes)})")
     return list(ds.val.files), [bundle.classes.index(ds.classes[i]) for i in ds.val.labels], str(data)
+
+
+def labelled_set(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
+                 exclude: set[str] | None = None) -> tuple[list[str], list[int] | None, str, int]:
+    """(files, labels or None, description, how many ``exclude`` left out): :func:`labelled_files` of
+    ``data`` (``--eval``) or the bundle's validation split, less ``exclude`` (images INT8 was
+    calibrated on), at most ``limit`` of them (a fixed sample); no files (labels None) when neither
+    is here."""
+    files, labels, what = labelled_files(bundle, data, flag="--eval ")
+    if not files and data is None:
+        return [], None, f"{SYNTHETIC} (no labelled data: pass --eval DIR)", 0
+    if not files:
+        raise EdgecatError(f"no labelled images found in {what}")
+    dropped = 0
+    if exclude:
+        keep = [i for i, f in enumerate(files) if os.path.abspath(f) not in exclude]
+        dropped = len(files) - len(keep)
+        if not keep:
+            raise EdgecatError(f"every image in {what} was used for INT8 calibration: scoring INT8 on its "
+                               "calibration images flatters it; pass --eval DIR with other labelled photos")
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    if len(files) > limit:
+        idx = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
+        idx.sort()
+        files = [files[i] for i in idx]
+        labels = [labels[i] for i in idx]
+    return files, labels, what, dropped
+
+
+def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = None,
+                  seed: int = 0, exclude: set[str] | None = None) -> tuple[np.ndarray, str]:
+    """Images for parity checks and timing: real ones from ``extra_dirs`` (folders the user passed)
+    and the bundle's validation split when they are on this machine, less ``exclude`` (files another
+    step must not be judged on: INT8's calibration images); synthetic otherwise, which the description
+    says (``"16 synthetic images"``: export warns about it). Returns (batch, description)."""
+    size = bundle.input_size
+    candidates: list[str] = []
+    for d in extra_dirs or []:
+        try:
+            candidates += [str(p) for p in imaging.list_images([d])]
+        except EdgecatError:
+            pass
+    candidates += [f for f, _ in validation_files(bundle)]
+    if exclude:
+        skip = {os.path.abspath(f) for f in exclude}
+        candidates = [f for f in candidates if os.path.abspath(f) not in skip]
+    loaded = imaging.load_batch(candidates, size, limit=n)
+    if len(loaded.files) >= min(n, 4):
+        return loaded.images.astype(np.float32), f"{len(loaded.files)} real images"
+    rng = np.random.default_rng(seed)
+    synth = rng.integers(0, 256, size=(n, size[0], size[1], 3)).astype(np.float32)
+    return synth, f"{n} {SYNTHETIC}"
+
+
+def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str, bool]:
+    """(images, what they are, real): the bundle's validation photos; where this machine has none
+    (a bundle copied to a device), its parity images, which may be synthetic (``real`` False)."""
+    files, _, what, _ = labelled_set(bundle, None, limit)
+    images = imaging.load_batch(files, bundle.input_size).images
+    if not len(images):
+        sample, sample_what = parity_images(bundle, n=min(limit, 32))
+        return sample, sample_what, False
+    return images, f"{len(images)} images from {what}", True
+
+
+@dataclass
+class ImageSet:
+    """Files to time end to end, with each one's class index where its folder names one."""
+
+    files: list[Path]
+    labels: list[int | None]
+    synthetic: bool = False
+
+    @property
+    def labelled(self) -> bool:
+        return any(lab is not None for lab in self.labels)
+
+
+def folder_labels(bundle: Bundle, root: Path) -> dict[str, int]:
+    """Absolute path -> class index of the images in ``root`` that :func:`labelled_files` labels (the
+    one label rule); empty, with the reason logged, where ``root`` is not a labelled set of the
+    model's classes (its images are then timed without accuracy)."""
+    if not root.is_dir():
+        return {}
+    try:
+        files, labels, _ = labelled_files(bundle, root, flag="--images ")
+    except EdgecatError as exc:
+        log.info("no accuracy from %s: %s", root, exc)
+        return {}
+    return {_absolute(f): y for f, y in zip(files, labels)}
+
+
+def image_set(bundle: Bundle, images: str | Path | None, workdir: Path, n_synthetic: int = 32) -> ImageSet:
+    """Files to time end to end (bench). Class folders named like the bundle's classes give accuracy.
+    Without ``images``: synthetic JPEGs at twice the input size (decode + resize are still real)."""
+    if images is None:
+        from edgecat.synthetic import make_image, write_image
+
+        rng = np.random.default_rng(0)
+        h, _ = bundle.input_size
+        files = []
+        for i in range(n_synthetic):
+            p = workdir / f"synthetic-{i:03d}.jpg"
+            write_image(p, make_image(i % 2, size=2 * h, rng=rng))
+            files.append(p)
+        return ImageSet(files, [None] * len(files), synthetic=True)
+    root = Path(images)
+    if not root.exists():
+        raise EdgecatError(f"image folder not found: {root}")
+    files = imaging.list_images([root])
+    if not files:
+        raise EdgecatError(f"no images in {root} (looked for {', '.join(sorted(imaging.IMAGE_EXTENSIONS))})")
+    from edgecat.data import check_images  # cached by path+size+mtime: repeat runs cost nothing
+
+    checks = check_images([str(f) for f in files])
+    bad = [f for f in files if checks[str(f)].status == "skipped"]
+    if bad:
+        log.warning("bench: leaving out %d unreadable image(s) in %s, e.g. %s (%s)", len(bad), root,
+                    bad[0].name, checks[str(bad[0])].reason)
+        files = [f for f in files if checks[str(f)].status != "skipped"]
+        if not files:
+            raise EdgecatError(f"no readable images in {root} ({len(bad)} corrupt or not images)")
+    known = folder_labels(bundle, root)
+    labels = [known.get(_absolute(f)) for f in files]
+    # a fixed shuffle, so a short run still sees every class
+    order = list(range(len(files)))
+    random.Random(0).shuffle(order)
+    return ImageSet([files[i] for i in order], [labels[i] for i in order])

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -144,7 +145,7 @@ def test_cli_errors_are_one_line(tiny_bundle, tmp_path):
 
 @needs_tf
 def test_unreadable_images_are_left_out(tiny_bundle, synth_data, tmp_path):
-    from edgecat.bench import image_set
+    from edgecat.splits import image_set
     from edgecat.bundle import Bundle
 
     folder = tmp_path / "imgs" / "cat"
@@ -269,8 +270,8 @@ def _auto_run(bundle, tmp_path, name, *args):
 @needs_tf
 def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_console):
     """--backend auto is benched on what it resolved to; the candidates and the reason are printed,
-    and the JSON's `auto` is the choice autoselect remembered in the manifest."""
-    from edgecat.autoselect import MANIFEST_KEY
+    and the JSON's `auto` is the choice auto remembered in the manifest."""
+    from edgecat.select import MANIFEST_KEY
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
 
@@ -311,11 +312,33 @@ def test_auto_row_shows_what_auto_picked_and_why(tiny_bundle, tmp_path, wide_con
 
 @needs_tf
 def test_auto_is_in_the_default_backends_only_with_exports(tiny_bundle, tmp_path):
-    from edgecat.autoselect import ONNX
+    from edgecat.artifacts import onnx
     from edgecat.bench import DEFAULT_BACKENDS, default_backends
     from edgecat.bundle import Bundle
 
     b = Bundle.open(tiny_bundle)
     assert default_backends(b) == [*DEFAULT_BACKENDS, "auto"]
-    del b.manifest["artifacts"][ONNX["fp32"]]  # right after training: Keras only, auto has nothing to pick
+    del b.manifest["artifacts"][onnx("fp32").key]  # right after training: Keras only, auto has nothing to pick
     assert default_backends(b) == list(DEFAULT_BACKENDS)
+
+
+def test_image_set_labels_by_the_rule_evaluate_uses(tmp_path):
+    """One label rule: a file is labelled when its class folder is one of the model's classes as
+    `splits.labelled_files` (what evaluate scores) reads it; a "cats" folder is not the class "cat"."""
+    from edgecat.bundle import Bundle
+    from edgecat.splits import image_set, labelled_files
+    from edgecat.synthetic import make_image, write_image
+
+    b = Bundle.create(tmp_path / "b", name="b", backbone="mobilenet_v2", input_size=(32, 32),
+                      classes=["cat", "dog"], preprocessing="mobilenet_v2")
+    for root, names in (("same", ("cat", "dog")), ("plural", ("cats", "dogs"))):
+        for label, name in enumerate(names):
+            for i in range(2):
+                write_image(tmp_path / root / name / f"{i}.jpg", make_image(label, size=40))
+    got = image_set(b, tmp_path / "same", tmp_path)
+    files, labels, _ = labelled_files(b, tmp_path / "same")
+    assert sorted(got.labels) == [0, 0, 1, 1]
+    assert {f.resolve(): y for f, y in zip(got.files, got.labels)} == \
+        {Path(f).resolve(): y for f, y in zip(files, labels)}
+    plural = image_set(b, tmp_path / "plural", tmp_path)
+    assert len(plural.files) == 4 and plural.labels == [None] * 4 and not plural.labelled

@@ -133,7 +133,8 @@ def _broken_fp16(bundle: Bundle, tmp_path: Path, how: str) -> Path:
                                         ("weights", "max logit difference")])
 def test_fp16_check_refuses_a_broken_conversion(tiny_bundle, tmp_path, how, match):
     from edgecat.export.fp16 import fp16_parity
-    from edgecat.export.onnx import onnx_outputs, parity_images
+    from edgecat.export.onnx import onnx_outputs
+    from edgecat.splits import parity_images
 
     b = Bundle.open(tiny_bundle)
     batch, what = parity_images(b)
@@ -151,7 +152,8 @@ def test_fp16_accepts_a_real_network(tmp_path):
     import keras
 
     from edgecat.export.fp16 import export_fp16, fp16_parity
-    from edgecat.export.onnx import export_onnx, onnx_outputs, parity_images
+    from edgecat.export.onnx import export_onnx, onnx_outputs
+    from edgecat.splits import parity_images
     from edgecat.fsutil import atomic_path
     from edgecat.models import build_model
 

@@ -104,7 +104,7 @@ def _saturating(bundle_path):
     import keras
 
     from edgecat.bundle import Bundle
-    from edgecat.export.onnx import parity_images
+    from edgecat.splits import parity_images
     from edgecat.fsutil import atomic_path
 
     b = Bundle.open(bundle_path)

@@ -1,5 +1,6 @@
-"""The structure docs/architecture.md describes, checked from the source with ``ast`` (no import runs):
-export depends on runtime and never the reverse, the modules import each other without a cycle,
+"""The structure docs/architecture.md describes, checked from the source with ``ast`` (no import runs),
+imports inside functions included: every module sits in one layer and imports none above it
+(runtime/ never reaches export/ or the auto policy), the modules import each other without a cycle,
 and every artifact key in the code is one of the registry's."""
 
 from __future__ import annotations
@@ -69,30 +70,128 @@ def test_every_edgecat_import_names_a_module_that_exists():
     assert not missing, sorted(missing)
 
 
-def test_runtime_never_imports_export():
-    """runtime/ opens artifacts; export/ makes them (and may open them through runtime/ for parity)."""
-    bad = {(m, t) for m in MODULES if m.startswith("edgecat.runtime")
-           for t in _imports(m, top_level_only=False) if t.startswith("edgecat.export")}
-    assert not bad, f"runtime -> export imports: {sorted(bad)}"
+#: the layers, lowest first: a module may import its own layer and those below, never one above.
+#: Every edgecat module is in exactly one (a new module must be placed here, as docs/architecture.md does).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("edgecat", "edgecat.errors", "edgecat.redact", "edgecat.log", "edgecat.fsutil", "edgecat.artifacts",
+              "edgecat.backends", "edgecat.bundle_schema", "edgecat.bundle", "edgecat.config", "edgecat.machine",
+              "edgecat.timing", "edgecat.imaging", "edgecat.data", "edgecat.splits", "edgecat.synthetic",
+              "edgecat.validate", "edgecat.weights", "edgecat.plots", "edgecat.input_pipeline")),
+    ("runtime", ("edgecat.runtime",)),
+    ("model and export", ("edgecat.models", "edgecat.feature_cache", "edgecat.export")),
+    ("applications", ("edgecat.select", "edgecat.bench", "edgecat.evaluate", "edgecat.predict", "edgecat.stream",
+                      "edgecat.checks", "edgecat.train")),
+    ("front", ("edgecat.api", "edgecat.cli", "edgecat.demo", "edgecat.__main__")),
+)
 
 
-def test_no_import_cycle_at_module_level():
-    graph = {m: _imports(m, top_level_only=True) for m in MODULES}
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
+def layer_of(module: str) -> int:
+    """Index in LAYERS of ``module``: a package entry covers its submodules (the longest entry wins);
+    ``edgecat`` itself stands only for the package's ``__init__``."""
+    best: tuple[int, int] | None = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            covers = module == p or (p != "edgecat" and module.startswith(p + "."))
+            if covers and (best is None or len(p) > best[1]):
+                best = (i, len(p))
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: place it in LAYERS (tests/test_structure.py)")
+    return best[0]
 
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for t in sorted(graph[m]):
-            if state.get(t) == 1:
-                cycle = path[path.index(t):] + [t]
-                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
-            if t not in state:
-                visit(t, path + [t])
-        state[m] = 2
+
+def import_graph() -> dict[str, set[str]]:
+    """Every edgecat import of every module, those inside functions included (they run too)."""
+    return {m: _imports(m, top_level_only=False) for m in MODULES}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a (layer) -> b (layer)`` for each import of a higher layer (a module in no layer is named as such)."""
+    def name(m: str) -> str:
+        try:
+            return LAYERS[layer_of(m)][0]
+        except AssertionError:
+            return "no layer"
+
+    def rank(m: str) -> int:
+        try:
+            return layer_of(m)
+        except AssertionError:
+            return -1
+
+    return sorted(f"{m} ({name(m)}) -> {t} ({name(t)})"
+                  for m, targets in graph.items() for t in targets if rank(t) > rank(m) or rank(m) < 0)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every set of modules that import each other in a circle (strongly connected components of more
+    than one module, or a module importing itself), each sorted; Tarjan's algorithm."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for t in sorted(graph.get(m, ())):
+            if t not in index:
+                visit(t)
+                low[m] = min(low[m], low[t])
+            elif t in on_stack:
+                low[m] = min(low[m], index[t])
+        if low[m] == index[m]:
+            group = []
+            while True:
+                t = stack.pop()
+                on_stack.discard(t)
+                group.append(t)
+                if t == m:
+                    break
+            if len(group) > 1 or m in graph.get(m, ()):
+                found.append(sorted(group))
 
     for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
+        if m not in index:
+            visit(m)
+    return sorted(found)
+
+
+def test_every_module_has_a_layer():
+    for m in MODULES:
+        layer_of(m)
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("edgecat.autoselect")  # the package name alone places nothing
+
+
+def test_the_walk_sees_imports_inside_functions():
+    """edgecat.evaluate opens its runtime from inside a function: a top-level-only walk misses it."""
+    assert "edgecat.select" not in _imports("edgecat.evaluate", top_level_only=True)
+    assert "edgecat.select" in import_graph()["edgecat.evaluate"]
+
+
+def test_no_module_imports_a_higher_layer():
+    """runtime/ never reaches the auto policy or export/; base modules reach neither."""
+    bad = upward_imports(import_graph())
+    assert not bad, "imports of a higher layer:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle():
+    found = cycles(import_graph())
+    assert not found, "modules that import each other in a circle:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_checks_catch_what_they_look_for():
+    """The two checks on a made-up graph: a circle through a function-level import, and runtime -> export."""
+    graph = {"edgecat.runtime": {"edgecat.select"}, "edgecat.select": {"edgecat.export.onnx"},
+             "edgecat.export.onnx": {"edgecat.runtime"}}
+    graph["edgecat.models"] = {"edgecat.runtime.keras.loader"}
+    graph["edgecat.runtime.keras.loader"] = {"edgecat.models"}
+    assert cycles(graph) == [["edgecat.export.onnx", "edgecat.runtime", "edgecat.select"],
+                             ["edgecat.models", "edgecat.runtime.keras.loader"]]
+    assert upward_imports(graph) == ["edgecat.runtime (runtime) -> edgecat.select (applications)",
+                                     "edgecat.runtime.keras.loader (runtime) -> edgecat.models (model and export)"]
 
 
 def test_registry_is_consistent():

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edgecat.backends import DEFAULT_BENCH, choices, help_line
 from edgecat.artifacts import PRECISIONS
 from edgecat.cli.common import choice_list, command, console, int_list, option
-
-
-def _backends() -> list[str]:
-    from edgecat.runtime import BACKENDS
-
-    return ["auto", *BACKENDS]
 
 
 @command(examples=[
@@ -21,10 +16,9 @@ def _backends() -> list[str]:
     "edgecat bench runs/cats --backend auto,onnxruntime --precision auto,fp32",
 ])
 @click.argument("bundle", type=click.Path(path_type=str))
-@option("--backend", "backends", default=None, callback=choice_list(_backends, "backend"),
-        show_default="keras-predict,keras,onnxruntime, and auto when the bundle has exports",
-        help="Comma list: auto (the fastest measured here; shows what it picked and why), keras-predict, "
-             "keras, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt, triton, openvino, litert.")
+@option("--backend", "backends", default=None, callback=choice_list(choices, "backend"),
+        show_default=f"{','.join(DEFAULT_BENCH)}, and auto when the bundle has exports",
+        help=help_line("Comma list:") + " auto shows what it picked and why.")
 @option("--precision", "precisions", default=None, callback=choice_list([*PRECISIONS, "auto"], "precision"),
         show_default="fp32; auto for --backend auto",
         help=f"Comma list of {', '.join(PRECISIONS)}, auto (--backend auto picks the precision too).")
@@ -49,7 +43,7 @@ def _backends() -> list[str]:
               help="Decode large JPEGs at 1/2-1/8 scale (faster; pixels differ slightly from training's).")
 @click.option("--model-only", is_flag=True, help="Skip the end-to-end (file -> probability) measurement.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Write the report as JSON (schema: edgecat.bench docstring).")
+              help="Write the report as JSON (schema: the edgecat.bench.report docstring).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write a PNG of latency per backend with the target line.")
 def bench(bundle: str, backends: list[str], precisions: list[str], batches: list[int], images: str | None, warmup: int,

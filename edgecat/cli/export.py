@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from edgecat.artifacts import PRECISIONS, onnx
+from edgecat.artifacts import EXPORT, PRECISIONS, onnx
 from edgecat.cli.common import choice_list, command, console, option
 
 
@@ -19,14 +19,15 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.option("--onnx", "onnx_", is_flag=True, help="(Re-)export ONNX FP32 from model.keras (default when no other flag).")
 @click.option("--h5", is_flag=True, help="Add model.h5: the Keras model as legacy HDF5 for keras.models.load_model.")
 @click.option("--fp16", is_flag=True, help=f"Add {onnx('fp16').file} (fp16 inside, fp32 input/output).")
-@click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=2e-2, show_default=True,
-              help="Largest logit change FP16 may show against FP32, relative to the largest |logit| (plus 0.05).")
+@click.option("--fp16-tolerance", type=click.FloatRange(min=0), default=EXPORT.fp16_tolerance, show_default=True,
+              help="Largest logit change FP16 may show against FP32, relative to the largest |logit| "
+                   f"(plus {EXPORT.fp16_logit_floor:g}).")
 @click.option("--int8", is_flag=True, help=f"Add INT8 QDQ models: {onnx('int8').file} (CPU) and {onnx('int8', 'trt').file} (TensorRT).")
 @option("--calib", type=click.Path(), default=None, show_default="the bundle's training files, if here",
               help="Folder of calibration images.")
-@click.option("--calib-size", type=click.IntRange(min=1), default=500, show_default=True,
+@click.option("--calib-size", type=click.IntRange(min=1), default=EXPORT.calib_size, show_default=True,
               help="Calibration images to use.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+@click.option("--calib-method", type=click.Choice(list(EXPORT.calib_methods)), default=EXPORT.calib_method,
               show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
 @option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
               help="Labelled folder for the precision table.")
@@ -34,19 +35,19 @@ from edgecat.cli.common import choice_list, command, console, option
 @option("--precision", default=None, callback=choice_list(PRECISIONS, "precision"),
               show_default="fp32,fp16, plus int8 if the bundle has INT8",
               help="TensorRT engine precisions, comma list; with --deepstream, the config's one precision (fp32).")
-@option("--batch-profile", "batch", default="1,8,32", aliases=("--batch",), metavar="MIN,OPT,MAX",
+@option("--batch-profile", "batch", default=EXPORT.trt_batch, aliases=("--batch",), metavar="MIN,OPT,MAX",
         help="TensorRT engine batch sizes: smallest, tuned-for and largest.")
-@click.option("--workspace", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+@click.option("--workspace", type=click.FloatRange(min=0.1), default=EXPORT.workspace_gb, show_default=True,
               help="TensorRT workspace in GB.")
 @click.option("--triton", "triton_dir", type=click.Path(), default=None, help="Write a Triton model repository here.")
 @click.option("--deepstream", "deepstream_dir", type=click.Path(), default=None,
               help="Write a DeepStream nvinfer config here.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--max-batch", type=click.IntRange(min=1), default=EXPORT.max_batch, show_default=True,
               help="Triton max_batch_size.")
 @click.option("--tflite", is_flag=True, help="Add LiteRT files from model.keras: model.{fp32,fp16,int8}.tflite (needs TensorFlow).")
-@option("--tflite-precision", default="fp32,fp16,int8", callback=choice_list(PRECISIONS, "tflite-precision"),
+@option("--tflite-precision", default=",".join(EXPORT.tflite_precisions), callback=choice_list(PRECISIONS, "tflite-precision"),
         show_default=True, help="Which LiteRT files to write, comma list.")
-@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(min=13), default=EXPORT.opset, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
            calib_method: str, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,

@@ -11,20 +11,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from edgecat import backends
 from edgecat.cli.common import command, console, option, precision_option
-
-BACKEND_HELP = ("Runtime: auto (the fastest measured on this machine), keras, keras-predict, onnxruntime, "
-                "onnxruntime-cuda, onnxruntime-trt, tensorrt, triton, openvino, litert.")
-
-
-def _backend_choice() -> click.Choice:
-    from edgecat.runtime import BACKENDS
-
-    return click.Choice(["auto", *BACKENDS])
 
 
 def backend_option() -> object:
-    return option("--backend", type=_backend_choice(), default=None, help=BACKEND_HELP, metavar="BACKEND",
+    return option("--backend", type=click.Choice(backends.choices()), default=None, help=backends.help_line(),
+                  metavar="BACKEND",
                   show_default="auto if exported, else keras")
 
 

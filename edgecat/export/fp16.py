@@ -25,8 +25,9 @@ import numpy as np
 from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
-from edgecat.export.onnx import onnx_outputs, parity_images
+from edgecat.export.onnx import onnx_outputs
 from edgecat.fsutil import atomic_path
+from edgecat.splits import parity_images
 from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,9 @@ log = logging.getLogger(__name__)
 KIND = artifacts.onnx("fp16")
 
 #: relative logit error allowed (times the largest |logit| of the FP32 model on the checked images)
-FP16_TOLERANCE = 2e-2
+FP16_TOLERANCE = artifacts.EXPORT.fp16_tolerance
 #: absolute logit error always allowed (rounding near a zero logit)
-FP16_LOGIT_FLOOR = 5e-2
+FP16_LOGIT_FLOOR = artifacts.EXPORT.fp16_logit_floor
 
 
 def convert_fp16(model: Any, op_block_list: list[str] | None = None) -> Any:

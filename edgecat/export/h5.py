@@ -51,7 +51,7 @@ def save_h5(model: Any, dest: Path) -> None:
 def export_h5(bundle: Bundle, parity_dirs: list[str] | None = None) -> dict[str, Any]:
     """Add ``model.h5`` (from the bundle's model.keras) after checking its probabilities."""
     require_tensorflow()
-    from edgecat.export.onnx import parity_images
+    from edgecat.splits import parity_images
     from edgecat.runtime.keras.loader import load_h5, load_keras_model
 
     model = load_keras_model(bundle.artifact_path("keras"))

@@ -174,7 +174,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         import tensorflow as tf  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("LiteRT export needs TensorFlow: pip install 'edgecat[train]'") from exc
-    from edgecat.export.onnx import parity_images
+    from edgecat.splits import parity_images
     from edgecat.export.quantize import calibration_set, load_calibration_images
     from edgecat.runtime.keras.loader import load_keras_model
 

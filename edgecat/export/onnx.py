@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, require_tensorflow
 from edgecat.fsutil import atomic_path
+from edgecat.splits import parity_images
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
@@ -30,38 +30,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 FP32_TOLERANCE = 1e-4
-#: how a parity description names random-pixel images (what run_export looks for to warn)
-SYNTHETIC = "synthetic images"
-DEFAULT_OPSET = 17
-
-
-def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = None,
-                  seed: int = 0, exclude: set[str] | None = None) -> tuple[np.ndarray, str]:
-    """Images for parity checks: real ones from ``extra_dirs`` (folders the user passed) and the
-    bundle's validation split when they are on this machine, less ``exclude`` (files another step
-    must not be judged on: INT8's calibration images); synthetic otherwise, which the description
-    says (``"16 synthetic images"``: :func:`edgecat.export.steps.run_export` warns about it).
-    Returns (batch, description)."""
-    from edgecat import imaging
-    from edgecat.splits import validation_files
-
-    size = bundle.input_size
-    candidates: list[str] = []
-    for d in extra_dirs or []:
-        try:
-            candidates += [str(p) for p in imaging.list_images([d])]
-        except EdgecatError:
-            pass
-    candidates += [f for f, _ in validation_files(bundle)]
-    if exclude:
-        skip = {os.path.abspath(f) for f in exclude}
-        candidates = [f for f in candidates if os.path.abspath(f) not in skip]
-    loaded = imaging.load_batch(candidates, size, limit=n)
-    if len(loaded.files) >= min(n, 4):
-        return loaded.images.astype(np.float32), f"{len(loaded.files)} real images"
-    rng = np.random.default_rng(seed)
-    synth = rng.integers(0, 256, size=(n, size[0], size[1], 3)).astype(np.float32)
-    return synth, f"{n} {SYNTHETIC}"
+DEFAULT_OPSET = artifacts.EXPORT.opset
 
 
 def _captured_constants(fn: Any, spec: Any) -> dict[str, np.ndarray]:

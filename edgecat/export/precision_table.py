@@ -10,17 +10,15 @@ TensorRT INT8 flavour is run as Q/DQ arithmetic (what TensorRT computes), see
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgecat import artifacts, imaging
+from edgecat import artifacts, imaging, splits
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
-from edgecat.export.onnx import SYNTHETIC
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
@@ -41,7 +39,7 @@ ROWS: tuple[tuple[str, str], ...] = tuple((row_name(a), a.key) for a in artifact
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
 SIMULATED = frozenset(a.key for a in artifacts.scored() if a.simulated)
 EVAL_BATCH = 32
-DEFAULT_LIMIT = 1000
+DEFAULT_LIMIT = splits.DEFAULT_LIMIT
 
 
 @dataclass
@@ -87,36 +85,8 @@ class PrecisionTable:
 
 def labelled_set(bundle: Bundle, data: str | Path | None = None,
                  limit: int = DEFAULT_LIMIT) -> tuple[list[str], list[int] | None, str]:
-    """(files, labels or None, description): ``data`` (class folders; a split layout's validation
-    part), else the bundle's validation split; no files (and labels None) when neither is here."""
-    return _labelled_set(bundle, data, limit)[:3]
-
-
-def _labelled_set(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
-                  exclude: set[str] | None = None) -> tuple[list[str], list[int] | None, str, int]:
-    """:func:`labelled_set` less ``exclude`` (images INT8 was calibrated on), and how many of them
-    were left out."""
-    from edgecat.splits import labelled_files
-
-    files, labels, what = labelled_files(bundle, data, flag="--eval ")
-    if not files and data is None:
-        return [], None, f"{SYNTHETIC} (no labelled data: pass --eval DIR)", 0
-    if not files:
-        raise EdgecatError(f"no labelled images found in {what}")
-    dropped = 0
-    if exclude:
-        keep = [i for i, f in enumerate(files) if os.path.abspath(f) not in exclude]
-        dropped = len(files) - len(keep)
-        if not keep:
-            raise EdgecatError(f"every image in {what} was used for INT8 calibration: scoring INT8 on its "
-                               "calibration images flatters it; pass --eval DIR with other labelled photos")
-        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-    if len(files) > limit:
-        idx = np.random.default_rng(0).choice(len(files), size=limit, replace=False)
-        idx.sort()
-        files = [files[i] for i in idx]
-        labels = [labels[i] for i in idx]
-    return files, labels, what, dropped
+    """(files, labels or None, description) the table scores: :func:`edgecat.splits.labelled_set`."""
+    return splits.labelled_set(bundle, data, limit)[:3]
 
 
 def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
@@ -127,9 +97,10 @@ def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
     if kind.format == "onnx":
         return onnx_outputs(bundle.artifact_path(key), images, simulate_qdq=kind.simulated)
     from edgecat.runtime import open_runtime
+    from edgecat.runtime.base import run_chunked
 
     with open_runtime(bundle, kind.backends[0], kind.precision) as rt:
-        return np.concatenate([rt.infer_raw(images[i:i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+        return run_chunked(rt, images, EVAL_BATCH, raw=True)
 
 
 def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int = DEFAULT_LIMIT,
@@ -144,7 +115,7 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
     if not bundle.has(artifacts.onnx("fp32").key):
         raise EdgecatError("the bundle has no ONNX model to evaluate: run `edgecat export BUNDLE` first")
     calibrated, sources, unknown = calibration_images(bundle)
-    files, labels, what, dropped = _labelled_set(bundle, data, limit, exclude=calibrated)
+    files, labels, what, dropped = splits.labelled_set(bundle, data, limit, exclude=calibrated)
     if files:
         loaded = imaging.load_batch(files, bundle.input_size)
         for why in loaded.errors.values():
@@ -154,9 +125,7 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
         images = loaded.images
         y = np.array([labels[i] for i in loaded.kept]) if labels is not None else None
     else:
-        from edgecat.export.onnx import parity_images
-
-        images, what = parity_images(bundle, n=32, exclude=calibrated)
+        images, what = splits.parity_images(bundle, n=32, exclude=calibrated)
         y = None
     ref_raw: np.ndarray | None = None
     table = PrecisionTable(data=what, images=len(images), labelled=y is not None, calibrated_on=sources,

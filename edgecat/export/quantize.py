@@ -47,6 +47,7 @@ from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path, write_json
+from edgecat.machine import has_vnni
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
 from edgecat.validate import validate
 
@@ -277,15 +278,6 @@ def _reader(images: np.ndarray, input_name: str, batch: int = CALIB_BATCH) -> tu
 
 
 # ------------------------------------------------------------------------------ quantization
-def has_vnni() -> bool:
-    """x86 CPUs without VNNI saturate u8*s8 products; ORT advises reduce_range there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 def flavour_options(flavour: str, method: str) -> dict[str, Any]:
     """quantize_static keyword arguments for a flavour (types, symmetry, extra options)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
@@ -584,7 +576,7 @@ def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: l
     Q/DQ arithmetic); recorded, and refused only when the outputs are broken (non-finite, another
     shape): INT8 moves probabilities by an amount a calibration set decides, which the precision
     table then scores on labelled data."""
-    from edgecat.export.onnx import parity_images
+    from edgecat.splits import parity_images
 
     batch, what = parity_images(bundle, extra_dirs=parity_dirs, exclude=exclude)
     kind = KINDS[flavour]

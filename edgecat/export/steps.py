@@ -21,24 +21,24 @@ class ExportPlan:
 
     onnx: bool = False
     fp16: bool = False
-    fp16_tolerance: float = 2e-2  # edgecat.export.fp16.FP16_TOLERANCE (relative logit error)
+    fp16_tolerance: float = artifacts.EXPORT.fp16_tolerance
     int8: bool = False
     calib: str | None = None
-    calib_size: int = 500
-    calib_method: str = "minmax"
+    calib_size: int = artifacts.EXPORT.calib_size
+    calib_method: str = artifacts.EXPORT.calib_method
     eval_dir: str | None = None
     trt: bool = False
     precisions: list[str] | None = None
-    batch: str = "1,8,32"
-    workspace_gb: float = 2.0
+    batch: str = artifacts.EXPORT.trt_batch
+    workspace_gb: float = artifacts.EXPORT.workspace_gb
     triton_dir: str | None = None
     deepstream_dir: str | None = None
-    max_batch: int = 32
-    opset: int = 17
+    max_batch: int = artifacts.EXPORT.max_batch
+    opset: int = artifacts.EXPORT.opset
     #: model.h5 (legacy Keras HDF5) for Keras users without edgecat
     h5: bool = False
     tflite: bool = False  # LiteRT files from model.keras
-    tflite_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    tflite_precisions: tuple[str, ...] = artifacts.EXPORT.tflite_precisions
 
     def parity_dirs(self) -> list[str] | None:
         """Folders of real photos for the parity checks besides the bundle's validation split: the
@@ -198,7 +198,7 @@ def int8_warnings(bundle: Any, table: Any) -> list[str]:
     """One line per INT8 file whose label agreement with FP32 on the table's labelled photos is
     below the bundle's agreement threshold (the one ``--backend auto`` refuses a file under): such a
     file changes answers a user would notice, so the export says so and what to do about it."""
-    from edgecat.autoselect import agreement_threshold
+    from edgecat.validate import agreement_threshold
 
     if table is None or not table.labelled:
         return []
@@ -218,8 +218,7 @@ def int8_warnings(bundle: Any, table: Any) -> list[str]:
 def synthetic_warnings(bundle: Any, out: ExportResult) -> list[str]:
     """One line when a parity check or the precision table ran on random pixels, not photos: such a
     check catches a broken conversion, not a loss of accuracy, and the user should know."""
-    from edgecat.export.onnx import SYNTHETIC
-    from edgecat.splits import missing_hint
+    from edgecat.splits import SYNTHETIC, missing_hint
 
     files = [f for f, what in out.parity_images.items() if SYNTHETIC in what]
     table = out.table is not None and SYNTHETIC in str(out.table.data)

@@ -44,7 +44,7 @@ from edgecat.validate import validate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKSPACE_GB = 2.0
+DEFAULT_WORKSPACE_GB = artifacts.EXPORT.workspace_gb
 
 
 # ------------------------------------------------------------------------- build
@@ -161,18 +161,17 @@ def engine_parity(bundle: Bundle, precision: str, n: int = 16) -> dict[str, Any]
     """Engine vs ONNX Runtime FP32 on the parity images, through the TensorRT runtime when it exists,
     fed in batches the engine's profile allows (max batch may be below ``n``). None when the engine
     cannot run here; a ParityError when its outputs are broken (non-finite, another shape)."""
-    import numpy as np
-
-    from edgecat.export.onnx import onnx_outputs, parity_images
+    from edgecat.export.onnx import onnx_outputs
     from edgecat.runtime import open_runtime
+    from edgecat.runtime.base import run_chunked
+    from edgecat.splits import parity_images
 
     reference = artifacts.onnx("fp32").key
     try:
         batch, what = parity_images(bundle, n=n)
         ref = onnx_outputs(bundle.artifact_path(reference), batch)
         with open_runtime(bundle, "tensorrt", precision) as rt:
-            step = int(getattr(rt, "max_batch", len(batch)))
-            got = np.concatenate([rt.infer_raw(batch[i:i + step]) for i in range(0, len(batch), step)])
+            got = run_chunked(rt, batch, int(getattr(rt, "max_batch", len(batch))), raw=True)
     except (ImportError, AttributeError, EdgecatError) as exc:
         log.warning("TensorRT parity check skipped: cannot run the engine here (%s)", exc)
         return None

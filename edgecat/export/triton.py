@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecat import backends
 from edgecat.artifacts import export_command, onnx
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
@@ -34,8 +35,9 @@ from edgecat.runtime.triton.loader import (
 
 log = logging.getLogger(__name__)
 
-ONNX_PLATFORM = "onnxruntime_onnx"
-TRT_PLATFORM = "tensorrt_plan"
+#: Triton's platform names, from the backend table: ONNX files are served by Triton's ONNX Runtime, engines by TensorRT
+ONNX_PLATFORM = backends.get("onnxruntime").triton_platform
+TRT_PLATFORM = backends.get("tensorrt").triton_platform
 LABELS_FILE = "labels.txt"
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DEFAULT_QUEUE_DELAY_US = 100

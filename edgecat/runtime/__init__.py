@@ -1,40 +1,33 @@
 """Inference runtimes behind one interface, one folder per backend (``loader``: opens the artifact, ``runner``:
-the Runtime); each imported only when it is asked for. The only code that opens a bundle artifact."""
+the Runtime); each imported only when it is asked for. The only code that opens a bundle artifact.
+
+This is mechanism: it opens the backend it is told. Which backend ``auto`` stands for is decided
+above it, by :mod:`edgecat.select`, which nothing here imports."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from edgecat import artifacts
+from edgecat import artifacts, backends
 from edgecat.artifacts import PRECISIONS
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.runtime.base import Runtime, physical_cores
 
-#: backend name -> "module:Class"; adding a runtime is one line here and one folder (loader.py, runner.py)
-BACKENDS: dict[str, str] = {
-    "keras-predict": "edgecat.runtime.keras.runner:KerasPredictRuntime",
-    "keras": "edgecat.runtime.keras.runner:KerasFunctionRuntime",
-    "onnxruntime": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeCPU",
-    "onnxruntime-cuda": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeCUDA",
-    "onnxruntime-trt": "edgecat.runtime.onnxruntime.runner:OnnxRuntimeTensorRT",
-    "tensorrt": "edgecat.runtime.tensorrt.runner:TensorRTRuntime",
-    "triton": "edgecat.runtime.triton.runner:TritonRuntime",
-    "openvino": "edgecat.runtime.openvino.runner:OpenVINORuntime",
-    "litert": "edgecat.runtime.litert.runner:LiteRTRuntime",
-}
+#: backend name -> "module:Class", from the backend table (edgecat/backends.py); adding a runtime is one
+#: entry there and one folder here (loader.py, runner.py)
+BACKENDS: dict[str, str] = {name: b.runner for name, b in backends.BACKENDS.items()}
 
 
 def runtime_class(backend: str) -> type[Runtime]:
-    spec = BACKENDS.get(backend)
-    if spec is None:
-        raise EdgecatError(f"unknown backend '{backend}' (choose from: auto, {', '.join(BACKENDS)})")
-    module, cls = spec.split(":")
+    if backend == backends.AUTO:
+        raise EdgecatError("backend auto is chosen by measurement: open it with edgecat.select.open_backend")
+    module, cls = backends.get(backend).runner.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-KERAS_BACKENDS = tuple(artifacts.kind("keras").backends)
+KERAS_BACKENDS = backends.keras_backends()
 #: backends whose model is not checked here: TensorRT engines (load_engine says what to build, after
 #: checking TensorRT is here) and models a Triton server serves
 UNCHECKED_BACKENDS = ("tensorrt", "triton")
@@ -69,10 +62,6 @@ def open_runtime(
     and a model the bundle lacks is named with the export command that makes it."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
-    if backend == "auto":  # issue 12: measured choice, see edgecat/autoselect.py
-        from edgecat.autoselect import open_auto
-
-        return open_auto(bundle, precision, **options)
     if precision == "auto":
         raise EdgecatError("--precision auto is chosen by measurement: use it with --backend auto")
     if precision not in PRECISIONS:
@@ -85,7 +74,7 @@ def open_runtime(
 def resolve_defaults(bundle: Bundle, backend: str | None, precision: str | None) -> tuple[str, str]:
     """What predict/evaluate/stream run when the user names no backend or precision: ``auto`` for both
     when the bundle has exports (the fastest backend x precision here whose labels agree with FP32,
-    edgecat/autoselect.py), else FP32; a precision given alone still lets auto pick the backend."""
+    decided by edgecat.select), else FP32; a precision given alone still lets auto pick the backend."""
     if backend is None:
         backend = default_backend(bundle, precision or "fp32")
     if precision is None:
@@ -94,10 +83,11 @@ def resolve_defaults(bundle: Bundle, backend: str | None, precision: str | None)
 
 
 def default_backend(bundle: Bundle, precision: str = "fp32") -> str:
-    """``auto`` (the fastest measured backend, edgecat/autoselect.py) when the bundle has exports;
+    """``auto`` (the fastest measured backend, decided by edgecat.select) when the bundle has exports;
     ONNX Runtime for a precision Keras cannot run (its error names the export command); else Keras
     (right after training)."""
-    exported = [a for a in artifacts.ARTIFACTS.values() if a.format in ("onnx", "tflite") and bundle.has(a.key)]
+    auto_formats = {b.format for b in backends.auto_candidates(gpu=False)}
+    exported = [a for a in artifacts.ARTIFACTS.values() if a.format in auto_formats and bundle.has(a.key)]
     if precision not in ("fp32", "auto") and not any(a.precision == precision for a in exported):
         return "onnxruntime"  # nothing at that precision yet: its error names the export command
     if exported:

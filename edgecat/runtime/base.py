@@ -8,13 +8,13 @@ interface, so none of them special-cases a backend.
 from __future__ import annotations
 
 import abc
-import os
 import time
 from typing import Any
 
 import numpy as np
 
 from edgecat.bundle import Bundle
+from edgecat.machine import physical_cores
 
 
 def as_model_input(batch: np.ndarray, uint8: bool) -> np.ndarray:
@@ -23,19 +23,6 @@ def as_model_input(batch: np.ndarray, uint8: bool) -> np.ndarray:
     if batch.ndim == 3:
         batch = batch[None]
     return np.ascontiguousarray(batch.astype(np.uint8 if uint8 else np.float32, copy=False))
-
-
-def physical_cores() -> int:
-    """Threads default to physical cores: hyper-threads slow down conv-heavy inference."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-        if n:
-            return int(n)
-    except Exception:  # noqa: BLE001
-        pass
-    return os.cpu_count() or 1
 
 
 class Runtime(abc.ABC):
@@ -119,3 +106,15 @@ class Runtime(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description} {self.bundle.path}>"
+
+
+def run_chunked(rt: Runtime, images: np.ndarray, batch: int, raw: bool = False) -> np.ndarray:
+    """``images`` through ``rt`` ``batch`` at a time, the outputs concatenated: class probabilities,
+    or the model's raw outputs with ``raw``. Keeps a large set within the model's batch limit and
+    memory."""
+    run = rt.infer_raw if raw else rt.infer
+    step = max(1, int(batch))
+    return np.concatenate([run(images[i:i + step]) for i in range(0, len(images), step)])
+
+
+__all__ = ["Runtime", "as_model_input", "physical_cores", "run_chunked"]

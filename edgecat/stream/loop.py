@@ -5,7 +5,7 @@ Used by ``edgecat stream`` and importable::
     from edgecat.stream import StreamConfig, run_stream
     summary = run_stream("runs/cats", StreamConfig(sources=["video.mp4"], sinks=["jsonl://out.jsonl"]))
 
-The model is reached only through :func:`edgecat.runtime.open_runtime`, so any backend works.
+The model is reached only through :func:`edgecat.select.open_backend`, so any backend works.
 End of every source, ``--duration``, Ctrl-C or SIGTERM all end the same way: sinks flushed and
 closed, a :class:`StreamSummary` returned.
 """
@@ -26,7 +26,8 @@ import numpy as np
 from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
-from edgecat.runtime import Runtime, open_runtime, resolve_defaults
+from edgecat.runtime import Runtime
+from edgecat.select import open_backend
 from edgecat.stream.base import Sink, SinkOptions
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.sink_registry import parse_sink
@@ -51,7 +52,7 @@ class StreamConfig:
 
     sources: list[str]
     sinks: list[str] = field(default_factory=list)
-    backend: str | None = None  # None: `auto` (measured, edgecat.autoselect) when the bundle has exports, else Keras
+    backend: str | None = None  # None: `auto` (measured, edgecat.select) when the bundle has exports, else Keras
     precision: str | None = None  # None: `auto` too with backend auto, else fp32 (runtime.resolve_defaults)
     runtime_options: dict[str, Any] = field(default_factory=dict)
     threshold: float | None = None  # binary: decision threshold (default: the bundle's); N-class: min prob
@@ -214,8 +215,7 @@ class Streamer:
                 self.threads.append(t)
                 t.open()
             if runtime is None:
-                runtime = open_runtime(self.bundle, *resolve_defaults(self.bundle, cfg.backend, cfg.precision),
-                                       **cfg.runtime_options)
+                runtime = open_backend(self.bundle, cfg.backend, cfg.precision, **cfg.runtime_options)[0]
                 self._runtime = runtime
             ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
             h, w = self.bundle.input_size

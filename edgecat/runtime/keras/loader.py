@@ -13,8 +13,6 @@ def load_keras_model(path):
     require_tensorflow()
     import keras
 
-    from edgecat import models  # noqa: F401  (registers edgecat's custom objects, if any)
-
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file

@@ -8,21 +8,40 @@ import numpy as np
 import pytest
 from conftest import needs_tf
 
+from edgecat import artifacts
 from edgecat.errors import EdgecatError
+
+
+def test_pick_checks_from_the_fastest_down_and_stops_at_the_first_that_keeps_labels():
+    """The decision alone, on made-up timings: the fastest (int8) is refused, the next (fp16) is
+    chosen, the slower ones are never checked, and a candidate that failed to open is left alone."""
+    from edgecat.select import Timing, pick
+
+    timings = [Timing("onnxruntime", "fp32", 1, ms=3.0), Timing("openvino", "int8", 1, ms=1.0),
+               Timing("onnxruntime", "fp16", 1, ms=2.0), Timing("litert", "fp32", 1, ms=2.5),
+               Timing("litert", "int8", 1, status="failed", note="cannot open")]
+    figures = {"int8": 0.90, "fp16": 0.999, "fp32": 1.0}
+    asked = []
+
+    def agreement(t):
+        asked.append((t.backend, t.precision))
+        return figures[t.precision], "24 photos"
+
+    chosen, on = pick(timings, agreement, threshold=0.995)
+    assert (chosen.backend, chosen.precision, on) == ("onnxruntime", "fp16", "24 photos")
+    assert asked == [("openvino", "int8"), ("onnxruntime", "fp16")]  # fastest first, stop at the first pass
+    assert [t.status for t in timings] == ["unchecked", "refused", "chosen", "unchecked", "failed"]
+    assert timings[1].note == "agreement 90.00% < 99.5%" and timings[4].note == "cannot open"
+    assert pick([Timing("onnxruntime", "int8", ms=1.0)], agreement, threshold=0.995) is None
 
 
 @needs_tf
 def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
-    from edgecat.autoselect import (
-        MANIFEST_KEY,
-        choose_backend,
-        cpu_model,
-        explain,
-        machine_key,
-    )
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
-    from edgecat.runtime import default_backend, open_runtime
+    from edgecat.machine import cpu_model
+    from edgecat.runtime import default_backend
+    from edgecat.select import MANIFEST_KEY, choose_backend, explain, machine_key, open_backend
 
     b = Bundle.open(tiny_bundle)
     export_fp16(b, tolerance=5e-2)
@@ -32,10 +51,8 @@ def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
     assert {("onnxruntime", "fp32"), ("onnxruntime", "fp16")} <= pairs
     chosen = [t for t in c.timings if t.status == "chosen"]
     assert len(chosen) == 1 and (chosen[0].backend, chosen[0].precision) == (c.backend, c.precision)
-    timed = [t.ms for t in c.timings if t.ms is not None]
-    assert chosen[0].ms == min(t.ms for t in c.timings if t.status in ("chosen", "unchecked")) or \
-        any(t.status == "refused" for t in c.timings)
-    assert all(ms > 0 for ms in timed) and chosen[0].agreement >= 0.995 and not c.reused
+    assert all(t.ms > 0 for t in c.timings if t.status != "failed")
+    assert chosen[0].agreement >= 0.995 and not c.reused
     assert c.machine.startswith(cpu_model())  # keyed by CPU model, GPUs and library versions
     record = json.loads((tiny_bundle / "edgecat.json").read_text())[MANIFEST_KEY]
     (slot, saved), = record.items()
@@ -45,16 +62,30 @@ def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
     assert again.reused and (again.backend, again.precision) == (c.backend, c.precision)
     rows, line = explain(again)
     assert line.startswith(f"auto -> {c.backend}/{c.precision}, 1 thread(s) (remembered") and len(rows) == len(c.timings)
-    # open_runtime("auto") is the chosen runtime
-    with open_runtime(Bundle.open(tiny_bundle), "auto", "auto", threads=1) as rt:
-        assert (rt.backend, rt.precision) == (c.backend, c.precision) and rt.auto_choice.reused
-        assert rt.options["threads"] == 1
+    # open_backend("auto") opens the chosen runtime and hands back the choice it stands for
+    rt, choice = open_backend(Bundle.open(tiny_bundle), "auto", "auto", threads=1)
+    with rt:
+        assert (rt.backend, rt.precision) == (c.backend, c.precision) and choice.reused
+        assert (choice.backend, choice.precision) == (c.backend, c.precision) and rt.options["threads"] == 1
         assert rt.infer(np.zeros((48, 48, 3), np.uint8)).shape == (1, 2)
+    assert not hasattr(rt, "auto_choice")
+    # a named backend opens as asked, with no choice behind it
+    rt, choice = open_backend(Bundle.open(tiny_bundle), "onnxruntime", "fp16", threads=1)
+    with rt:
+        assert (rt.backend, rt.precision, choice) == ("onnxruntime", "fp16", None)
+
+
+def test_the_runtime_layer_does_not_resolve_auto(tiny_bundle):
+    """runtime/ opens what it is told: `auto` is the policy's word (edgecat.select), refused there in one line."""
+    from edgecat.runtime import open_runtime
+
+    with pytest.raises(EdgecatError, match="backend auto is chosen by measurement"):
+        open_runtime(tiny_bundle, "auto", "fp32")
 
 
 @needs_tf
 def test_defaults_are_auto_for_backend_and_precision_once_exported(tiny_bundle, synth_data):
-    """Issue 12: with exports, predict/evaluate/stream run auto's backend AND precision unless told."""
+    """With exports, predict/evaluate/stream run auto's backend AND precision unless told."""
     from edgecat.bundle import Bundle
     from edgecat.evaluate import evaluate_bundle
     from edgecat.export.fp16 import export_fp16
@@ -74,10 +105,10 @@ def test_defaults_are_auto_for_backend_and_precision_once_exported(tiny_bundle, 
 
 @needs_tf
 def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synth_data):
-    from edgecat.autoselect import choose_backend
     from edgecat.bundle import Bundle
     from edgecat.errors import EdgecatError
     from edgecat.export.quantize import quantize_int8
+    from edgecat.select import choose_backend
 
     b = Bundle.open(tiny_bundle)
     quantize_int8(b, "cpu", calib=synth_data / "train", calib_size=16)
@@ -88,14 +119,17 @@ def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synt
     first = choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24)
     assert first.precision == "int8" and not first.reused
     assert choose_backend(b, "int8", threads=1).reused
-    # a re-made INT8 file (different sha256) is measured again
-    b.artifacts["onnx-int8"]["sha256"] = "0" * 64
-    b._verified.add("onnx-int8")
+    # a re-made INT8 file (other calibration images: another sha256) is measured again
+    key = artifacts.onnx("int8").key
+    before = b.artifacts[key]["sha256"]
+    quantize_int8(b, "cpu", calib=synth_data / "train", calib_size=32)
+    b = Bundle.open(tiny_bundle)
+    assert b.artifacts[key]["sha256"] != before
     assert not choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24, save=False).reused
 
 
 def test_auto_without_exports_is_one_line(tmp_path):
-    from edgecat.autoselect import measure
+    from edgecat.select import measure
     from edgecat.bundle import Bundle
     from edgecat.errors import EdgecatError
 
@@ -106,25 +140,27 @@ def test_auto_without_exports_is_one_line(tmp_path):
 
 
 @needs_tf
-def test_auto_measures_thread_counts_when_not_given(tiny_bundle):
-    from edgecat.autoselect import measure
+def test_auto_measures_thread_counts_when_not_given_and_opens_with_the_winner(tiny_bundle):
     from edgecat.bundle import Bundle
-    from edgecat.runtime.base import physical_cores
+    from edgecat.machine import physical_cores
+    from edgecat.select import choose_backend, open_backend
 
-    c = measure(Bundle.open(tiny_bundle), "fp32", images=2, rounds=1, validation_limit=12)
+    c = choose_backend(Bundle.open(tiny_bundle), "fp32", images=2, rounds=1, validation_limit=12)
     tried = {(t.backend, t.threads) for t in c.timings}
     assert ("onnxruntime", 1) in tried and ("onnxruntime", physical_cores()) in tried
-    assert c.threads in {1, physical_cores()}
-    assert c.threads == next(t.threads for t in c.timings if t.status == "chosen")
+    # no --threads: the runtime opens with the count that won, not the runtime's default
+    rt, choice = open_backend(Bundle.open(tiny_bundle), "auto", "fp32")
+    with rt:
+        assert choice.reused and rt.options["threads"] == choice.threads == c.threads
 
 
 @needs_tf
 def test_without_photos_auto_trusts_the_exports_recorded_agreement_not_synthetic_images(tiny_bundle, synth_data):
     """A bundle copied to a device has no validation photos: synthetic images agree on anything,
     so auto must judge a file by the agreement the export recorded on real photos."""
-    from edgecat.autoselect import choose_backend
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
+    from edgecat.select import choose_backend
 
     b = Bundle.open(tiny_bundle)
     export_fp16(b, tolerance=5e-2)
@@ -146,8 +182,11 @@ def test_without_photos_auto_trusts_the_exports_recorded_agreement_not_synthetic
 
 
 def test_auto_names_the_export_for_a_precision_the_bundle_lacks(tiny_bundle):
-    from edgecat.autoselect import measure
     from edgecat.bundle import Bundle
+    from edgecat.select import measure, open_backend
 
     with pytest.raises(EdgecatError, match=r"has no int8 export yet: run `edgecat export .* --int8"):
         measure(Bundle.open(tiny_bundle), "int8", threads=1)
+    # the same line when the measurement runs in its child process (what predict/stream open)
+    with pytest.raises(EdgecatError, match=r"^--backend auto: \S+ has no int8 export yet: run `edgecat export "):
+        open_backend(Bundle.open(tiny_bundle), "auto", "int8", threads=1)

@@ -1,0 +1,399 @@
+"""``--backend auto``: the fastest backend x precision on THIS machine, chosen by measurement.
+
+A policy above the runtimes: :mod:`edgecat.runtime` opens what it is told; this module decides what
+to tell it. The order of ONNX Runtime, OpenVINO and LiteRT (and FP32/FP16/INT8 within each) changes
+with the CPU (VNNI/AMX, ARM dot-product) and library versions, so it cannot be fixed in code. On first
+use on a machine every available backend x exported precision (the backends the table in
+:mod:`edgecat.backends` lets auto try) is timed on a few real images from the bundle (batch 1,
+interleaved rounds, median), then the fastest is checked for label agreement with FP32 on the
+bundle's validation images; one below the bundle's ``agreement_threshold`` (manifest, default 0.995)
+is refused and the next fastest is checked. The winner is remembered in the manifest under
+``autoselect``, keyed by CPU/GPU model and library versions, so later runs reuse it at no cost; a
+re-exported artifact or a library upgrade makes a new measurement.
+
+Callers that accept ``auto`` (predict, evaluate, stream, bench, the API) open through
+:func:`open_backend`, which returns the runtime and the :class:`Choice` behind it (None for a named
+backend).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecat import artifacts, backends, machine, timing
+from edgecat.bundle import Bundle, now_iso
+from edgecat.errors import EdgecatError
+from edgecat.runtime import Runtime, open_runtime, resolve_defaults
+from edgecat.runtime.base import run_chunked
+from edgecat.splits import parity_images, validation_images
+from edgecat.validate import agreement_threshold
+
+log = logging.getLogger(__name__)
+
+AUTO = backends.AUTO
+MANIFEST_KEY = "autoselect"
+
+
+@dataclass
+class Timing:
+    backend: str
+    precision: str
+    threads: int | None = None  # None: the runtime's default (GPU backends)
+    ms: float | None = None  # median ms per image, batch 1
+    agreement: float | None = None  # label agreement with FP32 on the validation images
+    status: str = "timed"  # timed | chosen | refused | failed | unchecked
+    note: str = ""
+
+
+@dataclass
+class Choice:
+    backend: str
+    precision: str
+    reason: str
+    timings: list[Timing] = field(default_factory=list)
+    threads: int | None = None
+    machine: str = ""
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **changes: Any) -> Choice:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["timings"] = [Timing(**t) for t in known.get("timings", [])]
+        return cls(**{**known, **changes})
+
+
+# ------------------------------------------------------------------------------ machine identity
+def machine_key(threads: int | None = None) -> str:
+    """CPU model | GPU models | library versions | threads: what the ranking depends on."""
+    libs = ",".join(f"{k}={v}" for k, v in sorted(machine.library_versions().items()))
+    gpus = ",".join(machine.gpu_models()) or "no-gpu"
+    return f"{machine.cpu_model()} | {gpus} | {libs} | threads={threads or 'default'}"
+
+
+# ------------------------------------------------------------------------------ candidates
+def artifact_key(backend: str, precision: str) -> str:
+    """The file ``backend`` runs at ``precision`` (an auto candidate always has one)."""
+    key = backends.get(backend).artifact_key(precision)
+    if key is None:
+        raise EdgecatError(f"{backend} runs no {precision} file")
+    return key
+
+
+def candidates(bundle: Bundle, precision: str | None = None, gpu: bool | None = None) -> list[tuple[str, str]]:
+    """(backend, precision) pairs whose library is importable and whose artifact is in the bundle."""
+    gpu = bool(machine.gpu_models()) if gpu is None else gpu
+    out = []
+    for b in backends.auto_candidates(gpu):
+        if importlib.util.find_spec(b.module) is None:
+            continue
+        for prec in artifacts.PRECISIONS:
+            key = b.artifact_key(prec)
+            if key and precision in (None, AUTO, prec) and bundle.has(key):
+                out.append((b.name, prec))
+    return out
+
+
+def fingerprint(bundle: Bundle, pairs: list[tuple[str, str]]) -> str:
+    """Hash of the candidate artifacts: a re-export invalidates a remembered choice."""
+    keys = sorted({artifact_key(b, p) for b, p in pairs})
+    h = hashlib.sha256("|".join(f"{k}={bundle.artifacts[k].get('sha256')}" for k in keys).encode())
+    return h.hexdigest()[:16]
+
+
+def recorded_agreement(bundle: Bundle, backend: str, precision: str) -> tuple[float, str] | None:
+    """The label agreement with FP32 the export's precision table recorded for the file ``backend``
+    runs at ``precision`` (measured on real labelled photos), with what it was measured on."""
+    entry = bundle.artifacts.get(artifact_key(backend, precision), {}).get("accuracy") or {}
+    if entry.get("agreement_with_fp32") is None:
+        return None
+    what = f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
+    return float(entry["agreement_with_fp32"]), what
+
+
+# ------------------------------------------------------------------------------ measurement
+def thread_options(backend: str, threads: int | None) -> list[int | None]:
+    """Threads to try: the user's, else physical cores and 1. On a CPU that other processes keep
+    busy, one thread measured faster than two (no waiting on a descheduled worker), so the count
+    is measured like the rest rather than fixed."""
+    if backends.get(backend).device == "gpu" or threads:
+        return [threads]
+    return sorted({machine.physical_cores(), 1}, reverse=True)
+
+
+def _threads(threads: int | None) -> dict[str, Any]:
+    return {"threads": threads} if threads else {}
+
+
+def time_candidates(bundle: Bundle, configs: list[tuple[str, str, int | None]], images: np.ndarray,
+                    rounds: int = 5, warmup: int = 3) -> list[Timing]:
+    """Median ms per image at batch 1, all runtimes open at once and timed in interleaved rounds,
+    so a burst of load on a shared machine hits every candidate alike."""
+    timings, runtimes = [], []
+    for backend, prec, threads in configs:
+        t = Timing(backend, prec, threads)
+        try:
+            rt = open_runtime(bundle, backend, prec, **_threads(threads))
+            for _ in range(warmup):
+                rt.infer(images[:1])
+            runtimes.append((t, rt, []))
+        except EdgecatError as exc:
+            t.status, t.note = "failed", str(exc)[:200]
+        timings.append(t)
+    try:
+        for _ in range(rounds):
+            for _, rt, samples in runtimes:
+                for img in images:
+                    samples.append(timing.ms_per_item(lambda rt=rt, img=img: rt.infer(img[None])))
+    finally:
+        for t, rt, samples in runtimes:
+            rt.close()
+            if samples:
+                t.ms = round(statistics.median(samples), 3)
+    return timings
+
+
+def predicted_labels(bundle: Bundle, backend: str, precision: str, images: np.ndarray, batch: int = 16,
+                     **options: Any) -> np.ndarray:
+    with open_runtime(bundle, backend, precision, **options) as rt:
+        return np.array(bundle.labels_from_probs(run_chunked(rt, images, batch)))
+
+
+def reference_labels(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """FP32 labels: ONNX Runtime on model.onnx, else LiteRT FP32 (a LiteRT-only device bundle)."""
+    backend = "onnxruntime" if bundle.has(artifacts.onnx("fp32").key) else "litert"
+    return predicted_labels(bundle, backend, "fp32", images)
+
+
+def _no_candidates(bundle: Bundle, precision: str | None) -> str:
+    """Why auto has nothing to pick from: no export at the asked precision (named with the commands
+    that make one), or no installed runtime for the exports there are."""
+    if precision not in (None, AUTO):
+        keys = {k for b in backends.auto_candidates(gpu=False) if (k := b.artifact_key(precision))}
+        if not any(bundle.has(k) for k in keys):
+            made_by = " or ".join(f"`{artifacts.export_command(bundle.path, k)}`" for k in sorted(keys))
+            return f"--backend auto: {bundle.path} has no {precision} export yet: run {made_by}"
+    extras = " / ".join(b.dist if not b.extra else f"edgecat[{b.extra}]"
+                        for b in backends.auto_candidates(gpu=False))
+    return (f"--backend auto: no runtime here can open an export of {bundle.path} "
+            f"(run `edgecat export BUNDLE`, or install {extras})")
+
+
+def _agreement(bundle: Bundle, t: Timing, timings: list[Timing],
+               val: tuple[np.ndarray, np.ndarray, str, bool]) -> tuple[float, str]:
+    """Label agreement with FP32 of ``t``'s file and what it was measured on. Labels do not depend on
+    the thread count, so one figure per backend x precision. Without labelled photos on this machine
+    the export's recorded figure wins over one on synthetic images, which agree on anything."""
+    images, ref, what, real = val
+    known = next((u.agreement for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
+                  and u.agreement is not None), None)
+    if known is not None:
+        return known, what
+    recorded = None if real else recorded_agreement(bundle, t.backend, t.precision)
+    if recorded is not None:
+        return recorded
+    labels = predicted_labels(bundle, t.backend, t.precision, images, **_threads(t.threads))
+    return float(np.mean(labels == ref)), what
+
+
+def pick(timings: list[Timing], agreement: Callable[[Timing], tuple[float, str]],
+         threshold: float) -> tuple[Timing, str] | None:
+    """The fastest timed candidate whose label agreement reaches ``threshold``, and what that was
+    measured on; ``agreement`` is asked from the fastest down, and only until one passes. Marks
+    each timing: chosen, refused (with its figure), unchecked (slower than the choice)."""
+    for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
+        t.agreement, on = agreement(t)
+        if t.agreement >= threshold:
+            t.status = "chosen"
+            for u in timings:
+                if u.status == "timed" and u.agreement is None:
+                    u.status, u.note = "unchecked", "slower than the choice"
+            return t, on
+        t.status = "refused"
+        t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
+    return None
+
+
+def _choice(t: Timing, timings: list[Timing], what: str, on: str, threshold: float, threads: int | None) -> Choice:
+    fastest_fp32 = min((u.ms for u in timings if u.precision == "fp32" and u.ms), default=None)
+    gain = f", {fastest_fp32 / t.ms:.2f}x the fastest FP32" if fastest_fp32 and t.ms else ""
+    reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
+              f"thread(s) on {what}{gain}; "
+              f"agreement with FP32 {100 * (t.agreement or 0.0):.2f}% >= {100 * threshold:.1f}% on {on}")
+    return Choice(t.backend, t.precision, reason, timings, machine=machine_key(threads), threads=t.threads)
+
+
+def measure(bundle: Bundle, precision: str | None = None, threads: int | None = None, images: int = 8,
+            rounds: int = 5, validation_limit: int = 1000, gpu: bool | None = None) -> Choice:
+    """Time every candidate, then check agreement from the fastest down until one passes."""
+    pairs = candidates(bundle, precision, gpu)
+    if not pairs:
+        raise EdgecatError(_no_candidates(bundle, precision))
+    configs = [(b, p, n) for b, p in pairs for n in thread_options(b, threads)]
+    sample, what = parity_images(bundle, n=images)
+    timings = time_candidates(bundle, configs, sample, rounds=rounds)
+    threshold = agreement_threshold(bundle)
+    val: list[tuple[np.ndarray, np.ndarray, str, bool]] = []  # loaded for the first check only
+
+    def agreement(t: Timing) -> tuple[float, str]:
+        if not val:
+            images_, val_what, real = validation_images(bundle, validation_limit)
+            val.append((images_, reference_labels(bundle, images_), val_what, real))
+        return _agreement(bundle, t, timings, val[0])
+
+    picked = pick(timings, agreement, threshold)
+    if picked is not None:
+        return _choice(picked[0], timings, what, picked[1], threshold, threads)
+    raise EdgecatError("--backend auto: no backend x precision here keeps the bundle's labels "
+                       f"(agreement threshold {threshold:.3f}); see `edgecat bench`")
+
+
+# ------------------------------------------------------------------------------ remembering
+def _slot(precision: str | None, threads: int | None) -> tuple[str, str]:
+    key = machine_key(threads)
+    return key, f"{key} | precision={precision or AUTO}"
+
+
+def recall(bundle: Bundle, precision: str | None = None, threads: int | None = None,
+           gpu: bool | None = None) -> Choice | None:
+    """The choice remembered for this machine, while it still applies (same artifacts, a candidate
+    still here); None otherwise. The one reader of the manifest's record."""
+    pairs = candidates(bundle, precision, gpu)
+    key, slot = _slot(precision, threads)
+    known = bundle.manifest.get(MANIFEST_KEY, {}).get(slot)
+    if not (known and pairs and known.get("artifacts") == fingerprint(bundle, pairs)
+            and (known.get("backend"), known.get("precision")) in pairs):
+        return None
+    return Choice.from_dict(known, machine=key, reused=True)
+
+
+def _remember(bundle: Bundle, choice: Choice, precision: str | None, threads: int | None,
+              gpu: bool | None) -> None:
+    pairs = candidates(bundle, precision, gpu)
+    record = {**choice.to_dict(), "artifacts": fingerprint(bundle, pairs), "created": now_iso()}
+    record.pop("reused", None)
+    bundle.manifest.setdefault(MANIFEST_KEY, {})[_slot(precision, threads)[1]] = record
+    try:
+        bundle.save()
+    except OSError as exc:  # a read-only bundle on a device: the choice just is not remembered
+        log.warning("--backend auto: cannot remember the choice in %s (%s)", bundle.path, exc)
+
+
+def choose_backend(bundle: Bundle, precision: str | None = None, threads: int | None = None,
+                   refresh: bool = False, save: bool = True, **kwargs: Any) -> Choice:
+    """The remembered choice for this machine when it still applies, else :func:`measure` and record it."""
+    known = None if refresh else recall(bundle, precision, threads, kwargs.get("gpu"))
+    if known is not None:
+        return known
+    choice = measure(bundle, precision, threads, **kwargs)
+    log.debug("--backend auto chose %s/%s: %s", choice.backend, choice.precision, choice.reason)
+    if save:
+        _remember(bundle, choice, precision, threads, kwargs.get("gpu"))
+    return choice
+
+
+def measure_in_child(bundle: Bundle, precision: str | None, threads: int | None, refresh: bool = False) -> Choice:
+    """Measure (and record) in a child process, so the caller loads only the winner's library.
+    A stream that had loaded and released OpenVINO beside ONNX Runtime died with SIGSEGV on SIGTERM
+    instead of flushing its sinks; one library per process avoids that class of interaction. The
+    child is ``python -m edgecat.select`` (not multiprocessing: spawn re-runs a caller's unguarded
+    script, fork copies its threads); it writes the choice, or its error line, to a JSON file."""
+    with tempfile.TemporaryDirectory(prefix="edgecat-auto-") as tmp:
+        result = Path(tmp) / "choice.json"
+        args = [sys.executable, "-m", "edgecat.select", str(bundle.path), precision or "", str(threads or 0),
+                "1" if refresh else "0", str(result)]
+        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        try:
+            out = json.loads(result.read_text())
+        except (OSError, ValueError):
+            log.debug("auto child output: %s", proc.stderr[-2000:])
+            raise EdgecatError(f"--backend auto: the measurement stopped (exit code {proc.returncode}); "
+                               "pass --backend and --precision to skip it") from None
+    if "error" in out:
+        raise EdgecatError(f"--backend auto: {out['error'].removeprefix('--backend auto: ')[:300]}")
+    bundle.refresh()  # the child recorded the choice in the manifest
+    if recall(bundle, precision, threads) is None:  # the child could not write (a read-only bundle)
+        log.warning("auto: cannot remember the choice in %s (not writable?): every run measures again; "
+                    "pass --backend %s --precision %s to skip that", bundle.path, out["backend"], out["precision"])
+    return Choice.from_dict(out)
+
+
+def _child(argv: list[str]) -> int:
+    """``python -m edgecat.select BUNDLE PRECISION THREADS REFRESH OUT``: what :func:`measure_in_child` runs."""
+    path, precision, threads, refresh, out = argv
+    try:
+        choice = choose_backend(Bundle.open(path), precision or None, int(threads) or None, refresh=refresh == "1")
+        payload: dict[str, Any] = choice.to_dict()
+    except EdgecatError as exc:
+        payload = {"error": str(exc)}
+    Path(out).write_text(json.dumps(payload))
+    return 0
+
+
+# ------------------------------------------------------------------------------ opening
+def open_auto(bundle: Bundle, precision: str | None = None, refresh: bool = False,
+              **options: Any) -> tuple[Runtime, Choice]:
+    """The runtime ``--backend auto`` stands for, and the choice behind it; ``precision`` None/'auto'
+    lets auto pick it too. A measurement runs in a child process (see :func:`measure_in_child`)."""
+    if precision == AUTO:
+        precision = None
+    threads = options.get("threads")
+    choice = None if refresh else recall(bundle, precision, threads)
+    if choice is None:
+        log.info("auto: timing runtimes x precisions on this machine (once)")
+        choice = measure_in_child(bundle, precision, threads, refresh=refresh)
+    if choice.threads and not threads:
+        options = {**options, "threads": choice.threads}
+    # short enough for one 80-column line; `edgecat bench BUNDLE --backend auto` shows the why
+    log.info("auto -> %s/%s, %s thread(s), %s", choice.backend, choice.precision,
+             options.get("threads") or "default", "remembered" if choice.reused else "measured now")
+    return open_runtime(bundle, choice.backend, choice.precision, **options), choice
+
+
+def open_backend(bundle: Bundle | str | os.PathLike[str], backend: str | None = None, precision: str | None = None,
+                 **options: Any) -> tuple[Runtime, Choice | None]:
+    """What every command that accepts ``--backend auto`` opens: ``backend``/``precision`` as given,
+    their defaults (:func:`edgecat.runtime.resolve_defaults`) where None; ``auto`` is measured (or
+    recalled) here and its :class:`Choice` returned beside the runtime (None for a named backend)."""
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.open(bundle)
+    backend, precision = resolve_defaults(bundle, backend, precision)
+    if backend == AUTO:
+        return open_auto(bundle, precision, **options)
+    options.pop("refresh", None)  # bench passes it to every row; only auto measures
+    return open_runtime(bundle, backend, precision, **options), None
+
+
+def explain(choice: Choice) -> tuple[list[list[str]], str]:
+    """Rows (backend, precision, threads, ms, agreement, status) and one line: what bench prints for auto."""
+    rows = []
+    for t in sorted(choice.timings, key=lambda t: (t.ms is None, t.ms or 0.0)):
+        rows.append([t.backend, t.precision, str(t.threads or "default"), "-" if t.ms is None else f"{t.ms:.2f}",
+                     "-" if t.agreement is None else f"{100 * t.agreement:.2f}%",
+                     t.status + (f" ({t.note})" if t.note else "")])
+    how = "remembered for this machine" if choice.reused else "measured now"
+    threads = f"{choice.threads} thread(s)" if choice.threads else "default threads"
+    return rows, f"auto -> {choice.backend}/{choice.precision}, {threads} ({how}): {choice.reason}"
+
+
+__all__ = ["MANIFEST_KEY", "Choice", "Timing", "candidates", "choose_backend", "explain", "machine_key", "measure",
+           "open_auto", "open_backend", "pick", "recall", "reference_labels"]
+
+if __name__ == "__main__":
+    raise SystemExit(_child(sys.argv[1:]))
