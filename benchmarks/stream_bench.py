@@ -31,7 +31,7 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
     from edgecat.bundle import Bundle
     from edgecat.imaging import bgr_to_rgb, resize
     from edgecat.runtime import open_runtime
-    from edgecat.stream.sources import open_video_file
+    from edgecat.stream.readers import open_video_file
 
     bundle = Bundle.open(bundle_path)
     cap = open_video_file(cv2, str(video))  # the stream's own decode settings

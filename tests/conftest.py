@@ -180,14 +180,14 @@ class CountingReader:
 @pytest.fixture
 def readers(monkeypatch):
     """Every stream source's reader, wrapped in a CountingReader, in the order they are made."""
-    from edgecat.stream import sources
+    from edgecat.stream import capture
 
     made: list[CountingReader] = []
-    real = sources.make_reader
+    real = capture.make_reader
 
     def make(*args, **kwargs):
         made.append(CountingReader(real(*args, **kwargs)))
         return made[-1]
 
-    monkeypatch.setattr(sources, "make_reader", make)
+    monkeypatch.setattr(capture, "make_reader", make)
     return made

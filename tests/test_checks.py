@@ -22,7 +22,7 @@ def test_report_probes_this_machine(tmp_path) -> None:
     assert report.opencv["version"] == cv2.__version__
     build = cv2.getBuildInformation()
     assert report.opencv["ffmpeg"] == ("FFMPEG:" in build and "YES" in build.split("FFMPEG:")[1].split("\n")[0])
-    from edgecat.stream.sources import gstreamer_support
+    from edgecat.stream.readers import gstreamer_support
 
     assert report.opencv["gstreamer"] is (gstreamer_support() is not None)
     assert all(c.startswith("/dev/video") for c in report.cameras)

@@ -30,7 +30,8 @@ from edgecat.stream.http_sink import HttpSink
 from edgecat.stream.overlay import Result
 from edgecat.stream.base import Sink
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import Frame, parse_source
+from edgecat.stream.base import Frame
+from edgecat.stream.uri import parse_source
 from edgecat.synthetic import CLASSES, make_image, make_video
 
 PASSWORD = "s3cret-Pa55"

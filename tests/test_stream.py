@@ -29,7 +29,7 @@ from edgecat.errors import EdgecatError
 from edgecat.runtime import Runtime
 from edgecat.stream import StreamConfig, Streamer, parse_source, run_stream
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import LatestFrame
+from edgecat.stream.capture import LatestFrame
 from edgecat.synthetic import CLASSES, make_dataset, make_video
 
 LABELS = [0] * 6 + [1] * 8 + [0] * 5 + [1] * 5  # 24 frames, 3 label changes
@@ -134,7 +134,7 @@ def test_bad_sink_is_one_line(uri, message):
 
 
 def test_csi_without_gstreamer_says_so(colour_bundle, tmp_path):
-    from edgecat.stream.sources import gstreamer_support
+    from edgecat.stream.readers import gstreamer_support
 
     if gstreamer_support():
         pytest.skip("this OpenCV has GStreamer")
@@ -257,7 +257,7 @@ def test_network_source_that_disappears_reconnects_then_ends(colour_bundle, tmp_
 
     from edgecat.stream.http_sink import HttpSink
     from edgecat.stream.overlay import Result
-    from edgecat.stream.sources import Frame
+    from edgecat.stream.base import Frame
     from edgecat.synthetic import make_image
 
     picture = cv2.cvtColor(make_image(1, 96, np.random.default_rng(1)), cv2.COLOR_RGB2BGR)
@@ -314,7 +314,7 @@ def test_display_without_gui_says_so_and_prints_results(monkeypatch, caplog):
 
     from edgecat.stream.overlay import Result
     from edgecat.stream.sinks import DisplaySink
-    from edgecat.stream.sources import Frame
+    from edgecat.stream.base import Frame
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

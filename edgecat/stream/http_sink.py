@@ -42,9 +42,8 @@ import numpy as np
 
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact, register_secret
-from edgecat.stream.base import Sink
+from edgecat.stream.base import Frame, Sink
 from edgecat.stream.overlay import Result
-from edgecat.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 

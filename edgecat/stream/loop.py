@@ -27,18 +27,12 @@ from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
 from edgecat.runtime import Runtime, open_runtime, resolve_defaults
-from edgecat.stream.base import Sink, SinkOptions
+from edgecat.stream.base import Frame, Sink, SinkOptions
+from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, SourceThread
 from edgecat.stream.overlay import Result, draw_overlay
+from edgecat.stream.readers import CameraOptions
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import (
-    READ_AHEAD,
-    CameraOptions,
-    CaptureConfig,
-    Ended,
-    Frame,
-    SourceThread,
-    parse_source,
-)
+from edgecat.stream.uri import parse_source
 
 log = logging.getLogger(__name__)
 
