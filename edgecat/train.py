@@ -35,6 +35,7 @@ from edgecat.train_finish import (
     TrainResult,
     finish,
     finish_interrupted,
+    history_summary,
     save_best,
 )
 

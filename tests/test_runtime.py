@@ -111,8 +111,16 @@ def test_errors_are_one_line(tiny_bundle):
         open_runtime(tiny_bundle, "keras", "fp16")
 
 
-def test_triton_is_registered():
-    assert BACKENDS["triton"] == "edgecat.runtime.triton.runner:TritonRuntime"
+def test_every_backend_name_opens_the_runtime_of_that_name():
+    """Each registered name imports (without its library: those load when a runtime opens) to the
+    Runtime subclass that reports that backend in every result."""
+    from edgecat.runtime import runtime_class
+    from edgecat.runtime.base import Runtime
+
+    assert {"onnxruntime", "tensorrt", "triton", "openvino", "litert", "keras"} <= set(BACKENDS)
+    for name in BACKENDS:
+        cls = runtime_class(name)
+        assert issubclass(cls, Runtime) and cls.backend == name, (name, cls)
 
 
 @needs_tf
