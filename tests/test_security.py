@@ -122,7 +122,7 @@ def _camera(stop: threading.Event) -> HttpSink:
 def test_password_in_no_output_channel(bundle, tmp_path, caplog):
     """Logs, JSONL, summary (and its JSON), stats, the live page: a stream from a camera whose URI
     carries a password, that is lost and reconnected, shows the URI only as admin:***@."""
-    from test_stream import ColourRuntime
+    from conftest import ColourRuntime
 
     stop = threading.Event()
     cam = _camera(stop)
@@ -279,7 +279,7 @@ class _Times(Sink):
 def test_stalled_viewer_is_dropped_without_slowing_the_pipeline(bundle, tmp_path, monkeypatch):
     """A client that never reads: the server drops it after the write timeout while the pipeline keeps
     the camera's 30 FPS (realtime playback), with no gap as long as the timeout."""
-    from test_stream import ColourRuntime
+    from conftest import ColourRuntime
 
     monkeypatch.delenv("EDGECAT_HTTP_TOKEN", raising=False)
     video = make_video(tmp_path / "clip.mp4", [0, 1] * 15, size=(320, 240), fps=30)

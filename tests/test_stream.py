@@ -23,30 +23,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
-from edgecat.runtime import Runtime
 from edgecat.stream import StreamConfig, Streamer, parse_source, run_stream
-from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.capture import LatestFrame
+from edgecat.stream.sink_registry import parse_sink
 from edgecat.synthetic import CLASSES, make_dataset, make_video
 
 LABELS = [0] * 6 + [1] * 8 + [0] * 5 + [1] * 5  # 24 frames, 3 label changes
-
-
-class ColourRuntime(Runtime):
-    """P(dog) from the blue-minus-red balance of the picture: exact on edgecat.synthetic images."""
-
-    backend = "colour"
-
-    def _load(self) -> None:
-        self.calls = 0
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        mean = batch.reshape(len(batch), -1, 3).mean(axis=1)
-        return 1.0 / (1.0 + np.exp(-(mean[:, 2] - mean[:, 0]) / 4.0))
 
 
 class CountingRuntime(ColourRuntime):
@@ -88,10 +74,6 @@ class SlowRuntime(ColourRuntime):
                 more = reader.read_count + self.FRAMES_PER_CALL
             assert reader.ended or reader.wait_for(more), "capture waited for the model (queueing) or stopped"
         return super()._run(batch)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def count_frames(path: Path) -> int:
