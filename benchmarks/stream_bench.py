@@ -1,6 +1,6 @@
 """Throughput and capture-to-result latency of `edgecat stream` on this machine (not a test).
 
-Goal (issue 5): MobileNetV2 INT8 at 224 px, a 640x480 video file source, JSONL sink only:
+Goal: MobileNetV2 INT8 at 224 px, a 640x480 video file source, JSONL sink only:
 >= 150 FPS processed and capture-to-result latency p50 <= 15 ms on the 2-core CPU. The script also
 times each stage alone (video decode, BGR->RGB + resize, model call) to show where the time goes.
 

@@ -92,7 +92,7 @@ def test_int8_onnx_tracks_keras(quantized_bundle, synth_data):
 @needs_tf
 def test_single_image_and_default_backend(tiny_bundle, images):
     bundle = Bundle.open(tiny_bundle)
-    assert default_backend(bundle) == "auto"  # issue 12: measured choice once the bundle has exports
+    assert default_backend(bundle) == "auto"  # a measured choice once the bundle has exports
     with open_runtime(bundle) as rt:
         one = rt.infer(images[0])  # (H, W, 3) is treated as a batch of one
         assert one.shape == (1, 2)

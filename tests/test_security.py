@@ -1,4 +1,4 @@
-"""Secure by default on the device (issue 14): no password leaves the process, the live view answers
+"""Secure by default on the device: no password leaves the process, the live view answers
 its owner only and cannot be tied up, and slow viewers never slow inference.
 
 Everything here connects to 127.0.0.1 only (a server may *bind* 0.0.0.0 to show the token rule).
