@@ -55,7 +55,10 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
         for x in frames[:200]:
             rt.infer(x[None])
             infer.append(rt.last_inference_ms / 1000)
-    ms = lambda v: round(float(np.median(v)) * 1000, 3)
+
+    def ms(v: list[float]) -> float:
+        return round(float(np.median(v)) * 1000, 3)
+
     return {"decode_ms": ms(decode), "resize_bgr2rgb_ms": ms(prep), "inference_ms": ms(infer),
             "serial_sum_ms": ms(decode) + ms(prep) + ms(infer)}
 

@@ -35,8 +35,8 @@ def test_import_is_light_and_every_public_name_resolves() -> None:
 
 
 def test_api_functions_are_not_replaced_by_submodules_of_the_same_name() -> None:
-    import edgecat.checks  # noqa: F401 - importing the submodule must not rebind edgecat.checks
-    import edgecat.evaluate  # noqa: F401
+    import edgecat.checks  # importing the submodule must not rebind edgecat.checks
+    import edgecat.evaluate
     from edgecat.export import steps  # noqa: F401
 
     for name in ("train", "evaluate", "export", "checks"):

@@ -332,7 +332,7 @@ def test_files_made_from_an_older_source_are_stale(tmp_path: Path) -> None:
                                            f"since): re-make it: edgecat export {b.path} --fp16")
     res = CliRunner().invoke(main, ["info", str(b.path)])
     assert res.exit_code == 0, res.output
-    assert "stale" in res.stdout and f"warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
+    assert "stale" in res.stdout and "warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
 
 
 def test_save_without_file_locking_still_merges(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None, False
         return (cookie[COOKIE].value if COOKIE in cookie else None), False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         sink = self.server.sink
         url = urlparse(self.path)
         if url.path not in PATHS:
