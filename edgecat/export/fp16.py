@@ -82,7 +82,7 @@ def export_fp16(bundle: Bundle, tolerance: float = FP16_TOLERANCE,
         onnx.save(model16, str(tmp))
         try:
             got = onnx_outputs(tmp, batch)
-        except Exception as exc:  # ORT raises its own types for unsupported fp16 graphs
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unsupported fp16 graphs
             raise EdgecatError(
                 f"ONNX Runtime cannot run the FP16 model: {first_line(exc)[:200]}; "
                 f"no {KIND.file} written"

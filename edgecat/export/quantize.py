@@ -487,7 +487,7 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
             quantize_static(str(model_in), str(dest), reader, **kwargs)
         except EdgecatError:
             raise
-        except Exception as exc:  # onnxruntime raises plain exceptions
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
             raise EdgecatError(
                 f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {first_line(exc)[:200]}"
             ) from exc
