@@ -213,3 +213,38 @@ def readers(monkeypatch):
 
     monkeypatch.setattr(capture, "make_reader", make)
     return made
+
+
+# ------------------------------------------------------------------------------ the CLI's own answers
+def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
+    """(class folder, label) per image of ``folder`` as `edgecat predict` on ONNX Runtime gives them."""
+    from click.testing import CliRunner
+
+    from edgecat.cli import main
+
+    res = CliRunner().invoke(main, ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                    "--precision", precision, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    return [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(res.output[res.output.index("["):])]
+
+
+def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
+    and the class folders: an independent path to the figures evaluate, bench and the precision table report."""
+    pairs = predicted_labels(bundle, folder, precision)
+    said_dog = [truth for truth, label in pairs if label == "dog"]
+    return {"accuracy": sum(t == p for t, p in pairs) / len(pairs),
+            "precision": said_dog.count("dog") / len(said_dog) if said_dog else 0.0}
+
+
+# ------------------------------------------------------------------------------ TensorRT stand-in
+#: enum values of the names build settings touch, per TensorRT major (NvInfer.h of 10.x and 11.x):
+#: TensorRT 11 dropped EXPLICIT_BATCH (STRONGLY_TYPED moved from bit 1 to bit 0) and the FP16/INT8 flags
+TRT_ENUMS = {
+    "10": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+           "BuilderFlag": {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "11": {"NetworkDefinitionCreationFlag": {"STRONGLY_TYPED": 0},
+           "BuilderFlag": {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "8": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+          "BuilderFlag": {"FP16": 0, "INT8": 1, "TF32": 7}},
+}
