@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ColourRuntime, read_jsonl
+from conftest import WAIT, ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
@@ -214,6 +214,29 @@ def test_latest_frame_slot_drops_instead_of_queueing():
     assert slot.get(0.05) is None  # nothing new: no stale frames queued
     slot.close()
     assert slot.closed
+
+
+def test_file_capture_hands_every_frame_in_order_and_the_end_once(video, readers):
+    """A file source: frames already decoded are batched without waiting, in order, and the end met
+    while batching is handed out by the next get(), once; a realtime file is a latest-frame source."""
+    from edgecat.stream.capture import CaptureConfig, Ended, FileCapture, LiveCapture, SourceThread
+
+    spec = parse_source(str(video))
+    th = SourceThread(0, spec, CaptureConfig((48, 48), read_ahead=len(LABELS) + 1))
+    assert isinstance(th, FileCapture)
+    th.open()
+    th.start()
+    try:
+        assert readers[0].wait_for(10**6), "the reader never reached the end of the file"
+        first = th.get(timeout=WAIT)
+        rest = th.get_ready(100)
+        assert [f.index for f in [first, *rest]] == list(range(len(LABELS)))
+        assert th.get_ready(100) == [] and th.get(0.01) is Ended and th.get(0.01) is Ended
+        assert th.stats.read == len(LABELS) and th.dropped == 0
+    finally:
+        th.stop()
+        th.join()
+    assert isinstance(SourceThread(0, spec, CaptureConfig((48, 48), realtime=True)), LiveCapture)
 
 
 def test_slow_inference_drops_frames_on_live_source(colour_bundle, readers, tmp_path):
