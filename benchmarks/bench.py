@@ -1,6 +1,6 @@
 """Reproduce the headline latency table: batch 1, every backend/precision the bundle has, end to end
-on a folder of photos (class folders give accuracy), JSON + PNG next to each other, and the goals of
-issue 4 checked at the end.
+on a folder of photos (class folders give accuracy), JSON + PNG next to each other, and the latency
+goals checked at the end.
 
     .venv/bin/python benchmarks/bench.py BUNDLE [BUNDLE...] --images ../shared/data/cats-vs-dogs/validation \
         --out benchmarks/results
@@ -20,7 +20,7 @@ from rich.console import Console
 
 from edgecat.bench import BenchConfig, render_table, run_bench, write_plot
 
-#: issue 4's goals (MobileNetV2 224 px, batch 1, this 2-core CPU)
+#: the latency goals (MobileNetV2 224 px, batch 1, this 2-core CPU)
 GOALS = {"int8_model_p50_ms": 1.5, "int8_e2e_p50_ms": 3.0, "speedup_vs_keras_predict": 30.0}
 
 
@@ -97,7 +97,7 @@ def main() -> None:
             for line in check_goals(report):
                 console.print("  " + line)
         else:
-            console.print("  (issue 4's goals are set for MobileNetV2 224x224; no goal check here)")
+            console.print("  (the goals are set for MobileNetV2 224x224; no goal check here)")
         console.print(f"load average after: {os.getloadavg()}  -> {a.out / name}.json / .png\n")
 
 

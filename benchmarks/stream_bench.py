@@ -1,6 +1,6 @@
 """Throughput and capture-to-result latency of `edgecat stream` on this machine (not a test).
 
-Goal (issue 5): MobileNetV2 INT8 at 224 px, a 640x480 video file source, JSONL sink only:
+Goal: MobileNetV2 INT8 at 224 px, a 640x480 video file source, JSONL sink only:
 >= 150 FPS processed and capture-to-result latency p50 <= 15 ms on the 2-core CPU. The script also
 times each stage alone (video decode, BGR->RGB + resize, model call) to show where the time goes.
 
@@ -31,7 +31,7 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
     from edgecat.bundle import Bundle
     from edgecat.imaging import bgr_to_rgb, resize
     from edgecat.select import open_backend
-    from edgecat.stream.sources import open_video_file
+    from edgecat.stream.readers import open_video_file
 
     bundle = Bundle.open(bundle_path)
     cap = open_video_file(cv2, str(video))  # the stream's own decode settings
@@ -56,7 +56,10 @@ def stage_times(video: Path, bundle_path: Path, backend: str, precision: str, th
         for x in frames[:200]:
             rt.infer(x[None])
             infer.append(rt.last_inference_ms / 1000)
-    ms = lambda v: round(float(np.median(v)) * 1000, 3)
+
+    def ms(v: list[float]) -> float:
+        return round(float(np.median(v)) * 1000, 3)
+
     return {"decode_ms": ms(decode), "resize_bgr2rgb_ms": ms(prep), "inference_ms": ms(infer),
             "serial_sum_ms": ms(decode) + ms(prep) + ms(infer)}
 

@@ -27,19 +27,19 @@ class TrainConfig:
     data: str = ""
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
-    img_size: Optional[Annotated[int, Field(ge=16)]] = None  # noqa: UP007 - evaluated by pydantic on 3.10
+    img_size: Optional[Annotated[int, Field(ge=16)]] = None  # evaluated by pydantic on 3.10
     batch_size: Positive = 32
     #: "two-stage" | "full"; None picks two-stage, or full when weights are none
-    schedule: Optional[Literal["two-stage", "full"]] = None  # noqa: UP007
+    schedule: Optional[Literal["two-stage", "full"]] = None
     stage1_epochs: Count = 3
     stage1_lr: Rate = 1e-3
     stage2_epochs: Count = 3
     stage2_lr: Rate = 1e-5
     #: base layers unfrozen in stage 2; None: the backbone's own depth (edgecat.models.BACKBONES)
-    unfreeze: Optional[Count] = None  # noqa: UP007
+    unfreeze: Optional[Count] = None
     #: epochs of the full schedule; None: stage1_epochs + stage2_epochs (6 by default), so a run
     #: that switches to full (``weights="none"``) lasts as long as the stages it was given
-    full_epochs: Optional[Count] = None  # noqa: UP007
+    full_epochs: Optional[Count] = None
     full_lr: Rate = 1e-3
     head: Literal["gap", "dense256"] = "gap"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
@@ -55,8 +55,8 @@ class TrainConfig:
     #: full schedule: training batches used to recompute BatchNormalization statistics before each validation (0: off)
     bn_recalibrate: Count = 16
     threshold: Fraction = 0.5
-    out: Optional[str] = None  # noqa: UP007
-    name: Optional[str] = None  # noqa: UP007
+    out: Optional[str] = None
+    name: Optional[str] = None
     #: "auto" (on when a GPU is present) | "on" | "off"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     tensorboard: bool = True
@@ -128,7 +128,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise EdgecatError(f"config file must be .yaml, .yml, .toml or .json: {path}")
     except EdgecatError:
         raise
-    except Exception as exc:  # noqa: BLE001 - parser errors of three libraries
+    except Exception as exc:  # parser errors of three libraries
         raise EdgecatError(f"cannot parse config file {path}: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise EdgecatError(f"config file {path} must hold a mapping of settings")

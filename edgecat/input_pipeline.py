@@ -88,7 +88,7 @@ def tfds_splits(name: str, val_split: float = 0.2) -> tuple[Any, Any, list[str]]
         (train, val), info = tfds.load(
             name, split=[f"train[:{pct}%]", f"train[{pct}%:]"], as_supervised=True, with_info=True
         )
-    except Exception as exc:  # noqa: BLE001 - offline failures come as many exception types
+    except Exception as exc:  # offline failures come as many exception types
         raise EdgecatError(
             f"cannot load TensorFlow Datasets '{name}' ({type(exc).__name__}: "
             f"{first_line(exc)[:100] or 'no details'}); "
@@ -106,7 +106,7 @@ def _check_tfds_reachable(tfds: Any, name: str, timeout: float = 5.0) -> None:
 
     try:
         builder = tfds.builder(name)
-    except Exception as exc:  # noqa: BLE001 - unknown names and registry errors alike
+    except Exception as exc:  # unknown names and registry errors alike
         raise EdgecatError(f"unknown TensorFlow Datasets name '{name}': {first_line(exc)[:100]}") from exc
     if builder.is_prepared():
         return

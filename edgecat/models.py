@@ -234,7 +234,7 @@ def _backbone(spec: Backbone, size: int, weights: str | None, freeze_bn: bool) -
     ctor: Callable[..., Any] = _constructor(spec)
     try:
         base = ctor(input_shape=(size, size, 3), include_top=False, weights=kw_weights)
-    except Exception as exc:  # noqa: BLE001 - download failures surface as many exception types
+    except Exception as exc:  # download failures surface as many exception types
         if kw_weights == "imagenet":
             raise EdgecatError(
                 f"cannot get ImageNet weights for {spec.name} ({first_line(exc)[:120]}); "
@@ -249,7 +249,7 @@ def _backbone(spec: Backbone, size: int, weights: str | None, freeze_bn: bool) -
                 base.load_weights(str(local), skip_mismatch=False)
         except EdgecatError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EdgecatError(f"cannot load weights {local} into {spec.name}: {str(exc)[:200]}") from exc
     if not freeze_bn and spec.batchnorm:
         # Keras' 0.99/0.999 momentum suits fine-tuning; from scratch, moving statistics must

@@ -20,7 +20,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,20 @@ from edgecat.bundle import Bundle, tool_versions
 from edgecat.config import TrainConfig
 from edgecat.errors import EdgecatError, require_tensorflow
 from edgecat.fsutil import atomic_path, write_json
+from edgecat.train_finish import (
+    FinishedRun,
+    TrainingInterrupted,
+    TrainResult,
+    finish,
+    finish_interrupted,
+    history_summary,
+    save_best,
+)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
-
-
-class TrainingInterrupted(EdgecatError):
-    exit_code = 130
 
 
 @dataclass
@@ -46,38 +51,6 @@ class Phase:
     trainable: str  # "frozen" | "partial" | "full"
     epochs: int
     lr: float
-
-
-@dataclass
-class TrainResult:
-    bundle: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]]
-    timings: dict[str, Any] = field(default_factory=dict)
-    #: the history row of the epoch whose model was kept (lowest val_loss)
-    kept: dict[str, Any] = field(default_factory=dict)
-
-
-def history_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which epoch was kept, and per stage its epochs, seconds per epoch and best validation
-    accuracy (so stage 2's gain over stage 1 reads off the manifest)."""
-    scored = [r for r in history if "val_loss" in r]
-    kept = min(scored, key=lambda r: r["val_loss"]) if scored else {}
-    stages: dict[str, Any] = {}
-    for row in history:
-        st = stages.setdefault(row["stage"], {"epochs": 0, "seconds": 0.0, "best_val_accuracy": None})
-        st["epochs"] += 1
-        st["seconds"] = round(st["seconds"] + float(row.get("seconds", 0.0)), 2)
-        acc = row.get("val_accuracy")
-        if acc is not None and (st["best_val_accuracy"] is None or acc > st["best_val_accuracy"]):
-            st["best_val_accuracy"] = acc
-    for st in stages.values():
-        st["seconds_per_epoch"] = round(st["seconds"] / max(1, st["epochs"]), 2)
-    out: dict[str, Any] = {"epochs": len(history), "kept": kept, "stages": stages}
-    if "stage1" in stages and "stage2" in stages and None not in (
-            stages["stage1"]["best_val_accuracy"], stages["stage2"]["best_val_accuracy"]):
-        out["stage2_gain"] = round(stages["stage2"]["best_val_accuracy"] - stages["stage1"]["best_val_accuracy"], 4)
-    return out
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -290,15 +263,7 @@ class Trainer:
 
     def _save_best(self) -> None:
         assert self.bundle is not None
-        with atomic_path(self.bundle.path / artifacts.file_of("keras")) as tmp:
-            self.model.save(str(tmp))
-        with atomic_path(self.ckpt / "best.weights.h5", suffix=".weights.h5") as tmp:
-            self.model.save_weights(str(tmp))
-        self.bundle.add_artifact(
-            "keras", artifacts.file_of("keras"), format="keras", precision="fp32",
-            made_by={"tool": "edgecat train", "versions": tool_versions("tensorflow", "keras")},
-            best={"val_loss": self.best_val_loss, "epoch": len(self.history)},
-        )
+        save_best(self.bundle, self.model, self.ckpt, self.best_val_loss, len(self.history))
 
     def epoch_end(self, phase: Phase, epoch: int, logs: dict[str, Any], seconds: float) -> None:
         row = {"stage": phase.name, "epoch": len(self.history) + 1, "stage_epoch": epoch + 1,
@@ -587,58 +552,19 @@ class Trainer:
                   epochs=phase.epochs, initial_epoch=start, callbacks=callbacks, verbose=0)
 
     # -------------------------------------------------------------------- endings
+    def _finished(self) -> FinishedRun:
+        assert self.bundle is not None
+        return FinishedRun(
+            bundle=self.bundle, model=self.model, checkpoint=self.ckpt, history=self.history,
+            timings=self.timings, best_val_loss=self.best_val_loss, schedule=self.schedule,
+            cache_info=self.cache_info, save_h5=self.cfg.save_h5, data=self.cfg.data,
+            val_ds_fn=self._val_ds_fn if self.dataset is None else None, current=self.current)
+
     def _finish_interrupted(self) -> None:
-        bundle = self.bundle
-        assert bundle is not None
-        if not (bundle.path / artifacts.file_of("keras")).exists() and self.model is not None:
-            self._save_best()  # interrupted in the first epoch: keep what there is
-        bundle.manifest["status"] = "interrupted"
-        bundle.manifest["history_summary"] = {"epochs": len(self.history), "interrupted_in": self.current}
-        bundle.save()
-        write_json(bundle.path / "history.json", self.history)
-        raise TrainingInterrupted(
-            f"training interrupted in {self.current or 'set-up'}; the best model so far is saved in "
-            f"{bundle.path} (edgecat evaluate {bundle.path}); continue with "
-            f"edgecat train --resume --out {bundle.path}"
-        )
+        finish_interrupted(self._finished())
 
     def _finish(self) -> TrainResult:
-        import shutil
-
-        from edgecat.evaluate import evaluate_bundle, evaluate_dataset
-        from edgecat.plots import plot_history
-
-        bundle = self.bundle
-        assert bundle is not None
-        best = self.ckpt / "best.weights.h5"
-        if best.exists():
-            self.model.load_weights(str(best))
-        if not bundle.has("keras"):
-            self._save_best()
-        write_json(bundle.path / "history.json", self.history)
-        plot_history(self.history, bundle.path / "plots" / "history.png")
-        if self.dataset is None:  # TensorFlow Datasets: no files to re-read, use the val pipeline
-            result = evaluate_dataset(bundle, self.model, self._val_ds_fn(), self.cfg.data)
-        else:
-            result = evaluate_bundle(bundle, backend="keras", write=True)
-        bundle = Bundle.open(bundle.path)  # evaluate saved metrics into the manifest
-        summary = history_summary(self.history)
-        bundle.manifest["training"] = {"schedule": self.schedule, "timings": self.timings,
-                                       "best_val_loss": self.best_val_loss, "epochs": len(self.history),
-                                       "stages": summary["stages"], "feature_cache": self.cache_info or None}
-        bundle.manifest["history_summary"] = summary  # replaces an earlier run's "interrupted_in"
-        bundle.manifest["status"] = "complete"
-        bundle.save()
-        shutil.rmtree(self.ckpt, ignore_errors=True)
-        if self.cfg.save_h5:
-            from edgecat.export.h5 import export_h5
-
-            export_h5(bundle)
-        kept = summary.get("kept") or {}
-        if kept:
-            log.info("kept epoch %d (%s epoch %d, lowest val_loss %.4f, val_acc %.4f)", kept["epoch"], kept["stage"],
-                     kept["stage_epoch"], kept["val_loss"], kept.get("val_accuracy", float("nan")))
-        return TrainResult(bundle.path, result.metrics, self.history, self.timings, kept)
+        return finish(self._finished())
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:

@@ -6,13 +6,17 @@ Built once per session and copied per test where a test writes into the bundle.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from edgecat.runtime import Runtime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -142,9 +146,27 @@ def onnx_bundle(request, tmp_path) -> Path:
 WAIT = 20.0  # seconds before a condition counts as never met (only reached when something is broken)
 
 
+class ColourRuntime(Runtime):
+    """P(dog) from the blue-minus-red balance of the picture: exact on edgecat.synthetic images."""
+
+    backend = "colour"
+
+    def _load(self) -> None:
+        self.calls = 0
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        mean = batch.reshape(len(batch), -1, 3).mean(axis=1)
+        return 1.0 / (1.0 + np.exp(-(mean[:, 2] - mean[:, 0]) / 4.0))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def colour_bundle(tmp_path_factory):
-    """A bundle manifest for test_stream.ColourRuntime (no model files: the runtime is self-contained)."""
+    """A bundle manifest for ColourRuntime (no model files: the runtime is self-contained)."""
     from edgecat.bundle import Bundle
     from edgecat.synthetic import CLASSES
 
@@ -180,14 +202,49 @@ class CountingReader:
 @pytest.fixture
 def readers(monkeypatch):
     """Every stream source's reader, wrapped in a CountingReader, in the order they are made."""
-    from edgecat.stream import sources
+    from edgecat.stream import capture
 
     made: list[CountingReader] = []
-    real = sources.make_reader
+    real = capture.make_reader
 
     def make(*args, **kwargs):
         made.append(CountingReader(real(*args, **kwargs)))
         return made[-1]
 
-    monkeypatch.setattr(sources, "make_reader", make)
+    monkeypatch.setattr(capture, "make_reader", make)
     return made
+
+
+# ------------------------------------------------------------------------------ the CLI's own answers
+def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
+    """(class folder, label) per image of ``folder`` as `edgecat predict` on ONNX Runtime gives them."""
+    from click.testing import CliRunner
+
+    from edgecat.cli import main
+
+    res = CliRunner().invoke(main, ["predict", str(bundle), str(folder), "--backend", "onnxruntime",
+                                    "--precision", precision, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    return [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(res.output[res.output.index("["):])]
+
+
+def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
+    and the class folders: an independent path to the figures evaluate, bench and the precision table report."""
+    pairs = predicted_labels(bundle, folder, precision)
+    said_dog = [truth for truth, label in pairs if label == "dog"]
+    return {"accuracy": sum(t == p for t, p in pairs) / len(pairs),
+            "precision": said_dog.count("dog") / len(said_dog) if said_dog else 0.0}
+
+
+# ------------------------------------------------------------------------------ TensorRT stand-in
+#: enum values of the names build settings touch, per TensorRT major (NvInfer.h of 10.x and 11.x):
+#: TensorRT 11 dropped EXPLICIT_BATCH (STRONGLY_TYPED moved from bit 1 to bit 0) and the FP16/INT8 flags
+TRT_ENUMS = {
+    "10": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+           "BuilderFlag": {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "11": {"NetworkDefinitionCreationFlag": {"STRONGLY_TYPED": 0},
+           "BuilderFlag": {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
+    "8": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+          "BuilderFlag": {"FP16": 0, "INT8": 1, "TF32": 7}},
+}

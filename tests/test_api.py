@@ -26,15 +26,17 @@ def test_import_is_light_and_every_public_name_resolves() -> None:
             "print(heavy)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
-    for name in edgecat.__all__:
-        assert getattr(edgecat, name) is not None, name
+    assert re.fullmatch(r"\d+\.\d+\.\d+", edgecat.__version__)
+    for name in set(edgecat.__all__) - {"__version__"}:
+        value = getattr(edgecat, name)  # the function or class of that name, not its module
+        assert callable(value) and value.__name__ == name and value.__module__.startswith("edgecat."), value
     assert {"train", "export", "predict", "evaluate", "benchmark", "load", "Model", "Bundle", "TrainConfig",
             "EdgecatError", "checks"} <= set(edgecat.__all__)
 
 
 def test_api_functions_are_not_replaced_by_submodules_of_the_same_name() -> None:
-    import edgecat.checks  # noqa: F401 - importing the submodule must not rebind edgecat.checks
-    import edgecat.evaluate  # noqa: F401
+    import edgecat.checks  # importing the submodule must not rebind edgecat.checks
+    import edgecat.evaluate
     from edgecat.export import steps  # noqa: F401
 
     for name in ("train", "evaluate", "export", "checks"):

@@ -118,7 +118,7 @@ def test_bundle_opened_by_a_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
     assert Bundle.open(tmp_path / "runs" / "b").verify() == {"model": "ok", "extra": "ok", "same": "ok"}
 
 
-# ------------------------------------------------------------------ untrusted bundles (issue 14)
+# ------------------------------------------------------------------ untrusted bundles
 def _edit_manifest(path: Path, edit) -> None:
     m = json.loads((path / MANIFEST).read_text())
     edit(m)
@@ -215,7 +215,8 @@ def test_missing_artifact_is_reported_and_named_with_its_fix(tmp_path: Path) -> 
 
 
 def test_export_int8_ignores_a_missing_fp16(tiny_bundle: Path, synth_data: Path) -> None:
-    """Issue 13: `export --int8` used to calibrate and then fail on the deleted model.fp16.onnx."""
+    """`export --int8` on a bundle whose listed model.fp16.onnx is gone: calibration runs and the
+    precision table leaves FP16 out."""
     import shutil
 
     b = Bundle.open(tiny_bundle)
@@ -331,7 +332,7 @@ def test_files_made_from_an_older_source_are_stale(tmp_path: Path) -> None:
                                            f"since): re-make it: edgecat export {b.path} --fp16")
     res = CliRunner().invoke(main, ["info", str(b.path)])
     assert res.exit_code == 0, res.output
-    assert "stale" in res.stdout and f"warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
+    assert "stale" in res.stdout and "warning: model.fp16.onnx was made from an older model.onnx" in res.stderr
 
 
 def test_save_without_file_locking_still_merges(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,23 +24,28 @@ def test_report_probes_this_machine(tmp_path) -> None:
     assert report.opencv["version"] == cv2.__version__
     build = cv2.getBuildInformation()
     assert report.opencv["ffmpeg"] == ("FFMPEG:" in build and "YES" in build.split("FFMPEG:")[1].split("\n")[0])
-    from edgecat.stream.sources import gstreamer_support
+    from edgecat.stream.readers import gstreamer_support
 
     assert report.opencv["gstreamer"] is (gstreamer_support() is not None)
     assert all(c.startswith("/dev/video") for c in report.cameras)
-    # each figure is this machine's, measured where it was asked to be (not merely a plausible value)
+    # each figure is this machine's, measured where it was asked to be: read here from the kernel's
+    # own files and calls, not through the library the probe uses
     import importlib.util
     import os
-    import shutil
-
-    import psutil
 
     from conftest import has_gpu
 
     assert report.memory["disk_path"] == str(tmp_path.resolve())
-    assert report.memory["disk_free_gb"] == pytest.approx(shutil.disk_usage(tmp_path).free / 1e9, abs=1.0)
-    assert report.memory["ram_total_gb"] == round(psutil.virtual_memory().total / 1e9, 1)
-    assert report.cpu["logical_cores"] == os.cpu_count()
+    vfs = os.statvfs(tmp_path)
+    assert report.memory["disk_free_gb"] == pytest.approx(vfs.f_bavail * vfs.f_frsize / 1e9, abs=1.0)
+    assert 0 < report.memory["ram_available_gb"] <= report.memory["ram_total_gb"]
+    assert 1 <= report.cpu["physical_cores"] <= report.cpu["logical_cores"]
+    meminfo, cpuinfo = Path("/proc/meminfo"), Path("/proc/cpuinfo")
+    if meminfo.exists():  # Linux: MemTotal in KiB
+        kib = int(re.search(r"^MemTotal:\s+(\d+) kB", meminfo.read_text(), re.M).group(1))
+        assert report.memory["ram_total_gb"] == pytest.approx(kib * 1024 / 1e9, abs=0.06)
+    if cpuinfo.exists():  # one "processor" entry per logical CPU
+        assert report.cpu["logical_cores"] == len(re.findall(r"^processor\s*:", cpuinfo.read_text(), re.M))
     trt_usable = importlib.util.find_spec("tensorrt") is not None and "error" not in report.tensorrt
     assert report.tensorrt["installed"] is trt_usable, report.tensorrt
     assert report.gpu["found"] is has_gpu(), report.gpu

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import needs_tf
+from conftest import _scores_from_predict, needs_tf
 from edgecat.cli import main
 
 
@@ -94,23 +94,6 @@ def test_predict_formats_and_unreadable_files(tiny_bundle: Path, synth_data: Pat
     assert res.exit_code == 1
     assert res.stdout.splitlines()[0].startswith("file,label,probability")
     assert "bad.jpg" in res.stdout and "could not be read" in res.stderr
-
-
-def predicted_labels(bundle: Path, folder: Path, precision: str = "fp32") -> list[tuple[str, str]]:
-    """(class folder, label) per image of ``folder`` as `edgecat predict` on ONNX Runtime gives them."""
-    code, out = _run("predict", str(bundle), str(folder), "--backend", "onnxruntime", "--precision", precision,
-                     "--format", "json")
-    assert code == 0, out
-    return [(Path(r["file"]).parent.name, r["label"]) for r in json.loads(out[out.index("["):])]
-
-
-def _scores_from_predict(bundle: Path, folder: Path, precision: str = "fp32") -> dict[str, float]:
-    """Accuracy and precision (positive class: dog) worked out from `edgecat predict`'s own labels
-    and the class folders: an independent path to the figures evaluate, bench and the precision table report."""
-    pairs = predicted_labels(bundle, folder, precision)
-    said_dog = [truth for truth, label in pairs if label == "dog"]
-    return {"accuracy": sum(t == p for t, p in pairs) / len(pairs),
-            "precision": said_dog.count("dog") / len(said_dog) if said_dog else 0.0}
 
 
 @needs_tf

@@ -159,7 +159,7 @@ def test_jetson_image_uses_jetpack_opencv_and_tensorrt():
     assert any(isinstance(n, ast.Import) and [a.name for a in n.names] == ["tensorrt"] for n in tree.body)
     # the GStreamer check must be able to fail: run it here without its TensorRT lines (pip's cv2
     # here says "GStreamer: NO", which a substring test of the build information would accept)
-    from edgecat.stream.sources import gstreamer_support
+    from edgecat.stream.readers import gstreamer_support
 
     tree.body = [n for n in tree.body if "tensorrt" not in ast.unparse(n)]
     assert any(isinstance(n, ast.Assert) for n in tree.body)

@@ -232,7 +232,7 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
     # figures worked out apart from the table: predict's labels (fp32, int8) and the parity check each
     # INT8 export recorded on the same 12 validation images; int8-trt's accuracy can differ from fp32's
     # by at most the share of labels that changed
-    from test_cli import predicted_labels
+    from conftest import predicted_labels
 
     fp32, int8, int8_trt = table.rows
     by_fp32, by_int8 = (predicted_labels(tiny_bundle, synth_data / "validation", p) for p in ("fp32", "int8"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import has_gpu, needs_tf
+from conftest import TRT_ENUMS, has_gpu, needs_tf
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
 from edgecat.export import tensorrt as trtx
@@ -116,18 +116,6 @@ def test_onnx_only_bundle_exports_without_tensorflow(tiny_bundle, synth_data):
 
 
 # ---------------------------------------------------------------------- builder settings (no GPU)
-#: enum values of the names build settings touch, per TensorRT major (NvInfer.h of 10.x and 11.x):
-#: TensorRT 11 dropped EXPLICIT_BATCH (STRONGLY_TYPED moved from bit 1 to bit 0) and the FP16/INT8 flags
-TRT_ENUMS = {
-    "10": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
-           "BuilderFlag": {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
-    "11": {"NetworkDefinitionCreationFlag": {"STRONGLY_TYPED": 0},
-           "BuilderFlag": {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}},
-    "8": {"NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
-          "BuilderFlag": {"FP16": 0, "INT8": 1, "TF32": 7}},
-}
-
-
 def _stand_in_trt(major: str = "10"):
     """The few documented names build settings touch (tensorrt.BuilderFlag, MemoryPoolType,
     NetworkDefinitionCreationFlag) with the values of TensorRT ``major``, recording calls: TensorRT

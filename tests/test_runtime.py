@@ -92,7 +92,7 @@ def test_int8_onnx_tracks_keras(quantized_bundle, synth_data):
 @needs_tf
 def test_single_image_and_default_backend(tiny_bundle, images):
     bundle = Bundle.open(tiny_bundle)
-    assert default_backend(bundle) == "auto"  # issue 12: measured choice once the bundle has exports
+    assert default_backend(bundle) == "auto"  # a measured choice once the bundle has exports
     with open_runtime(bundle) as rt:
         one = rt.infer(images[0])  # (H, W, 3) is treated as a batch of one
         assert one.shape == (1, 2)
@@ -111,8 +111,16 @@ def test_errors_are_one_line(tiny_bundle):
         open_runtime(tiny_bundle, "keras", "fp16")
 
 
-def test_triton_is_registered():
-    assert BACKENDS["triton"] == "edgecat.runtime.triton.runner:TritonRuntime"
+def test_every_backend_name_opens_the_runtime_of_that_name():
+    """Each registered name imports (without its library: those load when a runtime opens) to the
+    Runtime subclass that reports that backend in every result."""
+    from edgecat.runtime import runtime_class
+    from edgecat.runtime.base import Runtime
+
+    assert {"onnxruntime", "tensorrt", "triton", "openvino", "litert", "keras"} <= set(BACKENDS)
+    for name in BACKENDS:
+        cls = runtime_class(name)
+        assert issubclass(cls, Runtime) and cls.backend == name, (name, cls)
 
 
 @needs_tf

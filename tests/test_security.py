@@ -1,4 +1,4 @@
-"""Secure by default on the device (issue 14): no password leaves the process, the live view answers
+"""Secure by default on the device: no password leaves the process, the live view answers
 its owner only and cannot be tied up, and slow viewers never slow inference.
 
 Everything here connects to 127.0.0.1 only (a server may *bind* 0.0.0.0 to show the token rule).
@@ -30,7 +30,8 @@ from edgecat.stream.http_sink import HttpSink
 from edgecat.stream.overlay import Result
 from edgecat.stream.base import Sink
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import Frame, parse_source
+from edgecat.stream.base import Frame
+from edgecat.stream.uri import parse_source
 from edgecat.synthetic import CLASSES, make_image, make_video
 
 PASSWORD = "s3cret-Pa55"
@@ -121,7 +122,7 @@ def _camera(stop: threading.Event) -> HttpSink:
 def test_password_in_no_output_channel(bundle, tmp_path, caplog):
     """Logs, JSONL, summary (and its JSON), stats, the live page: a stream from a camera whose URI
     carries a password, that is lost and reconnected, shows the URI only as admin:***@."""
-    from test_stream import ColourRuntime
+    from conftest import ColourRuntime
 
     stop = threading.Event()
     cam = _camera(stop)
@@ -278,7 +279,7 @@ class _Times(Sink):
 def test_stalled_viewer_is_dropped_without_slowing_the_pipeline(bundle, tmp_path, monkeypatch):
     """A client that never reads: the server drops it after the write timeout while the pipeline keeps
     the camera's 30 FPS (realtime playback), with no gap as long as the timeout."""
-    from test_stream import ColourRuntime
+    from conftest import ColourRuntime
 
     monkeypatch.delenv("EDGECAT_HTTP_TOKEN", raising=False)
     video = make_video(tmp_path / "clip.mp4", [0, 1] * 15, size=(320, 240), fps=30)

@@ -23,30 +23,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import WAIT, ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.errors import EdgecatError
-from edgecat.runtime import Runtime
 from edgecat.stream import StreamConfig, Streamer, parse_source, run_stream
+from edgecat.stream.capture import LatestFrame
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import LatestFrame
 from edgecat.synthetic import CLASSES, make_dataset, make_video
 
 LABELS = [0] * 6 + [1] * 8 + [0] * 5 + [1] * 5  # 24 frames, 3 label changes
-
-
-class ColourRuntime(Runtime):
-    """P(dog) from the blue-minus-red balance of the picture: exact on edgecat.synthetic images."""
-
-    backend = "colour"
-
-    def _load(self) -> None:
-        self.calls = 0
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        mean = batch.reshape(len(batch), -1, 3).mean(axis=1)
-        return 1.0 / (1.0 + np.exp(-(mean[:, 2] - mean[:, 0]) / 4.0))
 
 
 class CountingRuntime(ColourRuntime):
@@ -90,10 +76,6 @@ class SlowRuntime(ColourRuntime):
         return super()._run(batch)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def count_frames(path: Path) -> int:
     import cv2
 
@@ -134,7 +116,7 @@ def test_bad_sink_is_one_line(uri, message):
 
 
 def test_csi_without_gstreamer_says_so(colour_bundle, tmp_path):
-    from edgecat.stream.sources import gstreamer_support
+    from edgecat.stream.readers import gstreamer_support
 
     if gstreamer_support():
         pytest.skip("this OpenCV has GStreamer")
@@ -234,6 +216,29 @@ def test_latest_frame_slot_drops_instead_of_queueing():
     assert slot.closed
 
 
+def test_file_capture_hands_every_frame_in_order_and_the_end_once(video, readers):
+    """A file source: frames already decoded are batched without waiting, in order, and the end met
+    while batching is handed out by the next get(), once; a realtime file is a latest-frame source."""
+    from edgecat.stream.capture import CaptureConfig, Ended, FileCapture, LiveCapture, SourceThread
+
+    spec = parse_source(str(video))
+    th = SourceThread(0, spec, CaptureConfig((48, 48), read_ahead=len(LABELS) + 1))
+    assert isinstance(th, FileCapture)
+    th.open()
+    th.start()
+    try:
+        assert readers[0].wait_for(10**6), "the reader never reached the end of the file"
+        first = th.get(timeout=WAIT)
+        rest = th.get_ready(100)
+        assert [f.index for f in [first, *rest]] == list(range(len(LABELS)))
+        assert th.get_ready(100) == [] and th.get(0.01) is Ended and th.get(0.01) is Ended
+        assert th.stats.read == len(LABELS) and th.dropped == 0
+    finally:
+        th.stop()
+        th.join()
+    assert isinstance(SourceThread(0, spec, CaptureConfig((48, 48), realtime=True)), LiveCapture)
+
+
 def test_slow_inference_drops_frames_on_live_source(colour_bundle, readers, tmp_path):
     clip = make_video(tmp_path / "live.mp4", [0, 1] * 30, size=(160, 120), fps=30)  # 2 s at 30 FPS
     events = tmp_path / "live.jsonl"
@@ -257,7 +262,7 @@ def test_network_source_that_disappears_reconnects_then_ends(colour_bundle, tmp_
 
     from edgecat.stream.http_sink import HttpSink
     from edgecat.stream.overlay import Result
-    from edgecat.stream.sources import Frame
+    from edgecat.stream.base import Frame
     from edgecat.synthetic import make_image
 
     picture = cv2.cvtColor(make_image(1, 96, np.random.default_rng(1)), cv2.COLOR_RGB2BGR)
@@ -314,7 +319,7 @@ def test_display_without_gui_says_so_and_prints_results(monkeypatch, caplog):
 
     from edgecat.stream.overlay import Result
     from edgecat.stream.sinks import DisplaySink
-    from edgecat.stream.sources import Frame
+    from edgecat.stream.base import Frame
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -403,7 +408,7 @@ def test_cli_bad_uri_is_one_line(colour_bundle):
 
 @pytest.mark.parametrize("size", [(160, 120), (320, 240), (640, 480), (1920, 1080)])
 def test_overlay_text_scales_with_the_frame(size):
-    """Issue 13: the label was ~6 px tall at 320x240. Its letters are now >= 1/20 of the frame height
+    """The label is readable at every frame size: its letters are >= 1/20 of the frame height
     (never under 12 px) and the panel stays inside the frame."""
     from edgecat.stream.overlay import Result, draw_overlay
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WAIT
-from test_stream import ColourRuntime, read_jsonl
+from conftest import WAIT, ColourRuntime, read_jsonl
 
 from edgecat.bundle import Bundle
 from edgecat.stream import StreamConfig

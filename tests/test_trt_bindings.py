@@ -267,7 +267,7 @@ def test_name_check_catches_a_name_gone_in_11_and_honours_guards():
 def test_stand_in_tensorrt_enums_name_what_each_release_has():
     """The stand-in TensorRT of the build-settings tests, per major, against the real bindings: its
     enum members exist in that release, and what it leaves out of 11 is gone from 11."""
-    from test_export_tensorrt import TRT_ENUMS
+    from conftest import TRT_ENUMS
 
     for major, release in (("10", "10.3.0"), ("11", "11.4.0.106")):
         for enum, members in TRT_ENUMS[major].items():

@@ -68,7 +68,7 @@ class EdgecatGroup(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen input: still one line
+        except Exception as exc:  # a bug or an unforeseen input: still one line
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             first = redact(first_line(exc))[:300]

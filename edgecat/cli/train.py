@@ -37,7 +37,8 @@ DATA, MODEL, SCHEDULE, OUTPUT = "Data", "Model", "Schedule", "Output and runs"
 @option("--augment/--no-augment", default=None, group=DATA, show_default="augment",
         help="Flip/rotate/zoom augmentation.")
 @option("--seed", type=int, group=DATA, show_default=default("seed"), help="Random seed.")
-@option("--backbone", group=MODEL, show_default=default("backbone"), help="mobilenet_v2, mobilenet_v3_small/large, resnet50, vgg16, inception_v3, efficientnet_b0-b3.")
+@option("--backbone", group=MODEL, show_default=default("backbone"),
+        help="mobilenet_v2, mobilenet_v3_small/large, resnet50, vgg16, inception_v3, efficientnet_b0-b3.")
 @option("--weights", group=MODEL, show_default=default("weights"),
         help="imagenet | none | PATH: a local Keras weights file, or a bundle whose backbone to start from.")
 @option("--head", type=click.Choice(["gap", "dense256"]), group=MODEL, show_default=default("head"),

@@ -1,4 +1,5 @@
-"""The sink contract: what the stream loop calls on every sink, and the options a sink is made with.
+"""What flows through a stream: the :class:`Frame` a capture thread makes, and the sink contract (what
+the stream loop calls on every sink, and the options a sink is made with).
 
 Every output (``display://``, a video file, ``jsonl://FILE``, ``http://:PORT``) subclasses
 :class:`Sink`; the loop calls only the methods declared here, so a new sink is one class plus one
@@ -14,8 +15,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgecat.imaging import bgr_to_rgb
 from edgecat.stream.overlay import Result
-from edgecat.stream.sources import Frame
+
+
+@dataclass
+class Frame:
+    """One captured frame: the picture for sinks and the model's input, made in the capture thread."""
+
+    source: int
+    index: int
+    image: np.ndarray  # uint8 (H, W, 3) in ``color`` order, for overlay and sinks
+    model_input: np.ndarray  # RGB at the model's input size: uint8, or the runtime's input dtype
+    t_capture: float  # time.perf_counter() when the frame was read
+    color: str = "BGR"
+    path: str | None = None  # image-folder frames: the file
+
+    def bgr(self) -> np.ndarray:
+        if self.color == "BGR":
+            return self.image
+        return bgr_to_rgb(self.image)  # the same channel swap, the other way round
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,8 @@ import numpy as np
 
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact, register_secret
-from edgecat.stream.base import Sink
+from edgecat.stream.base import Frame, Sink
 from edgecat.stream.overlay import Result
-from edgecat.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +68,10 @@ PAGE = """<!doctype html>
 <body>
 <h1>edgecat live: __TITLE__</h1>
 <div id="sources">__SOURCES__</div>
-<p>frames seen by this page: <span id="frames-seen">0</span> <span id="frame-size"></span></p>
 <div id="stats">waiting for stats...</div>
-<canvas id="probe" width="16" height="16" style="display:none"></canvas>
 <script>
 // the token came in the address (?token=...): the page now holds it as a cookie, take it out of sight
 if (location.search.includes('token=')) history.replaceState(null, '', location.pathname);
-const probe = document.getElementById('probe').getContext('2d', {willReadFrequently: true});
-let seen = 0, lastSig = null;
-function checkVideo() {
-  // count distinct pictures arriving in the MJPEG element (same origin: the canvas is readable)
-  const img = document.getElementById('video-0');
-  if (img && img.naturalWidth > 0) {
-    probe.drawImage(img, 0, 0, 16, 16);
-    const d = probe.getImageData(0, 0, 16, 16).data;
-    let sig = 0; for (let i = 0; i < d.length; i += 7) sig = (sig * 31 + d[i]) >>> 0;
-    if (sig !== lastSig) { lastSig = sig; seen++; }
-    document.getElementById('frames-seen').textContent = seen;
-    document.getElementById('frame-size').textContent = '(' + img.naturalWidth + 'x' + img.naturalHeight + ')';
-  }
-}
 async function poll() {
   try {
     const s = await (await fetch('/stats.json', {cache: 'no-store'})).json();
@@ -101,7 +84,7 @@ async function poll() {
     document.getElementById('stats').textContent = lines.join('\\n');
   } catch (e) { document.getElementById('stats').textContent = 'stream ended'; }
 }
-setInterval(checkVideo, 100); setInterval(poll, 500); poll();
+setInterval(poll, 500); poll();
 </script></body></html>
 """
 
@@ -167,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None, False
         return (cookie[COOKIE].value if COOKIE in cookie else None), False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         sink = self.server.sink
         url = urlparse(self.path)
         if url.path not in PATHS:

@@ -28,18 +28,12 @@ from edgecat.errors import EdgecatError
 from edgecat.redact import redact
 from edgecat.runtime import Runtime
 from edgecat.select import open_backend
-from edgecat.stream.base import Sink, SinkOptions
+from edgecat.stream.base import Frame, Sink, SinkOptions
+from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, SourceThread
 from edgecat.stream.overlay import Result, draw_overlay
+from edgecat.stream.readers import CameraOptions
 from edgecat.stream.sink_registry import parse_sink
-from edgecat.stream.sources import (
-    READ_AHEAD,
-    CameraOptions,
-    CaptureConfig,
-    Ended,
-    Frame,
-    SourceThread,
-    parse_source,
-)
+from edgecat.stream.uri import parse_source
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,8 @@ from typing import IO, Any
 import numpy as np
 
 from edgecat.errors import EdgecatError
-from edgecat.stream.base import Sink
+from edgecat.stream.base import Frame, Sink
 from edgecat.stream.overlay import Result
-from edgecat.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ def load_keras_model(path):
 
     try:
         return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+    except Exception as exc:  # Keras raises many types for a bad file
         raise EdgecatError(f"cannot load Keras model {path}: {first_line(exc)[:200]}") from exc
 
 
@@ -26,7 +26,7 @@ def load_h5(path: Path) -> Any:
 
     try:
         return keras.models.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many types for a bad file
+    except Exception as exc:  # Keras and h5py raise many types for a bad file
         raise EdgecatError(f"cannot load {path} back with keras.models.load_model: "
                            f"{first_line(exc)[:200]}") from exc
 

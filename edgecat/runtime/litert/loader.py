@@ -19,7 +19,7 @@ def make_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool
     try:
         return Interpreter(model_path=str(path), num_threads=int(threads or physical_cores()),
                            experimental_op_resolver_type=resolver)
-    except Exception as exc:  # noqa: BLE001 - LiteRT raises plain exceptions for a bad file
+    except Exception as exc:  # LiteRT raises plain exceptions for a bad file
         raise EdgecatError(f"cannot open {path} with LiteRT: {first_line(exc)[:200]}") from exc
 
 

@@ -49,7 +49,7 @@ def open_session(path: Path, options: Any = None, providers: Sequence[Any] = ("C
     ort = import_ort()
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
+    except Exception as exc:  # ORT raises its own exception types for bad files
         raise EdgecatError(f"cannot open {path} with ONNX Runtime: {first_line(exc)[:200]}") from exc
 
 

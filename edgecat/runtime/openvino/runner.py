@@ -36,7 +36,7 @@ class OpenVINORuntime(Runtime):
         try:
             model = core.read_model(str(path))
             self.compiled = core.compile_model(model, device, config)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own types for a bad file
+        except Exception as exc:  # OpenVINO raises its own types for a bad file
             raise EdgecatError(f"cannot open {path} with OpenVINO: {first_line(exc)[:200]}") from exc
         self.request = self.compiled.create_infer_request()
         inputs = self.compiled.inputs
