@@ -195,23 +195,19 @@ def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
 
 
 def int8_warnings(bundle: Any, table: Any) -> list[str]:
-    """One line per INT8 file whose label agreement with FP32 on the table's labelled photos is
-    below the bundle's agreement threshold (the one ``--backend auto`` refuses a file under): such a
-    file changes answers a user would notice, so the export says so and what to do about it."""
-    from edgecat.autoselect import agreement_threshold
-
-    if table is None or not table.labelled:
-        return []
-    threshold = agreement_threshold(bundle)
+    """One line per INT8 file that misses the export's targets on the table's photos
+    (:data:`edgecat.int8_guard.EXPORT_LIMITS`: accuracy within 0.2 points of FP32 on labelled photos,
+    at most 0.2% of FP32's confident answers flipped), with the figure and what to do: such a file
+    changes answers a user would notice, and ``--backend auto`` may refuse it."""
     fp16 = artifacts.onnx("fp16")
     keep = f"deploy FP16 ({fp16.file}, `--fp16`)" if not bundle.has(fp16.key) else f"deploy FP16 ({fp16.file})"
     lines = []
-    for row in table.rows:
-        if artifacts.kind(row.artifact).precision != "int8" or row.agreement >= threshold:
+    for row in getattr(table, "rows", None) or []:
+        check = row.check or {}
+        if artifacts.kind(row.artifact).precision != "int8" or check.get("ok", True):
             continue
-        lines.append(f"{row.file} keeps only {100 * row.agreement:.1f}% of FP32's labels on {table.images} "
-                     f"evaluation photos (bundle threshold {100 * threshold:.1f}%): calibrate on more training "
-                     f"photos (--calib DIR --calib-size N) or {keep}")
+        lines.append(f"{row.file} misses the INT8 target on {table.images} evaluation photos ({check['reason']}): "
+                     f"calibrate on more training photos (--calib DIR --calib-size N) or {keep}")
     return lines
 
 
