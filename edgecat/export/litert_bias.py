@@ -17,6 +17,7 @@ conversion is used and the manifest records that no correction was made.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,8 @@ def input_means(float_buf: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
     from edgecat.log import quiet_native_stderr
 
     want = {o["outputs"][0]: o["inputs"][0] for o in op_table(float_buf) if o["op"] in WEIGHTED}
-    with quiet_native_stderr():
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": here it is the point
         it = Interpreter(model_content=float_buf, experimental_preserve_all_tensors=True, num_threads=2)
         inp = it.get_input_details()[0]
         it.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
