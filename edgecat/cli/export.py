@@ -28,6 +28,8 @@ from edgecat.cli.common import choice_list, command, console, option
               help="Calibration images to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Correct INT8 biases for the weights' rounding (keeps a less-converged model's accuracy).")
 @option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
               help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
@@ -48,7 +50,7 @@ from edgecat.cli.common import choice_list, command, console, option
         show_default=True, help="Which LiteRT files to write, comma list.")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
-           calib_method: str, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
+           calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
            opset: int, h5: bool, tflite: bool, tflite_precision: list[str]) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
@@ -58,6 +60,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
     b = Bundle.open(bundle)
     plan = ExportPlan(
         onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
+        bias_correction=bias_correction,
         eval_dir=eval_dir, trt=trt,
         precisions=precision or None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,

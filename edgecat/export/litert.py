@@ -165,6 +165,8 @@ def _convert_corrected(model: Any, size: tuple[int, int], calib: np.ndarray | No
     conv.inference_output_type = tf.float32
     with quiet_native_stderr():
         calibrated = litert_bias.calibrate_only(conv)
+        if keep_float == [litert_bias.LAST_STAGE]:
+            keep_float = litert_bias.last_stage_ops(calibrated)
         names = {t for o in litert_bias.op_table(calibrated) for t in o["outputs"]}
         missing = [n for n in keep_float if n not in names]
         if missing:

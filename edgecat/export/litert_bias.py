@@ -154,10 +154,33 @@ def bias_correct(qbuf: bytes, float_buf: bytes, means: dict[str, np.ndarray]) ->
     return bytes(fu.convert_object_to_bytearray(m)), info
 
 
+def last_stage_ops(buf: bytes) -> list[str]:
+    """Output tensor names of the weighted ops of the network's last stage (the convolutions whose
+    output has the smallest spatial size, before the pooling and the head). Per-layer sensitivity on
+    MobileNetV2 put most of LiteRT INT8's remaining loss there (the late project/expand convs: few
+    pixels, so each rounding error reaches the pooled features nearly undiluted), while those layers
+    hold a small share of the compute."""
+    m = _read(buf)
+    g = m.subgraphs[0]
+    sizes: dict[str, int] = {}
+    for o, op in zip(op_table(buf), g.operators):
+        shape = list(g.tensors[op.outputs[0]].shape)
+        if o["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(shape) == 4:
+            sizes[o["outputs"][0]] = int(shape[1]) * int(shape[2])
+    if not sizes:
+        return []
+    smallest = min(sizes.values())
+    return [name for name, size in sizes.items() if size == smallest]
+
+
 def float_ops(buf: bytes) -> list[str]:
     """Output tensor names of the weighted ops that compute in float in a converted file (what
     ``keep_float`` kept; the manifest records it)."""
     return [o["outputs"][0] for o in op_table(buf) if o["op"] in WEIGHTED and o["out_types"][0] == _FLOAT]
 
 
-__all__ = ["bias_correct", "calibrate_only", "float_ops", "input_means", "op_table", "quantize_calibrated"]
+#: ``keep_float`` value naming the rule :func:`last_stage_ops` instead of tensors
+LAST_STAGE = "last-stage"
+
+__all__ = ["LAST_STAGE", "bias_correct", "calibrate_only", "float_ops", "input_means", "last_stage_ops", "op_table",
+           "quantize_calibrated"]

@@ -26,6 +26,8 @@ class ExportPlan:
     calib: str | None = None
     calib_size: int = 500
     calib_method: str = "minmax"
+    #: INT8 bias correction (ONNX and LiteRT): the default, off only to compare
+    bias_correction: bool = True
     eval_dir: str | None = None
     trt: bool = False
     precisions: list[str] | None = None
@@ -124,7 +126,7 @@ def _derived_steps(bundle: Any, plan: ExportPlan, out: ExportResult) -> None:
         from edgecat.export.quantize import quantize_all
 
         for r in quantize_all(bundle, calib=plan.calib, calib_size=plan.calib_size, method=plan.calib_method,
-                              parity_dirs=plan.parity_dirs()):
+                              parity_dirs=plan.parity_dirs(), bias_correction=plan.bias_correction):
             out.checked({"file": r.file, "parity": r.parity})
             out.lines.append(f"{r.artifact:<14} {r.file}  {r.images} calibration images ({r.method}, "
                              f"{'cached ranges' if r.cache_used else 'calibrated'}); vs FP32: labels "
@@ -187,7 +189,8 @@ def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
 
     lines = []
     for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
-                           fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs()):
+                           fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
+                           bias_correction=plan.bias_correction):
         par = out.checked(e)["parity"]
         lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
                      f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")
