@@ -48,11 +48,14 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.option("--tflite", is_flag=True, help="Add LiteRT files from model.keras: model.{fp32,fp16,int8}.tflite (needs TensorFlow).")
 @option("--tflite-precision", default="fp32,fp16,int8", callback=choice_list(PRECISIONS, "tflite-precision"),
         show_default=True, help="Which LiteRT files to write, comma list.")
+@click.option("--tflite-keep-float", default=None, metavar="last-stage|TENSOR,...",
+              help="LiteRT INT8: ops left in float (mixed precision, no longer full-integer: not for the "
+                   "Edge TPU); 'last-stage' keeps the last stage's convolutions (see README \"Accuracy\").")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
            calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
-           opset: int, h5: bool, tflite: bool, tflite_precision: list[str]) -> None:
+           opset: int, h5: bool, tflite: bool, tflite_precision: list[str], tflite_keep_float: str | None) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
     from edgecat.bundle import Bundle
     from edgecat.export.steps import ExportPlan, run_export
@@ -65,6 +68,7 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
         precisions=precision or None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
         max_batch=max_batch, opset=opset, h5=h5, tflite=tflite, tflite_precisions=tuple(tflite_precision),
+        tflite_keep_float=[n for n in (tflite_keep_float or '').split(',') if n] or None,
     )
     result = run_export(b, plan)
     if result.table is not None:

@@ -41,6 +41,8 @@ class ExportPlan:
     h5: bool = False
     tflite: bool = False  # LiteRT files from model.keras
     tflite_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    #: LiteRT INT8 ops left in float (output tensor names, or ["last-stage"]); None: full integer
+    tflite_keep_float: list[str] | None = None
 
     def parity_dirs(self) -> list[str] | None:
         """Folders of real photos for the parity checks besides the bundle's validation split: the
@@ -190,7 +192,7 @@ def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
     lines = []
     for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
                            fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
-                           bias_correction=plan.bias_correction):
+                           bias_correction=plan.bias_correction, keep_float=plan.tflite_keep_float):
         par = out.checked(e)["parity"]
         lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
                      f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")
