@@ -108,7 +108,8 @@ def conv_shift(dw: np.ndarray, mean: np.ndarray, group: int) -> np.ndarray:
     return (per_in * mean[idx]).sum(axis=1)
 
 
-def correct_onnx(qdq_path: Path, fp32_path: Path, images: np.ndarray, op_types: tuple[str, ...] = ("Conv",)) -> dict[str, Any]:
+def correct_onnx(qdq_path: Path, fp32_path: Path, images: np.ndarray, op_types: tuple[str, ...] = ("Conv",),
+                 name: str = "INT8") -> dict[str, Any]:
     """Rewrite ``qdq_path`` in place with every quantized-weight node's bias corrected.
 
     ``fp32_path`` is the FP32 graph the QDQ file was quantized from (ORT's pre-processed one, so the
@@ -158,7 +159,7 @@ def correct_onnx(qdq_path: Path, fp32_path: Path, images: np.ndarray, op_types: 
         corrected += 1
         largest = max(largest, float(np.max(np.abs(shift))))
     onnx.save(model, str(qdq_path))
-    log.debug("bias correction: %d layers, largest shift %.3g", corrected, largest)
+    log.debug("%s: bias correction of %d layers, largest shift %.3g", name, corrected, largest)
     return {"method": "bias correction", "layers": corrected, "images": len(images),
             "largest_shift": round(largest, 6)}
 

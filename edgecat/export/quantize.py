@@ -400,7 +400,8 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
                             "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
     if flavour == "trt":
         info["node_counts"] = trt_post_pass(dest)
-    info["bias_correction"] = correct_onnx(dest, model_in, bc_images) if bc_images is not None else None
+    info["bias_correction"] = (correct_onnx(dest, model_in, bc_images, name=KINDS[flavour].file)
+                               if bc_images is not None else None)
     if flavour == "trt":
         from edgecat.export.trt_rules import require_tensorrt_onnx
 
