@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 #: opset of the TensorRT flavour with FP16 layers (QuantizeLinear/DequantizeLinear take FP16 from 19)
 HIGH_PRECISION_OPSET = 19
 #: the file the TensorRT flavour is written to (named in log lines)
-TRT_FILE = artifacts.ARTIFACTS["onnx-int8-trt"].file
+TRT_FILE = next(k.file for k in artifacts.ARTIFACTS.values() if k.format == "onnx" and k.flavour == "trt")
 
 def preprocessing_nodes(model_path: Path) -> list[str]:
     """Names of the nodes before the first Conv (graph nodes are topologically sorted)."""
