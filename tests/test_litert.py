@@ -160,3 +160,28 @@ def test_export_tflite_writes_no_native_lines_to_stderr(tiny_bundle, synth_data)
     for real in ("E0000 00:00:1.2 123 convert.cc:10] conversion failed", "error: out of memory",
                  "RuntimeError: tensor 0 is not allocated"):
         assert not NATIVE_NOISE.match(real)
+
+
+def test_int8_bias_correction_and_ops_kept_in_float(litert_bundle, tiny_bundle, synth_data):
+    """LiteRT INT8 is bias-corrected by default (recorded); ``keep_float=["last-stage"]`` leaves the
+    last stage's convolutions computing in float in the written file (their outputs are float32
+    tensors), the rest stays int8; a misspelt op name is one clear error."""
+    from edgecat.bundle import Bundle
+    from edgecat.errors import EdgecatError
+    from edgecat.export import litert_bias
+    from edgecat.export.litert import export_litert
+
+    path, _ = litert_bundle
+    made = Bundle.open(path).artifacts["tflite-int8"]["made_by"]
+    assert made["bias_correction"]["layers"] > 10 and made["float_ops"] == []
+
+    b = Bundle.open(tiny_bundle)
+    export_litert(b, ("int8",), calib=synth_data / "train", calib_size=32, keep_float=[litert_bias.LAST_STAGE])
+    data = (tiny_bundle / "model.int8.tflite").read_bytes()
+    kept = Bundle.open(tiny_bundle).artifacts["tflite-int8"]["made_by"]["float_ops"]
+    assert kept and set(kept) == set(litert_bias.float_ops(data))
+    ops = {o["outputs"][0]: o for o in litert_bias.op_table(data)}
+    int8_convs = [n for n, o in ops.items() if o["op"] in litert_bias.WEIGHTED and o["out_types"][0] == 9]
+    assert len(int8_convs) > 2 * len(kept)  # only the last stage left float
+    with pytest.raises(EdgecatError, match="no LiteRT op with output tensor nothing_here"):
+        export_litert(b, ("int8",), calib=synth_data / "train", calib_size=32, keep_float=["nothing_here"])

@@ -29,6 +29,8 @@ from edgecat.cli.common import choice_list, command, console, option
               help="Calibration images to use.")
 @click.option("--calib-method", type=click.Choice(list(EXPORT.calib_methods)), default=EXPORT.calib_method,
               show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Correct INT8 biases for the weights' rounding (keeps a less-converged model's accuracy).")
 @option("--eval", "eval_dir", type=click.Path(), default=None, show_default="the bundle's validation files",
               help="Labelled folder for the precision table.")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines here (needs TensorRT and an NVIDIA GPU).")
@@ -47,11 +49,14 @@ from edgecat.cli.common import choice_list, command, console, option
 @click.option("--tflite", is_flag=True, help="Add LiteRT files from model.keras: model.{fp32,fp16,int8}.tflite (needs TensorFlow).")
 @option("--tflite-precision", default=",".join(EXPORT.tflite_precisions), callback=choice_list(PRECISIONS, "tflite-precision"),
         show_default=True, help="Which LiteRT files to write, comma list.")
+@click.option("--tflite-keep-float", default=None, metavar="last-stage|TENSOR,...",
+              help="LiteRT INT8: ops left in float (mixed precision, no longer full-integer: not for the "
+                   "Edge TPU); 'last-stage' keeps the last stage's convolutions (see README \"Accuracy\").")
 @click.option("--opset", type=click.IntRange(min=13), default=EXPORT.opset, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
-           calib_method: str, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
+           calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
-           opset: int, h5: bool, tflite: bool, tflite_precision: list[str]) -> None:
+           opset: int, h5: bool, tflite: bool, tflite_precision: list[str], tflite_keep_float: str | None) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
     from edgecat.bundle import Bundle
     from edgecat.export.steps import ExportPlan, run_export
@@ -59,10 +64,12 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
     b = Bundle.open(bundle)
     plan = ExportPlan(
         onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
+        bias_correction=bias_correction,
         eval_dir=eval_dir, trt=trt,
         precisions=precision or None,
         batch=batch, workspace_gb=workspace, triton_dir=triton_dir, deepstream_dir=deepstream_dir,
         max_batch=max_batch, opset=opset, h5=h5, tflite=tflite, tflite_precisions=tuple(tflite_precision),
+        tflite_keep_float=[n for n in (tflite_keep_float or '').split(',') if n] or None,
     )
     result = run_export(b, plan)
     if result.table is not None:

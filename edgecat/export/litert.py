@@ -98,11 +98,24 @@ def _converter(model: Any, size: tuple[int, int]) -> Any:
 
 
 def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray | None = None,
-            int8_input: str = "float32") -> bytes:
+            int8_input: str = "float32", bias_correction: bool = False,
+            keep_float: list[str] | None = None, info: dict[str, Any] | None = None) -> bytes:
     """One LiteRT flatbuffer at ``precision``; INT8 needs ``calib`` (uint8 NHWC images).
-    ``int8_input="uint8"`` makes a full-integer file with a uint8 input (benchmarks compare both)."""
+    ``int8_input="uint8"`` makes a full-integer file with a uint8 input (benchmarks compare both).
+    INT8 with ``bias_correction`` or ``keep_float`` is made in two halves (calibrate, then quantize:
+    :mod:`edgecat.export.litert_bias`); what was done goes into ``info`` (recorded in the manifest)."""
     import tensorflow as tf
 
+    if precision == "int8" and (bias_correction or keep_float) and int8_input == "float32":
+        try:
+            return _convert_corrected(model, size, calib, bias_correction, keep_float or [], info)
+        except EdgecatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - private TensorFlow entry points (litert_bias)
+            log.warning("LiteRT INT8: bias correction unavailable here (%s); one-shot conversion, "
+                        "uncorrected", first_line(exc)[:160])
+            if info is not None:
+                info["bias_correction"] = None
     conv = _converter(model, size)
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -126,6 +139,48 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
             return bytes(conv.convert())
     except Exception as exc:
         raise EdgecatError(f"LiteRT {precision} conversion failed: {first_line(exc)[:200]}") from exc
+
+
+def _convert_corrected(model: Any, size: tuple[int, int], calib: np.ndarray | None, correct: bool,
+                       keep_float: list[str], info: dict[str, Any] | None) -> bytes:
+    """Calibrate once, quantize the calibrated float model (``keep_float`` ops left in float), then
+    correct the int32 biases with E[x] from BIAS_CORRECTION_IMAGES calibration images."""
+    import tensorflow as tf
+
+    from edgecat.export import litert_bias
+    from edgecat.export.bias_correction import BIAS_CORRECTION_IMAGES
+
+    if calib is None or not len(calib):
+        raise EdgecatError("LiteRT INT8 needs calibration images")
+    conv = _converter(model, size)
+
+    def representative() -> Any:
+        for img in calib:
+            yield [img[None].astype(np.float32)]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.float32
+    conv.inference_output_type = tf.float32
+    with quiet_native_stderr():
+        calibrated = litert_bias.calibrate_only(conv)
+        if keep_float == [litert_bias.LAST_STAGE]:
+            keep_float = litert_bias.last_stage_ops(calibrated)
+        names = {t for o in litert_bias.op_table(calibrated) for t in o["outputs"]}
+        missing = [n for n in keep_float if n not in names]
+        if missing:
+            raise EdgecatError(f"no LiteRT op with output tensor {', '.join(missing[:3])} to keep in float")
+        data = litert_bias.quantize_calibrated(calibrated, keep_float)
+        done = None
+        if correct:
+            means = litert_bias.input_means(calibrated, calib[:BIAS_CORRECTION_IMAGES])
+            data, done = litert_bias.bias_correct(data, calibrated, means)
+            done["images"] = min(len(calib), BIAS_CORRECTION_IMAGES)
+    if info is not None:
+        info["bias_correction"] = done
+        info["float_ops"] = litert_bias.float_ops(data)
+    return data
 
 
 def tflite_outputs(path: str | Path, batch: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -168,8 +223,11 @@ def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str, precisio
 
 def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, calib: str | Path | None = None,
                   calib_size: int = 500, parity_dirs: list[str] | None = None,
-                  fp16_tolerance: float | None = None) -> list[dict[str, Any]]:
-    """Add ``model.{fp32,fp16,int8}.tflite`` (artifacts ``tflite-*``) made from the bundle's model.keras."""
+                  fp16_tolerance: float | None = None, bias_correction: bool = True,
+                  keep_float: list[str] | None = None) -> list[dict[str, Any]]:
+    """Add ``model.{fp32,fp16,int8}.tflite`` (artifacts ``tflite-*``) made from the bundle's model.keras.
+    INT8 is bias-corrected by default (README "Accuracy"); ``keep_float`` names ops (output tensors)
+    left in float."""
     try:
         import tensorflow as tf  # noqa: F401
     except ImportError as exc:
@@ -194,7 +252,9 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
     entries = []
     for p in precisions:
         t0 = time.perf_counter()
-        data = convert(model, size, p, calib_images if p == "int8" else None)
+        quant: dict[str, Any] = {}
+        data = convert(model, size, p, calib_images if p == "int8" else None, bias_correction=bias_correction,
+                       keep_float=keep_float, info=quant)
         seconds = time.perf_counter() - t0
         dest = bundle.path / KINDS[p].file
         with atomic_path(dest) as tmp:
@@ -207,7 +267,8 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         if p == "int8" and cset is not None:
             made_by.update(calibration={"source": cset.source, "images": len(cset.files) - len(cset.skipped),
                                         "fingerprint": cset.fingerprint()}, io_dtype="float32",
-                           internals="int8 (TFLITE_BUILTINS_INT8)")
+                           internals="int8 (TFLITE_BUILTINS_INT8)",
+                           bias_correction=quant.get("bias_correction"), float_ops=quant.get("float_ops", []))
         entries.append(bundle.add_artifact(
             KINDS[p].key, dest, format=KINDS[p].format, precision=p, input="image", io_dtype="float32",
             made_by=made_by, parity=par))

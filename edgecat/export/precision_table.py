@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecat import artifacts, imaging, splits
+from edgecat import artifacts, imaging, int8_guard, splits
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
@@ -51,6 +51,13 @@ class PrecisionRow:
     accuracy: float | None
     agreement: float
     max_prob_diff: float
+    #: FP32 accuracy minus this file's (labelled data only), and FP32's confident answers it flips
+    #: (:mod:`edgecat.int8_guard`); None on the FP32 row
+    accuracy_drop: float | None = None
+    confident_flips: int | None = None
+    confident: int | None = None
+    #: the export's targets (int8_guard.EXPORT_LIMITS) applied: {"ok", "rule", "reason", "limits"}
+    check: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,6 +135,8 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
         images, what = splits.parity_images(bundle, n=32, exclude=calibrated)
         y = None
     ref_raw: np.ndarray | None = None
+    fidelities: dict[str, Any] = {}
+    targets = int8_guard.limits_from_manifest(bundle.manifest, int8_guard.EXPORT_LIMITS, int8_guard.TARGETS_KEY)
     table = PrecisionTable(data=what, images=len(images), labelled=y is not None, calibrated_on=sources,
                            excluded_calibration_images=dropped, calibration_unknown=unknown)
     for name, key in ROWS:
@@ -138,18 +147,30 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
         ref_raw = raw if ref_raw is None else ref_raw
         vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1], name=path.name)
         pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(bundle.class_probs(raw))])
-        table.rows.append(PrecisionRow(
+        row = PrecisionRow(
             precision=name, artifact=key, file=path.name, bytes=path.stat().st_size,
             accuracy=float(np.mean(pred == y)) if y is not None else None,
             agreement=float(vs.label_agreement if vs.label_agreement is not None else 0.0),
             max_prob_diff=vs.max_abs_diff,
-        ))
+        )
+        if raw is not ref_raw:
+            fid = int8_guard.fidelity(bundle.class_probs(ref_raw), bundle.class_probs(raw), y, bundle.threshold,
+                                      targets.margin)
+            check = int8_guard.verdict(fid, targets).to_dict()
+            del check["fidelity"]
+            fidelities[key] = fid.to_dict()
+            row.accuracy_drop, row.confident_flips, row.confident = fid.accuracy_drop, fid.confident_flips, fid.confident
+            row.check = check
+        table.rows.append(row)
     if record:
         for row in table.rows:
             bundle.artifacts[row.artifact]["accuracy"] = {
                 "data": what, "images": table.images, "accuracy": row.accuracy,
-                "agreement_with_fp32": row.agreement, "max_prob_diff_vs_fp32": row.max_prob_diff}
+                "agreement_with_fp32": row.agreement, "max_prob_diff_vs_fp32": row.max_prob_diff,
+                **({"fidelity": fidelities[row.artifact], "export_check": row.check} if row.artifact in fidelities else {})}
         bundle.manifest.setdefault("metrics", {})["precision_table"] = table.to_dict()
+        bundle.manifest.setdefault(int8_guard.MANIFEST_KEY, int8_guard.AUTO_LIMITS.to_dict())
+        bundle.manifest.setdefault(int8_guard.TARGETS_KEY, targets.to_dict())
         bundle.save()
     return table
 
@@ -159,12 +180,13 @@ def render(table: PrecisionTable) -> Any:
     from rich.table import Table
 
     t = Table(title=f"precision table: {table.scored_on()}")
-    for col in ("precision", "file", "size MB", "accuracy", "agreement", "max prob diff"):
+    for col in ("precision", "file", "size MB", "accuracy", "agreement", "confident flips", "max prob diff"):
         t.add_column(col, justify="left" if col in ("precision", "file") else "right")
     for r in table.rows:
         t.add_row(r.precision, r.file, f"{r.bytes / 1e6:.2f}",
                   "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
-                  f"{100 * r.agreement:.2f}%", f"{r.max_prob_diff:.4f}")
+                  f"{100 * r.agreement:.2f}%", "-" if r.confident_flips is None else f"{r.confident_flips}/{r.confident}",
+                  f"{r.max_prob_diff:.4f}")
     if any(r.artifact in SIMULATED for r in table.rows):
         t.caption = "int8-trt: run as Q/DQ arithmetic, as TensorRT computes it (not ORT's x86 int8 kernels)"
     return t

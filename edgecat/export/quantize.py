@@ -46,6 +46,8 @@ import numpy as np
 from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
+from edgecat.export.bias_correction import BIAS_CORRECTION_IMAGES
+from edgecat.export.trt_qdq import HIGH_PRECISION_OPSET, high_precision_fp16, trt_excluded_nodes, trt_post_pass
 from edgecat.fsutil import atomic_path, write_json
 from edgecat.machine import has_vnni
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
@@ -62,8 +64,6 @@ CALIB_CHUNK_IMAGES = 16
 #: op types the TensorRT flavour quantizes the inputs of (Model Optimizer's defaults for CNNs, less
 #: pooling: TensorRT propagates Q/DQ across max-pooling itself)
 TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
-#: opset of the TensorRT flavour with FP16 layers (QuantizeLinear/DequantizeLinear take FP16 from 19)
-HIGH_PRECISION_OPSET = 19
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
 #: the registry's INT8 ONNX artifacts by flavour (cpu: ORT's x86 path, trt: TensorRT's Q/DQ rules)
@@ -297,7 +297,7 @@ def flavour_options(flavour: str, method: str) -> dict[str, Any]:
         # no int32 bias (TensorRT's parser refuses DequantizeLinear on int32), symmetric int8, per-channel
         # Conv weights along axis 0, one shared Q/DQ pair per tensor, and no output quantization of any op
         # (filled in with the graph's op types by quantize_int8). Q/DQ then sits only on the inputs of
-        # TRT_OP_TYPES; _trt_post_pass keeps only the residual input of each Add.
+        # TRT_OP_TYPES; trt_post_pass keeps only the residual input of each Add.
         return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
                     calibrate_method=methods[method], op_types_to_quantize=list(TRT_OP_TYPES),
@@ -336,106 +336,6 @@ def _preprocessed(src: Path, workdir: Path, name: str = "INT8") -> tuple[Path, b
         return src, False
 
 
-def _preprocessing_nodes(model_path: Path) -> list[str]:
-    """Names of the nodes before the first Conv (graph nodes are topologically sorted)."""
-    import onnx
-
-    names = []
-    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
-        if node.op_type == "Conv":
-            break
-        names.append(node.name)
-    return names
-
-
-def _trt_excluded_nodes(model_path: Path) -> list[str]:
-    """Nodes the TensorRT flavour leaves in high precision: the in-graph preprocessing (x/127.5-1,
-    Caffe mean: symmetric int8 on raw 0-255 pixels would leave 7 bits per pixel) and GEMV heads
-    (a MatMul/Gemm with one output column cannot use tensor cores, so Model Optimizer leaves it
-    unquantized: modelopt.onnx.quantization.int8, enable_gemv_detection_for_trt)."""
-    import onnx
-
-    from edgecat.export.trt_rules import Graph
-
-    gr = Graph(onnx.load(str(model_path), load_external_data=False))
-    names = _preprocessing_nodes(model_path)
-    for node in gr.g.node:
-        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and gr.is_const(node.input[1]):
-            w = gr.const(node.input[1])
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-            if w is not None and w.ndim == 2 and w.shape[0 if trans_b else 1] == 1:
-                names.append(node.name)
-    return names
-
-
-def _trt_post_pass(path: Path) -> dict[str, int]:
-    """Keep only the residual input of each Add quantized (the other one fuses into its Conv, Model
-    Optimizer's remove_partial_input_qdq), drop the Q/DQ nodes left without consumers and the opset
-    imports ORT's pre-processing added but no node uses. Returns node counts of the result."""
-    import onnx
-
-    from edgecat.export.trt_rules import Graph
-
-    model = onnx.load(str(path))
-    gr = Graph(model)
-    for add in [n for n in gr.g.node if n.op_type == "Add"]:
-        res = gr.residual_index(add)
-        for i, name in enumerate(add.input):
-            if gr.is_quantized(name) and i != res:
-                add.input[i] = gr.through_qdq(name)
-    _drop_dead_nodes(model)
-    used = {n.domain for n in model.graph.node} | {"", "ai.onnx"}
-    keep = [o for o in model.opset_import if o.domain in used]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
-    onnx.save(model, str(path))
-    ops = [n.op_type for n in model.graph.node]
-    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
-            "nodes": len(ops)}
-
-
-def _high_precision_fp16(path: Path) -> dict[str, Any]:
-    """Unquantized layers in FP16 inside the file, as Model Optimizer's ``high_precision_dtype="fp16"``
-    does: a strongly typed TensorRT build (10 or 11) then runs them in FP16 because the file says so,
-    not because of a builder flag. Q/DQ with FP16 scales needs opset 19, so the graph is converted
-    first; fp32 input and output are kept. On failure the file stays FP32 (logged)."""
-    import warnings
-
-    import onnx
-    from onnx import version_converter
-
-    from edgecat.export.fp16 import convert_fp16
-
-    model = onnx.load(str(path))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = convert_fp16(version_converter.convert_version(model, HIGH_PRECISION_OPSET))
-    except Exception as exc:  # noqa: BLE001 - the version converter raises plain exceptions
-        log.warning("%s: unquantized layers stay FP32 (FP16 conversion failed: %s)", KINDS["trt"].file,
-                    str(exc)[:200])
-        return {"high_precision_dtype": "fp32"}
-    onnx.save(model, str(path))
-    return {"high_precision_dtype": "fp16", "opset": HIGH_PRECISION_OPSET}
-
-
-def _drop_dead_nodes(model: Any) -> None:
-    """Remove Q/DQ nodes whose outputs nothing reads, then initializers nothing reads."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-    read = {i for n in graph.node for i in n.input} | outputs
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
-
-
 class _DropHint(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
@@ -457,19 +357,24 @@ def _quiet_preprocess_hint() -> Iterator[None]:
 
 
 def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], reader: Any, stride: int,
-                   cache_path: Path | None, work: Path) -> dict[str, Any]:
+                   cache_path: Path | None, work: Path, bc_images: np.ndarray | None = None,
+                   keep_float: list[str] | None = None) -> dict[str, Any]:
     """quantize_static from ``src`` into ``dest`` (the TensorRT flavour then placed by TensorRT's rules
-    and checked against them). Returns what the manifest records about the graph."""
+    and checked against them), the nodes named in ``keep_float`` left in float, then bias correction
+    on ``bc_images`` (:mod:`edgecat.export.bias_correction`). Returns what the manifest records."""
     from onnxruntime.quantization import quantize_static
+
+    from edgecat.export.bias_correction import correct_onnx
 
     model_in, preprocessed = _preprocessed(src, work, KINDS[flavour].file)
     kwargs = {**opts, "extra_options": dict(opts["extra_options"])}
+    kwargs["nodes_to_exclude"] = _known_nodes(model_in, keep_float or [])
     if reader is not None:
         kwargs["extra_options"]["CalibStridedMinMax"] = stride
     if flavour == "trt":
         import onnx
 
-        kwargs["nodes_to_exclude"] = _trt_excluded_nodes(model_in)
+        kwargs["nodes_to_exclude"] = trt_excluded_nodes(model_in) + kwargs["nodes_to_exclude"]
         ops = {n.op_type for n in onnx.load(str(model_in), load_external_data=False).graph.node}
         kwargs["extra_options"]["OpTypesToExcludeOutputQuantization"] = sorted(ops)
     if cache_path is not None:
@@ -486,21 +391,40 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
     info: dict[str, Any] = {"preprocessed": preprocessed,
                             "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
     if flavour == "trt":
+        info["node_counts"] = trt_post_pass(dest)
+    info["bias_correction"] = (correct_onnx(dest, model_in, bc_images, name=KINDS[flavour].file)
+                               if bc_images is not None else None)
+    if flavour == "trt":
         from edgecat.export.trt_rules import require_tensorrt_onnx
 
-        info["node_counts"] = _trt_post_pass(dest)
-        info.update(_high_precision_fp16(dest))
+        info.update(high_precision_fp16(dest))
         require_tensorrt_onnx(dest, what=f"the TensorRT INT8 model ({KINDS[flavour].file})")
         info["tensorrt_rules"] = "checked (edgecat.export.trt_rules)"
     return info
 
 
+def _known_nodes(model_path: Path, names: list[str]) -> list[str]:
+    """``names`` checked against the graph ORT quantizes: a misspelt node is one clear line, not a
+    file quietly quantized in full."""
+    import onnx
+
+    have = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise EdgecatError(f"no node named {', '.join(missing[:3])} in the graph to keep in float "
+                           f"(names as in the pre-processed FP32 graph, e.g. {sorted(have)[0]})")
+    return list(names)
+
+
 def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None = None,
                   calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
                   min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
-                  parity_dirs: list[str] | None = None) -> QuantizeResult:
+                  parity_dirs: list[str] | None = None, bias_correction: bool = True,
+                  keep_float: list[str] | None = None) -> QuantizeResult:
     """Quantize ``onnx-fp32`` into the ``flavour``'s INT8 artifact, reusing cached ranges when the
-    key (model hash, image list, method, flavour) matches."""
+    key (model hash, image list, method, flavour) matches. ``bias_correction`` (the default) removes
+    the output shift weight rounding causes (it keeps the labels of a less-converged model: README
+    "Accuracy"); ``keep_float`` names nodes left unquantized (mixed precision)."""
     try:
         from onnxruntime.quantization import quantize_static
     except ImportError as exc:
@@ -522,20 +446,24 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
-        reader, stride = None, 1
+        reader, stride, images = None, 1, None
         if cache_used:
             log.info("%s: using cached calibration ranges %s/%s (no calibration run)", kind.file, CALIB_DIR,
                      cache_file.name)
         else:
             log.info("%s: calibrating on %d images from %s (method %s)%s", kind.file, len(cset.files),
                      cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
-            reader, stride = _reader(load_calibration_images(cset, bundle.input_size, min_images), input_name)
+            images = load_calibration_images(cset, bundle.input_size, min_images)
+            reader, stride = _reader(images, input_name)
+        if bias_correction and images is None:
+            images = load_calibration_images(cset, bundle.input_size, min_images)
+        bc_images = images[:BIAS_CORRECTION_IMAGES] if bias_correction and images is not None else None
         images_list = images_list_name(cset.fingerprint())
         if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
             images_list = record_calibration_images(cset)
         ranges = (cache_file if cache_used else Path(work) / "ranges.json") if supports_cache else None
         with atomic_path(dest) as tmp:
-            info = _run_quantizer(src, tmp, flavour, opts, reader, stride, ranges, Path(work))
+            info = _run_quantizer(src, tmp, flavour, opts, reader, stride, ranges, Path(work), bc_images, keep_float)
             parity = _parity(bundle, src, tmp, flavour, parity_dirs, exclude=set(cset.used or cset.files))
         if supports_cache and not cache_used and ranges is not None and ranges.exists():
             with atomic_path(cache_file) as tmpc:
@@ -587,14 +515,15 @@ def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: l
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
                  method: str = "minmax", flavours: tuple[str, ...] = FLAVOURS,
-                 min_images: int = MIN_CALIB_IMAGES, parity_dirs: list[str] | None = None) -> list[QuantizeResult]:
+                 min_images: int = MIN_CALIB_IMAGES, parity_dirs: list[str] | None = None,
+                 bias_correction: bool = True) -> list[QuantizeResult]:
     """Both INT8 flavours from one calibration set (chosen once, so both share the image list).
     ``parity_dirs``: folders of real images for the parity check (default: ``calib``; its images
     that were calibrated on are left out either way)."""
     cset = calibration_set(bundle, calib, calib_size, min_images)
     dirs = parity_dirs if parity_dirs is not None else ([str(calib)] if calib else None)
-    return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs)
-            for f in flavours]
+    return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs,
+                          bias_correction=bias_correction) for f in flavours]
 
 
 __all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_images", "calibration_set",
