@@ -1,7 +1,7 @@
 """edgecat's OpenVINO runtime beside plain OpenVINO compiles of the same files, in ONE process (not a test).
 
 For each of model.onnx (FP32), model.fp16.onnx and model.int8.onnx, batch 1, the same real photos,
-interleaved rounds (round r runs every configuration over all photos before round r+1), median ms:
+finely interleaved (for each photo, every configuration once, the order rotated), median ms:
 
 - ``edgecat``          open_runtime(B, "openvino", precision, threads=T): static batch per size (default)
 - ``edgecat-dynamic``  the same with ``static=False``: the file's dynamic batch compiled once
@@ -59,15 +59,20 @@ def plain(path: Path, threads: int, batch1: bool) -> Callable[[np.ndarray], Any]
 
 
 def interleaved(runs: dict[str, Callable[[np.ndarray], Any]], images: np.ndarray, rounds: int) -> dict[str, float]:
+    """Finely interleaved: for each photo every configuration runs once, in an order rotated per photo,
+    so a machine whose load changes by the second (shared) loads every configuration alike."""
     samples: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
     for fn in runs.values():  # warm-up outside the figures
         for x in images[:5]:
             fn(x[None])
+    step = 0
     for _ in range(rounds):
-        for name, fn in runs.items():
-            for x in images:
+        for x in images:
+            step += 1
+            for name in names[step % len(names):] + names[:step % len(names)]:
                 t0 = time.perf_counter()
-                fn(x[None])
+                runs[name](x[None])
                 samples[name].append((time.perf_counter() - t0) * 1000.0)
     return {k: round(statistics.median(v), 3) for k, v in samples.items()}
 
@@ -131,6 +136,7 @@ def main() -> None:
     report: dict[str, Any] = {"openvino": ov.__version__, "cores": os.cpu_count(), "threads": a.threads,
                               "photos": a.n, "rounds": a.rounds, "load_before": load_before,
                               "ms_per_image": ms, "ratios": ratios, "load_after": os.getloadavg()}
+    print(json.dumps(report), flush=True)  # the timings first: the accuracy pass takes a while
     if a.accuracy:
         report["fp32_accuracy"] = fp32_accuracy(bundle, a.images, a.threads, a.accuracy)
     text = json.dumps(report, indent=2)
