@@ -59,3 +59,26 @@ def test_openvino_missing_says_how_to_install(tiny_bundle, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import of a None entry raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgecat\[openvino\]'"):
         open_runtime(Bundle.open(tiny_bundle), "openvino", "fp32")
+
+
+def test_openvino_compiles_one_static_batch_per_size_with_the_dynamic_outputs(tiny_bundle):
+    """The bundle's graph has a dynamic batch; each batch size a caller uses gets its own static
+    compile (OpenVINO's CPU plugin is faster on static shapes), and the outputs do not change."""
+    from edgecat.bundle import Bundle
+    from edgecat.runtime import open_runtime
+
+    b = Bundle.open(tiny_bundle)
+    x = np.random.default_rng(3).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    with open_runtime(b, "openvino", "fp32", threads=1, static=False) as dyn:
+        ref3, ref1 = dyn.infer(x), dyn.infer(x[:1])
+        assert dyn.compiled_batches == [0]
+    with open_runtime(b, "openvino", "fp32", threads=1) as rt:
+        assert rt.compiled_batches == [1]  # batch 1 (predict, stream) is compiled when it opens
+        got1, got3, again1 = rt.infer(x[:1]), rt.infer(x), rt.infer(x[:1])
+        assert rt.compiled_batches == [3, 1]  # one compile per size, the last used kept last
+        for batch in (1, 3):
+            compiled = rt._compiled[batch][0]
+            assert compiled.inputs[0].get_partial_shape().is_static
+            assert list(compiled.inputs[0].get_shape()) == [batch, 48, 48, 3]
+    assert np.max(np.abs(got3 - ref3)) < 1e-5 and np.max(np.abs(got1 - ref1)) < 1e-5
+    assert np.array_equal(got1, again1)

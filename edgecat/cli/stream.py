@@ -45,6 +45,10 @@ from edgecat.cli.common import command, console, precision_option, print_json
                    "the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Video files / image folders: up to N already-decoded frames per source in one model call.")
+@click.option("--pipeline", type=click.Choice(["auto", "serial", "overlap"]), default="auto", show_default=True,
+              help="serial: one thread decodes, infers and writes (a video file when the model's threads fill "
+                   "the cores); overlap: capture and output threads around the model. auto picks by cores, "
+                   "model threads and source.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -52,7 +56,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
            width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,
-           summary_json: str | None, as_json: bool, batch: int = 1) -> None:
+           summary_json: str | None, as_json: bool, batch: int = 1, pipeline: str = "auto") -> None:
     """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
 
     Ctrl-C or SIGTERM ends cleanly: sinks are flushed and a summary is printed.
@@ -65,7 +69,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
         runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
         max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
         jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip), credentials=credentials,
-        batch=batch,
+        batch=batch, pipeline=pipeline,
     )
     summary = run_stream(bundle, cfg)
     if summary_json:

@@ -1,4 +1,6 @@
-"""The stream loop: capture threads -> one batched inference call -> smoothing -> sinks.
+"""The stream loop: frames -> one batched inference call -> smoothing -> sinks, in the shape the
+machine suits (:mod:`edgecat.stream.serial`): one thread doing it all when the model's threads already
+fill the cores and the source is a file, else capture threads and an output thread around the model.
 
 Used by ``edgecat stream`` and importable::
 
@@ -32,6 +34,7 @@ from edgecat.stream.base import Frame, Sink, SinkOptions
 from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, SourceThread
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.readers import CameraOptions
+from edgecat.stream.serial import PIPELINES, SerialSource, choose_pipeline, model_threads, usable_cores
 from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.uri import parse_source
 
@@ -62,6 +65,7 @@ class StreamConfig:
     credentials: str | None = None  # netrc-format file with camera passwords (see stream.credentials)
     http_token: str | None = None  # live view access token (default: $EDGECAT_HTTP_TOKEN, or generated)
     batch: int = 1  # file sources: up to this many already-decoded frames per source in one model call
+    pipeline: str = "auto"  # auto | serial | overlap (edgecat.stream.serial.choose_pipeline)
 
 
 @dataclass
@@ -82,6 +86,7 @@ class StreamSummary:
     backend: str = ""  # what ran (auto's pick, not "auto"), so FPS can be set against that model's time
     precision: str = ""
     threads: int | None = None
+    pipeline: str = ""  # serial | overlap: the shape that ran
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: a figure with no frames behind it is null, not NaN (which strict parsers reject)."""
@@ -91,7 +96,8 @@ class StreamSummary:
         return (f"{self.frames} frames, {self.dropped} dropped, {self.fps:.1f} FPS, latency p50 "
                 f"{self.latency_p50_ms:.1f} ms p99 {self.latency_p99_ms:.1f} ms (inference p50 "
                 f"{self.inference_p50_ms:.2f} ms) in {self.seconds:.1f} s; stopped by {self.stopped_by}"
-                + (f"; model {self.backend}/{self.precision}" if self.backend else ""))
+                + (f"; model {self.backend}/{self.precision}" if self.backend else "")
+                + (f", {self.pipeline} pipeline" if self.pipeline else ""))
 
 
 class Smoother:
@@ -151,6 +157,8 @@ class Streamer:
             raise EdgecatError("--max-fps must be > 0")
         if cfg.batch < 1:
             raise EdgecatError("--batch must be >= 1")
+        if cfg.pipeline not in PIPELINES:
+            raise EdgecatError(f"unknown --pipeline '{cfg.pipeline}' (choose from: {', '.join(PIPELINES)})")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.cfg = cfg
         # bad URIs fail before anything opens
@@ -162,7 +170,8 @@ class Streamer:
         self._own_runtime = runtime is None
         self._stop = threading.Event()
         self.stopped_by = ""
-        self.threads: list[SourceThread] = []
+        self.threads: list[SourceThread | SerialSource] = []
+        self.pipeline = ""
 
     def stop(self, why: str = "stop()") -> None:
         if not self._stop.is_set():
@@ -216,12 +225,14 @@ class Streamer:
             runtime.infer(np.zeros((len(self.threads), h, w, 3), np.uint8))  # warm-up, outside the figures
             log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
+            serial = self._serial_source(runtime, ccfg)
             for s in self.sinks:
                 s.open(source_fps)
                 opened.append(s)
-            for t in self.threads:
-                t.start()
-            return self._loop(runtime)
+            if serial is None:
+                for t in self.threads:
+                    t.start()
+            return self._loop(runtime, serial)
         finally:
             for t in self.threads:
                 t.stop()
@@ -234,6 +245,28 @@ class Streamer:
                     log.error("closing %s failed: %s", redact(s.uri), redact(exc))
             if self._own_runtime and runtime is not None:
                 runtime.close()
+
+    def _serial_source(self, runtime: Runtime, ccfg: CaptureConfig) -> SerialSource | None:
+        """The shape for this machine, source and model; for ``serial``, the one file source, read in
+        this thread (it replaces the capture thread, which is never started)."""
+        cfg = self.cfg
+        live = cfg.realtime or any(spec.live for spec in self.specs)
+        threads, cores = model_threads(runtime), usable_cores()
+        shape = cfg.pipeline
+        if shape == "auto":
+            shape = choose_pipeline(cores, threads, live, len(self.threads), model_on_cpu=threads > 0)
+        elif shape == "serial" and (live or len(self.threads) != 1):
+            raise EdgecatError("--pipeline serial takes one video file or image folder without --realtime "
+                               "(live sources keep their capture thread)")
+        self.pipeline = shape
+        log.info("pipeline: %s (%d usable cores, model on %s CPU threads%s)", shape, cores, threads or "no",
+                 ", live source" if live else "")
+        if shape != "serial":
+            return None
+        t = self.threads[0]
+        serial = SerialSource(t.index, t.spec, ccfg, t.reader, t.stats)
+        self.threads[0] = serial
+        return serial
 
     def _gather(self, active: list[SourceThread]) -> list[Frame]:
         """One frame from each source (waiting briefly), plus up to ``batch - 1`` more that file
@@ -252,26 +285,42 @@ class Streamer:
                 batch += th.get_ready(self.cfg.batch - 1)
         return batch
 
-    def _loop(self, runtime: Runtime) -> StreamSummary:
-        """Inference only: capture threads decode and resize the next frames while the model runs,
-        and an output thread does smoothing, overlays and sinks for the previous batch."""
+    def _loop(self, runtime: Runtime, serial: SerialSource | None = None) -> StreamSummary:
+        """``overlap`` (serial None): inference only here; capture threads decode and resize the next
+        frames while the model runs, and an output thread does smoothing, overlays and sinks for the
+        previous batch. ``serial``: this thread reads up to ``batch`` frames, runs the model and the
+        sinks, then reads the next ones."""
         cfg = self.cfg
-        out = _Output(self, any(s.needs_images for s in self.sinks))
+        out = _Output(self, any(s.needs_images for s in self.sinks), threaded=serial is None)
+        active = list(self.threads)
+
+        def next_batch() -> list[Frame] | None:
+            """Frames for one model call; [] when none is ready yet, None when every source ended."""
+            if serial is None:
+                return self._gather(active) if active else None
+            batch: list[Frame] = []
+            while len(batch) < cfg.batch and (f := serial.next()) is not None:
+                batch.append(f)
+            if not batch:
+                log.info("source %s: %s", serial.spec.uri, serial.stats.ended)
+            return batch or None
+
         infer_ms: list[float] = []
         rate = _Rate()
         frames = batches = 0
         start = time.perf_counter()
         deadline = start + cfg.duration if cfg.duration else None
         min_period = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
-        active = list(self.threads)
         out.start(start)
         try:
-            while active and not self._stop.is_set():
+            while not self._stop.is_set():
                 if deadline is not None and time.perf_counter() >= deadline:
                     self.stop("--duration")
                     break
                 t_batch = time.perf_counter()
-                batch = self._gather(active)
+                batch = next_batch()
+                if batch is None:
+                    break
                 if not batch:
                     continue
                 probs = runtime.infer(_model_batch(batch))
@@ -318,7 +367,7 @@ class Streamer:
             fps=frames / seconds if seconds > 0 else 0.0,
             latency_p50_ms=pct(latencies, 50), latency_p99_ms=pct(latencies, 99),
             inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
-            sources=sources, labels=labels, **_what_ran(self._runtime),
+            sources=sources, labels=labels, pipeline=self.pipeline, **_what_ran(self._runtime),
         )
 
 
@@ -337,11 +386,12 @@ def _model_batch(batch: list[Frame]) -> np.ndarray:
 
 
 class _Output:
-    """The output stage in its own thread: smoothing, labels, overlays and sinks for one batch run
-    while the model works on the next. A bounded queue (OUTPUT_QUEUE batches) keeps memory and
-    latency bounded: when sinks are slower than the model, inference waits for them."""
+    """The output stage: smoothing, labels, overlays and sinks. Threaded (``overlap``), it runs for
+    one batch while the model works on the next, behind a bounded queue (OUTPUT_QUEUE batches) that
+    keeps memory and latency bounded: when sinks are slower than the model, inference waits for them.
+    Not threaded (``serial``), :meth:`put` does the work at once in the caller's thread."""
 
-    def __init__(self, streamer: Streamer, need_images: bool) -> None:
+    def __init__(self, streamer: Streamer, need_images: bool, threaded: bool = True) -> None:
         self.s = streamer
         self.need_images = need_images
         self.smoother = Smoother(streamer.cfg.smooth)
@@ -350,15 +400,22 @@ class _Output:
         self.error: BaseException | None = None
         self.frames = 0
         self._q: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=OUTPUT_QUEUE)
+        self.threaded = threaded
         self._thread = threading.Thread(target=self._run, name="stream-output", daemon=True)
         self._start = 0.0
+        self._last_stats = 0.0
 
     def start(self, t0: float) -> None:
         self._start = t0
-        self._thread.start()
+        if self.threaded:
+            self._thread.start()
 
     def put(self, batch: list[Frame], probs: np.ndarray, infer_ms: float, t_done: float, fps: float) -> None:
         """Hand a finished batch over; blocks while OUTPUT_QUEUE batches already wait (back-pressure)."""
+        if not self.threaded:
+            if self.error is None:
+                self._guarded((batch, probs, infer_ms, t_done, time.time(), fps))
+            return
         while self._thread.is_alive():
             try:
                 self._q.put((batch, probs, infer_ms, t_done, time.time(), fps), timeout=0.5)
@@ -379,20 +436,28 @@ class _Output:
         self._thread.join()
 
     def _run(self) -> None:
+        while (item := self._q.get()) is not None and self._guarded(item):
+            pass
+
+    def _guarded(self, item: tuple[Any, ...]) -> bool:
+        """One batch through the sinks; False (error kept, stream stopped) when a sink failed."""
         try:
-            last_stats = 0.0
-            while (item := self._q.get()) is not None:
-                batch, probs, infer_ms, t_done, wall, fps = item
-                for f, p in zip(batch, probs, strict=True):
-                    self._one(f, p, infer_ms, t_done, wall, fps)
-                if t_done - last_stats >= 0.25:
-                    last_stats = t_done
-                    snap = self.s._stats_dict(self.frames, self._start, fps, self.latencies)
-                    for sink in self.s.sinks:
-                        sink.stats(snap)
+            self._batch(*item)
+            return True
         except BaseException as exc:  # noqa: BLE001 - re-raised by the inference loop
             self.error = exc
             self.s.stop(f"output error: {redact(exc)}")
+            return False
+
+    def _batch(self, batch: list[Frame], probs: np.ndarray, infer_ms: float, t_done: float, wall: float,
+               fps: float) -> None:
+        for f, p in zip(batch, probs, strict=True):
+            self._one(f, p, infer_ms, t_done, wall, fps)
+        if t_done - self._last_stats >= 0.25:
+            self._last_stats = t_done
+            snap = self.s._stats_dict(self.frames, self._start, fps, self.latencies)
+            for sink in self.s.sinks:
+                sink.stats(snap)
 
     def _one(self, f: Frame, p: np.ndarray, infer_ms: float, t_done: float, wall: float, fps: float) -> None:
         p = self.smoother(f.source, np.asarray(p, dtype=np.float32))

@@ -1,0 +1,128 @@
+"""The stream picks its shape by the machine: serial (one thread) when the model's threads fill the
+cores and the source is a file, overlap otherwise; the serial shape loses no frame and keeps latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_stream import ColourRuntime, read_jsonl
+
+from edgecat.errors import EdgecatError
+from edgecat.stream import StreamConfig
+from edgecat.stream.loop import Streamer
+from edgecat.stream.serial import choose_pipeline, usable_cores
+from edgecat.synthetic import CLASSES, make_video
+
+LABELS = [0] * 5 + [1] * 7 + [0] * 6 + [1] * 4  # 22 frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("pipeline") / "clip.mp4", LABELS, size=(160, 120), fps=30)
+
+
+@pytest.mark.parametrize(("cores", "threads", "live", "sources", "on_cpu", "want"), [
+    (2, 2, False, 1, True, "serial"),    # the model fills both cores: a capture thread would only compete
+    (1, 2, False, 1, True, "serial"),    # more threads than cores (taskset to one core)
+    (8, 8, False, 1, True, "serial"),
+    (2, 1, False, 1, True, "overlap"),   # a core to spare: decode beside the model
+    (4, 2, False, 1, True, "overlap"),
+    (8, 7, False, 1, True, "overlap"),
+    (2, 2, True, 1, True, "overlap"),    # live / --realtime keep their capture thread
+    (2, 2, False, 2, True, "overlap"),   # several sources are read in parallel
+    (2, 2, False, 1, False, "overlap"),  # a GPU model leaves the CPU to decoding
+    (2, 0, False, 1, True, "overlap"),
+])
+def test_choose_pipeline(cores, threads, live, sources, on_cpu, want):
+    assert choose_pipeline(cores, threads, live, sources, model_on_cpu=on_cpu) == want
+
+
+def test_usable_cores_follows_the_affinity_mask():
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this OS")
+    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
+
+
+class RecordingColour(ColourRuntime):
+    """Records the size of each model call after the warm-up."""
+
+    def _load(self) -> None:
+        super()._load()
+        self.sizes: list[int] = []
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.calls > 0:
+            self.sizes.append(len(batch))
+        return super()._run(batch)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_serial_pipeline_delivers_every_frame_in_order_with_latency(colour_bundle, clip, tmp_path, batch):
+    import threading
+
+    events = tmp_path / "e.jsonl"
+    rt = RecordingColour(colour_bundle)
+    before = threading.active_count()
+    seen: list[int] = []  # threads alive during each model call
+    orig = rt._run
+
+    def run(b: np.ndarray) -> np.ndarray:
+        seen.append(threading.active_count())
+        return orig(b)
+
+    rt._run = run  # type: ignore[method-assign]
+    cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], pipeline="serial", batch=batch)
+    summary = Streamer(colour_bundle, cfg, rt).run()
+    rows = read_jsonl(events)
+    assert summary.pipeline == "serial" and summary.frames == len(LABELS) and summary.dropped == 0
+    assert [r["frame"] for r in rows] == list(range(len(LABELS)))
+    assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
+    assert all(r["latency_ms"] > 0 for r in rows) and summary.latency_p50_ms > 0
+    assert summary.sources[0]["read"] == len(LABELS) and summary.sources[0]["ended"] == "end of file"
+    assert sum(rt.sizes) == len(LABELS) and max(rt.sizes) == batch
+    assert max(seen) <= before  # no capture or output thread was started
+
+
+def test_serial_and_overlap_give_the_same_results(colour_bundle, clip, tmp_path):
+    out = {}
+    for shape in ("serial", "overlap"):
+        events = tmp_path / f"{shape}.jsonl"
+        cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], pipeline=shape)
+        summary = Streamer(colour_bundle, cfg, ColourRuntime(colour_bundle)).run()
+        assert summary.pipeline == shape
+        out[shape] = [(r["frame"], r["label"], r["probability"]) for r in read_jsonl(events)]
+    assert out["serial"] == out["overlap"] and len(out["serial"]) == len(LABELS)
+
+
+def test_serial_loop_and_stop_by_duration(colour_bundle, clip, tmp_path):
+    cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'e.jsonl'}"], pipeline="serial",
+                       loop=True, duration=1.0)
+    summary = Streamer(colour_bundle, cfg, ColourRuntime(colour_bundle)).run()
+    assert summary.stopped_by == "--duration" and summary.frames > len(LABELS)  # rewound at least once
+
+
+def test_serial_refuses_a_live_style_source(colour_bundle, clip, tmp_path):
+    cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'e.jsonl'}"], pipeline="serial",
+                       realtime=True)
+    with pytest.raises(EdgecatError, match="--pipeline serial takes one video file"):
+        Streamer(colour_bundle, cfg, ColourRuntime(colour_bundle)).run()
+    with pytest.raises(EdgecatError, match="unknown --pipeline"):
+        Streamer(colour_bundle, StreamConfig(sources=[str(clip)], pipeline="fast"))
+
+
+def test_auto_picks_by_the_real_runtimes_threads(tiny_bundle, clip, tmp_path):
+    """A real ONNX Runtime model: as many threads as usable cores -> serial; fewer -> overlap."""
+    pytest.importorskip("onnxruntime")
+    from edgecat.runtime import open_runtime
+
+    cores = usable_cores()
+    cases = [(cores, "serial")] + ([(cores - 1, "overlap")] if cores > 1 else [])
+    for threads, want in cases:
+        with open_runtime(tiny_bundle, "onnxruntime", "fp32", threads=threads) as rt:
+            cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'e.jsonl'}"])
+            summary = Streamer(tiny_bundle, cfg, rt).run()
+        assert summary.pipeline == want and summary.frames == len(LABELS)
