@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecat.cli.common import command, console, precision_option, print_json
+from edgecat.cli.signing import trusted_key_option
 
 
 @command(examples=[
@@ -48,11 +49,12 @@ from edgecat.cli.common import command, console, precision_option, print_json
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@trusted_key_option()
 def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str | None,
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
            width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,
-           summary_json: str | None, as_json: bool, batch: int = 1) -> None:
+           summary_json: str | None, as_json: bool, batch: int = 1, trusted_keys: tuple[str, ...] = ()) -> None:
     """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
 
     Ctrl-C or SIGTERM ends cleanly: sinks are flushed and a summary is printed.
@@ -65,7 +67,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
         runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
         max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
         jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip), credentials=credentials,
-        batch=batch,
+        batch=batch, trusted_keys=list(trusted_keys),
     )
     summary = run_stream(bundle, cfg)
     if summary_json:

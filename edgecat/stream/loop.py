@@ -67,6 +67,7 @@ class StreamConfig:
     credentials: str | None = None  # netrc-format file with camera passwords (see stream.credentials)
     http_token: str | None = None  # live view access token (default: $EDGECAT_HTTP_TOKEN, or generated)
     batch: int = 1  # file sources: up to this many already-decoded frames per source in one model call
+    trusted_keys: list[str] = field(default_factory=list)  # public keys a bundle must be signed by (edgecat.signing)
 
 
 @dataclass
@@ -156,7 +157,9 @@ class Streamer:
             raise EdgecatError("--max-fps must be > 0")
         if cfg.batch < 1:
             raise EdgecatError("--batch must be >= 1")
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        from edgecat.signing import open_trusted
+
+        self.bundle = open_trusted(bundle, cfg.trusted_keys)  # keys configured: signed and unchanged, or refused
         self.cfg = cfg
         # bad URIs fail before anything opens
         self.specs = [parse_source(s, cfg.credentials) for s in cfg.sources]
