@@ -57,6 +57,11 @@ def signed_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
 
 
+def bundle_hash(manifest: dict[str, Any]) -> str:
+    """The sha256 of what a signature covers: names the exact bundle a device runs (events, metrics)."""
+    return hashlib.sha256(signed_bytes(manifest)).hexdigest()
+
+
 def key_id(public_raw: bytes) -> str:
     """A short name for a public key, so a refusal can say which key signed a bundle."""
     return hashlib.sha256(public_raw).hexdigest()[:16]

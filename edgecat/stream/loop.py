@@ -164,7 +164,7 @@ class Streamer:
         # bad URIs fail before anything opens
         self.specs = [parse_source(s, cfg.credentials) for s in cfg.sources]
         options = SinkOptions(fps=cfg.output_fps, sources=len(cfg.sources), title=self.bundle.name,
-                              changes_only=cfg.jsonl_changes, token=cfg.http_token)
+                              changes_only=cfg.jsonl_changes, token=cfg.http_token, credentials=cfg.credentials)
         self.sinks: list[Sink] = [parse_sink(s, options) for s in cfg.sinks]
         self._runtime = runtime
         self._own_runtime = runtime is None
@@ -226,6 +226,7 @@ class Streamer:
             log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
             for s in self.sinks:
+                s.model(model_info(self.bundle, runtime))
                 s.open(source_fps)
                 opened.append(s)
             for t in self.threads:
@@ -329,6 +330,14 @@ class Streamer:
             inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
             sources=sources, labels=labels, **_what_ran(self._runtime),
         )
+
+
+def model_info(bundle: Bundle, runtime: Runtime) -> dict[str, Any]:
+    """What event sinks and metrics report as the running model."""
+    from edgecat.signing import bundle_hash
+
+    return {"model": bundle.name, "bundle": bundle_hash(bundle.manifest), "backend": runtime.backend,
+            "precision": runtime.precision}
 
 
 def _what_ran(runtime: Runtime | None) -> dict[str, Any]:
