@@ -200,7 +200,7 @@ def test_state_discovery_and_availability(colour_bundle, video, broker, tmp_path
     sub = Subscriber(broker.port, "#")
     try:
         changes = tmp_path / "changes.jsonl"
-        cfg = StreamConfig(sources=[str(video)], sinks=[_uri(broker, query="?stream=1e9"), f"jsonl://{changes}"],
+        cfg = StreamConfig(sources=[str(video)], sinks=[_uri(broker, query="?stream=all"), f"jsonl://{changes}"],
                            jsonl_changes=True)
         summary = Streamer(colour_bundle, cfg, runtime=ColourRuntime(colour_bundle)).run()
         assert summary.frames == len(LABELS)
@@ -211,7 +211,8 @@ def test_state_discovery_and_availability(colour_bundle, video, broker, tmp_path
         assert [(s["frame"], s["label"]) for s in states] == [(e["frame"], e["label"]) for e in expected]
         assert all(s["model"] == "colour" and len(s["bundle"]) == 64 and s["backend"] == "colour" and
                    s["time"].endswith("+00:00") and 0.5 <= s["probability"] <= 1 for s in states)
-        assert len(sub.payloads("edgecat/door/0/frames")) == len(LABELS)  # ?stream=1e9: every frame
+        assert sub.wait_for(lambda m: len([1 for t, _, _ in m if t == "edgecat/door/0/frames"]) >= len(LABELS))
+        assert len(sub.payloads("edgecat/door/0/frames")) == len(LABELS)  # ?stream=all: every frame, once
         config = json.loads(sub.payloads("homeassistant/sensor/edgecat_door/source0/config")[-1])
         assert config["state_topic"] == "edgecat/door/0/state"
         assert config["availability_topic"] == "edgecat/door/status"

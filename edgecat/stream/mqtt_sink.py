@@ -7,7 +7,7 @@ What a device publishes under its prefix ``P`` (source ``N`` is the source's pos
 - ``P/N/state``: retained JSON on every label change (and the first frame): label, probability,
   frame time and index, model name, bundle hash, backend;
 - ``P/N/frames``: every frame's result, not retained, at most ``?stream=FPS`` messages a second per
-  source (off unless asked: a busy camera would flood the broker);
+  source (``?stream=all``: every frame; off unless asked: a busy camera would flood the broker);
 - ``homeassistant/sensor/NODE/sourceN/config``: Home Assistant MQTT discovery, retained, so a
   camera's label appears as a sensor with no YAML (``?discovery=PREFIX`` changes the prefix,
   ``?discovery=off`` turns it off).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import re
 import ssl
@@ -149,7 +150,8 @@ def parse_mqtt(uri: str) -> tuple[MqttTarget, str | None]:
         user=unquote(parts.username) if parts.username else None,
         protocol=5 if protocol.startswith("5") else 311, qos=qos, queue=number("queue", 1000, int, 1),
         client_id=query.get("client_id") or f"edgecat-{node}"[:64], keepalive=number("keepalive", 30, int, 5),
-        ca=ca, stream_fps=number("stream", 0.0, float), discovery=None if discovery in ("", "off", "0") else discovery,
+        ca=ca, stream_fps=math.inf if query.get("stream") == "all" else number("stream", 0.0, float),
+        discovery=None if discovery in ("", "off", "0") else discovery,
     )
     return target, unquote(parts.password) if parts.password is not None else None
 
@@ -317,8 +319,9 @@ class MqttSink(Sink):
     def write(self, frame: Frame, result: Result, fps: float, annotated: np.ndarray | None) -> None:
         src = result.source
         changed = self._last_label.get(src) != result.label
-        stream = self.target.stream_fps > 0 and time.monotonic() - self._last_frames.get(src, -1e9) \
-            >= 1.0 / self.target.stream_fps
+        fps_cap = self.target.stream_fps
+        stream = fps_cap == math.inf or (fps_cap > 0 and time.monotonic() - self._last_frames.get(src, -1e9)
+                                         >= 1.0 / fps_cap)
         if not (changed or stream):
             return
         t_frame = result.t_wall - result.latency_ms / 1000.0
