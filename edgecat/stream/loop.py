@@ -168,12 +168,12 @@ class Streamer:
         options = SinkOptions(fps=cfg.output_fps, sources=len(cfg.sources), title=self.bundle.name,
                               changes_only=cfg.jsonl_changes, token=cfg.http_token, credentials=cfg.credentials)
         self.sinks: list[Sink] = [parse_sink(s, options) for s in cfg.sinks]
+        self.metrics_server: Any = None  # edgecat.stream.metrics.MetricsServer for --metrics
         self.metrics = self._make_metrics()
         self.swapper: Any = None  # edgecat.stream.swap.ModelSwapper, made once the first model runs
         self._runtime = runtime
         self._first_runtime = runtime
         self._own_runtime = runtime is None
-        self.metrics_server: Any = None
         self._stop = threading.Event()
         self.stopped_by = ""
         self.threads: list[SourceThread] = []
