@@ -46,7 +46,7 @@ def _free_port() -> int:
 class Broker:
     """A Mosquitto process with a password file; :meth:`restart` keeps the port."""
 
-    def __init__(self, folder: Path, persistence: bool) -> None:
+    def __init__(self, folder: Path, persistence: bool, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.folder, self.port = folder, _free_port()
         self.proc: subprocess.Popen | None = None
         pwfile = folder / "passwd"
@@ -57,7 +57,8 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous false\npassword_file {pwfile}\n"
             f"persistence {'true' if persistence else 'false'}\npersistence_location {folder}/\n"
-            f"log_dest file {folder}/mosquitto.log\nuser {getpass.getuser()}\n")
+            f"log_dest file {folder}/mosquitto.log\nuser {getpass.getuser()}\n"
+            + (f"cafile {tls[0]}\ncertfile {tls[1]}\nkeyfile {tls[2]}\n" if tls else ""))
 
     def start(self) -> None:
         self.proc = subprocess.Popen([_binary("mosquitto"), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -83,10 +84,10 @@ class Broker:
         self.start()
 
 
-def _broker(tmp_path: Path, persistence: bool):
+def _broker(tmp_path: Path, persistence: bool, tls: tuple[Path, Path, Path] | None = None):
     if _binary("mosquitto") is None or _binary("mosquitto_passwd") is None:
         pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
-    broker = Broker(tmp_path, persistence)
+    broker = Broker(tmp_path, persistence, tls)
     broker.start()
     return broker
 
@@ -103,6 +104,39 @@ def persistent_broker(tmp_path):
     b = _broker(tmp_path, persistence=True)
     yield b
     b.stop()
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (PEM files: ca, cert, key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test ca")).issuer_name(name("test ca"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths
 
 
 class Subscriber:
@@ -356,3 +390,25 @@ def test_killed_device_shows_offline_by_last_will_and_password_never_printed(col
         sub.wait(10)
     assert "mqtt: publishing to mqtt://device7@127.0.0.1" in output
     assert PASSWORD not in output
+
+
+def test_mqtts_with_a_ca_file(colour_bundle, video, tmp_path, monkeypatch, caplog):
+    """TLS: the broker's certificate is checked against the CA file; without it the connection fails."""
+    ca, cert, key = _certificates(tmp_path)
+    broker = _broker(tmp_path, persistence=False, tls=(ca, cert, key))
+    try:
+        monkeypatch.setenv("EDGECAT_MQTT_PASSWORD", PASSWORD)
+        uri = f"mqtts://{USER}@127.0.0.1:{broker.port}/edgecat/tls?ca={ca}&protocol=5"
+        cfg = StreamConfig(sources=[str(video)], sinks=[uri])
+        streamer = Streamer(colour_bundle, cfg, runtime=ColourRuntime(colour_bundle))
+        summary = streamer.run()
+        assert summary.frames == len(LABELS) and streamer.sinks[0].published == 6  # the label changes
+        (tmp_path / "other").mkdir()
+        other_ca = _certificates(tmp_path / "other")[0]
+        bad = StreamConfig(sources=[str(video)], sinks=[uri.replace(str(ca), str(other_ca))])
+        streamer = Streamer(colour_bundle, bad, runtime=ColourRuntime(colour_bundle))
+        streamer.run()  # a broker whose certificate does not verify: never connected, nothing delivered
+        assert streamer.sinks[0].published == 0 and not streamer.sinks[0].connected
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    finally:
+        broker.stop()

@@ -275,8 +275,25 @@ class MqttSink(Sink):
         if self.connected:
             log.info("mqtt: publishing to %s (state retained under %s/N/state)", self.uri, t.prefix)
         else:
-            log.warning("mqtt: broker %s not reachable yet; the stream goes on, up to %d messages are kept "
-                        "until it is", self.uri, t.queue)
+            log.warning("mqtt: broker %s not reachable yet (%s); the stream goes on, up to %d messages are kept "
+                        "until it is", self.uri, self._diagnose(), t.queue)
+
+    def _diagnose(self) -> str:
+        """Why the broker cannot be reached, in a few words (paho retries without saying)."""
+        import socket
+
+        t = self.target
+        try:
+            with socket.create_connection((t.host, t.port), timeout=3) as sock:
+                if t.tls:
+                    ctx = ssl.create_default_context(cafile=t.ca)
+                    with ctx.wrap_socket(sock, server_hostname=t.host):
+                        pass
+        except ssl.SSLError as exc:
+            return f"TLS: {exc.reason or exc}"
+        except OSError as exc:
+            return str(exc.strerror or exc)
+        return "no answer to CONNECT"
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
