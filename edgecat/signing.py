@@ -172,9 +172,9 @@ def sign_bundle(bundle: str | os.PathLike[str], key: str | os.PathLike[str]) -> 
 def verify_bundle(bundle: str | os.PathLike[str], keys: list[str]) -> Bundle:
     """The bundle, opened, after checking that one of the public key files ``keys`` signed it and
     nothing changed since; otherwise one line saying what is wrong."""
+    publics = [load_public(k) for k in keys]  # first: a missing cryptography package is one line
     from cryptography.exceptions import InvalidSignature
 
-    publics = [load_public(k) for k in keys]
     b = Bundle.open(bundle)
     sig_path = b.path / SIGNATURE
     if not sig_path.exists():
