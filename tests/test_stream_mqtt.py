@@ -283,7 +283,7 @@ def test_broker_restarted_mid_stream_loses_no_state_message(colour_bundle, video
     changes = tmp_path / "changes.jsonl"
     cfg = StreamConfig(sources=[str(video)], sinks=[_uri(broker, query=f"?protocol={protocol}"),
                                                    f"jsonl://{changes}"],
-                       jsonl_changes=True, loop=True, max_fps=100)
+                       jsonl_changes=True, loop=True, max_fps=100, metrics="127.0.0.1:0")
     streamer = Streamer(colour_bundle, cfg, runtime=ColourRuntime(colour_bundle))
     mqtt_sink = streamer.sinks[0]
     thread, _ = _run_in_thread(streamer)
@@ -302,6 +302,9 @@ def test_broker_restarted_mid_stream_loses_no_state_message(colour_bundle, video
             time.sleep(0.05)
         assert mqtt_sink.reconnects >= 1
         time.sleep(1.0)  # more label changes after the broker is back
+        text = streamer.metrics.text()[0].decode()
+        sink_name = f'sink="mqtt://{USER}@127.0.0.1:{broker.port}/edgecat/door"'
+        assert f"edgecat_sink_reconnects_total{{{sink_name}}} {float(mqtt_sink.reconnects)}" in text
     finally:
         streamer.stop()
         thread.join(WAIT)

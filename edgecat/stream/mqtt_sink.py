@@ -235,6 +235,8 @@ class MqttSink(Sink):
 
     # ------------------------------------------------------------------ sink
     def model(self, info: dict[str, Any]) -> None:
+        if self._client is not None and info.get("bundle") != self.info.get("bundle"):
+            self._last_label.clear()  # a swapped-in bundle: the next frame's state names it, changed label or not
         self.info = dict(info)
 
     def open(self, source_fps: float | None = None) -> None:
