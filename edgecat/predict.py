@@ -75,8 +75,9 @@ def predict_paths(bundle: Bundle | str, paths: list[str], backend: str | None = 
     """Predict every image in ``paths`` (files or folders); unreadable files get an ``error``.
     ``backend``/``precision`` None: :func:`edgecat.runtime.resolve_defaults`."""
     from edgecat.select import open_backend
+    from edgecat.signing import open_trusted
 
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    bundle = open_trusted(bundle)  # $EDGECAT_TRUSTED_KEYS set: only a signed, unchanged bundle runs
     files = [str(p) for p in imaging.list_images(paths)]
     if not files:
         raise EdgecatError(f"no images found in {', '.join(map(str, paths))}")

@@ -37,7 +37,7 @@ def test_help_lists_every_command() -> None:
     code, out = _run("--help")
     assert code == 0
     assert _listed_commands(out) == sorted(["train", "export", "bench", "stream", "predict", "evaluate", "info",
-                                            "checks"])
+                                            "checks", "keygen", "sign"])
     assert _listed_commands(out) == sorted(main.commands)
 
 

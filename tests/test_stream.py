@@ -437,7 +437,8 @@ def test_sinks_get_their_options_when_made_and_the_source_rate_when_opened(colou
     cfg = StreamConfig(sources=[str(clip), str(clip)], jsonl_changes=True, http_token="t0ken",
                        sinks=["http://127.0.0.1:0", f"jsonl://{tmp_path / 'e.jsonl'}", str(tmp_path / "a.mp4")])
     streamer = Streamer(colour_bundle, cfg, runtime=ColourRuntime(colour_bundle))
-    http, jsonl, video = streamer.sinks
+    http, jsonl, video, metrics = streamer.sinks  # the live view brings /metrics: a sink made by the stream
+    assert metrics is streamer.metrics
     assert isinstance(http, HttpSink) and (http.sources, http.title, http.token) == (2, "colour", "t0ken")
     assert isinstance(jsonl, JsonlSink) and jsonl.changes_only
     assert isinstance(video, VideoSink) and video.fps is None  # not known until the sources are open

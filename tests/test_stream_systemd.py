@@ -77,3 +77,19 @@ def test_secrets_live_in_a_root_only_env_file(monkeypatch):
     monkeypatch.setattr(http_sink, "show_on_terminal", lambda text: False)
     with pytest.raises(EdgecatError, match="EDGECAT_HTTP_TOKEN"):
         parse_sink(sinks[0].replace(":8080", ":0")).open()
+
+
+def test_fleet_unit_checks_signatures_reloads_with_sighup_and_publishes_over_mqtt():
+    from edgecat.cli.stream import stream
+    from edgecat.stream.sink_registry import parse_sink
+
+    env = read_env(ENV)
+    assert env["EDGECAT_TRUSTED_KEYS"] == "/etc/edgecat/trusted.pub"
+    assert "EDGECAT_MQTT_PASSWORD" in env and not env["EDGECAT_MQTT_PASSWORD"]
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in UNIT.read_text()
+    args = [env["EDGECAT_BUNDLE"], "--source", env["EDGECAT_SOURCE"], *shlex.split(env["EDGECAT_STREAM_ARGS"])]
+    ctx = stream.make_context("stream", args)
+    assert ctx.params["watch"]
+    mqtt = [s for s in ctx.params["sinks"] if s.startswith("mqtt://")]
+    assert len(mqtt) == 1 and "@" in mqtt[0] and ":" not in mqtt[0].split("@")[0][len("mqtt://"):]  # no password
+    assert parse_sink(mqtt[0]).target.prefix == "edgecat/door"

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "edgecat.cli.bench",
     "edgecat.cli.stream",
     "edgecat.cli.checks",
+    "edgecat.cli.signing",
 )
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edgecat import backends
 from edgecat.cli.common import command, console, option, precision_option
+from edgecat.cli.signing import trusted_key_option
 
 
 def backend_option() -> object:
@@ -90,12 +91,15 @@ def info_cmd(bundle: str, as_json: bool) -> None:
 @batch_option()
 @click.option("--format", "fmt", default="table", type=click.Choice(["table", "json", "csv"]),
               help="table for people; json or csv (stdout only, logs on stderr) for programs.")
+@trusted_key_option()
 def predict_cmd(bundle: str, paths: tuple[str, ...], backend: str | None, precision: str | None,
-                batch_size: int, fmt: str) -> None:
+                batch_size: int, fmt: str, trusted_keys: tuple[str, ...] = ()) -> None:
     """Classify image files or folders with BUNDLE."""
     from edgecat.predict import predict_paths
+    from edgecat.signing import open_trusted
 
-    preds = predict_paths(bundle, list(paths), backend=backend, precision=precision, batch_size=batch_size)
+    preds = predict_paths(open_trusted(bundle, trusted_keys), list(paths), backend=backend, precision=precision,
+                          batch_size=batch_size)
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in preds], indent=2))
     elif fmt == "csv":

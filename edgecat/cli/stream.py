@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from edgecat.cli.common import command, console, precision_option, print_json
+from edgecat.cli.signing import trusted_key_option
 
 
 @command(examples=[
     "edgecat stream runs/cats --source 0 --sink display://",
     "edgecat stream runs/cats --source rtsp://cam/stream --sink http://:8080 --sink jsonl://events.jsonl",
     "edgecat stream runs/cats --source clip.mp4 --duration 10 --sink out.mp4 --json > summary.json",
+    "edgecat stream /opt/edgecat/current --source 0 --sink mqtt://device@broker.lan/edgecat/door "
+    "--metrics :9100 --watch --trusted-key /etc/edgecat/trusted.pub",
 ])
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--source", "sources", multiple=True, required=True,
@@ -18,7 +21,9 @@ from edgecat.cli.common import command, console, precision_option, print_json
                    "Repeat for several sources (batched into one inference call).")
 @click.option("--sink", "sinks", multiple=True,
               help="display://, out.mp4, http://:8080 (this machine only; http://0.0.0.0:8080 for the network, "
-                   "with an access token), jsonl://events.jsonl. Repeatable. Default: display://.")
+                   "with an access token), jsonl://events.jsonl, mqtt://[user@]broker[:port]/topic/prefix "
+                   "(mqtts:// for TLS; password from $EDGECAT_MQTT_PASSWORD or --credentials). Repeatable. "
+                   "Default: display://.")
 @click.option("--backend", default=None,
               help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
 @precision_option()
@@ -41,8 +46,8 @@ from edgecat.cli.common import command, console, precision_option, print_json
 @click.option("--flip", type=click.IntRange(0, 7), default=0, show_default=True,
               help="CSI flip-method (0 none, 2 rotate 180, 4 horizontal, 6 vertical).")
 @click.option("--credentials", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="netrc-format file (mode 0600) with camera users and passwords, instead of putting them in "
-                   "the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
+              help="netrc-format file (mode 0600) with camera and MQTT broker users and passwords, instead of "
+                   "putting them in the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Video files / image folders: up to N already-decoded frames per source in one model call.")
 @click.option("--pipeline", type=click.Choice(["auto", "serial", "overlap"]), default="auto", show_default=True,
@@ -52,11 +57,19 @@ from edgecat.cli.common import command, console, precision_option, print_json
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@trusted_key_option()
+@click.option("--watch", is_flag=True,
+              help="Swap in a new bundle placed at BUNDLE's path without dropping a frame (checked first; a bad "
+                   "one is refused and the running model goes on). SIGHUP does it at any time.")
+@click.option("--metrics", "metrics", default=None, metavar="[HOST]:PORT",
+              help="Serve Prometheus metrics at /metrics (:9100 this machine only; 0.0.0.0:9100 needs "
+                   "$EDGECAT_HTTP_TOKEN). The live view (--sink http://...) serves /metrics too.")
 def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backend: str | None, precision: str | None,
            threads: int | None, threshold: float | None, smooth: int, max_fps: float | None,
            duration: float | None, loop: bool, realtime: bool, reconnect_seconds: float, jsonl_changes: bool,
            width: int | None, height: int | None, camera_fps: float | None, flip: int, credentials: str | None,
-           summary_json: str | None, as_json: bool, batch: int = 1, pipeline: str = "auto") -> None:
+           summary_json: str | None, as_json: bool, batch: int = 1, trusted_keys: tuple[str, ...] = (),
+           watch: bool = False, metrics: str | None = None, pipeline: str = "auto") -> None:
     """Classify live frames from cameras, streams, videos or image folders with BUNDLE.
 
     Ctrl-C or SIGTERM ends cleanly: sinks are flushed and a summary is printed.
@@ -69,7 +82,7 @@ def stream(bundle: str, sources: tuple[str, ...], sinks: tuple[str, ...], backen
         runtime_options={"threads": threads} if threads else {}, threshold=threshold, smooth=smooth,
         max_fps=max_fps, duration=duration, loop=loop, realtime=realtime, reconnect_seconds=reconnect_seconds,
         jsonl_changes=jsonl_changes, camera=CameraOptions(width, height, camera_fps, flip), credentials=credentials,
-        batch=batch, pipeline=pipeline,
+        batch=batch, trusted_keys=list(trusted_keys), watch=watch, metrics=metrics, pipeline=pipeline,
     )
     summary = run_stream(bundle, cfg)
     if summary_json:

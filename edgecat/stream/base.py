@@ -46,6 +46,7 @@ class SinkOptions:
     title: str = "stream"  # the bundle's name, shown by the live view
     changes_only: bool = False  # jsonl: a line per label change instead of per frame
     token: str | None = None  # http: the live view's access token (default: $EDGECAT_HTTP_TOKEN)
+    credentials: str | None = None  # mqtt: netrc-format file with the broker's user and password
 
 
 class Sink(abc.ABC):
@@ -68,6 +69,10 @@ class Sink(abc.ABC):
     def write(self, frame: Frame, result: Result, fps: float, annotated: np.ndarray | None) -> None:
         """One processed frame: its result, the current FPS and the overlay picture (None when no
         sink needs pictures). Called from one thread; must not block on slow consumers."""
+
+    def model(self, info: dict[str, Any]) -> None:  # noqa: B027 - only event sinks report the model
+        """The model now running (name, bundle hash, backend, precision): before :meth:`open`, and
+        again whenever a new bundle is swapped in."""
 
     def stats(self, stats: dict[str, Any]) -> None:  # noqa: B027 - only the live view shows them
         """The run's running figures (frames, dropped, fps, latency), a few times a second."""

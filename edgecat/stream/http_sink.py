@@ -1,8 +1,8 @@
 """``http://:PORT``: a live view for headless devices, served by the stdlib ThreadingHTTPServer.
 
 ``/`` a small page (annotated MJPEG video, label, probability, FPS, latency), ``/stream.mjpg?source=N``
-the MJPEG stream, ``/frame.jpg?source=N`` the latest frame, ``/stats.json`` the running statistics;
-any other path is a 404.
+the MJPEG stream, ``/frame.jpg?source=N`` the latest frame, ``/stats.json`` the running statistics,
+``/metrics`` Prometheus metrics (:mod:`edgecat.stream.metrics`); any other path is a 404.
 
 A camera view is private, so the sink is closed by default:
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 BOUNDARY = "edgecatframe"
 TOKEN_ENV = "EDGECAT_HTTP_TOKEN"
 COOKIE = "edgecat_token"
-PATHS = ("/", "/index.html", "/stats.json", "/frame.jpg", "/stream.mjpg")
+PATHS = ("/", "/index.html", "/stats.json", "/frame.jpg", "/stream.mjpg", "/metrics")
 MAX_VIEWERS = 4
 MAX_CONNECTIONS = 16  # viewers + page and stats requests; beyond this a connection gets 503 at once
 WRITE_TIMEOUT = 5.0
@@ -174,6 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
             if in_query and sink.token:  # the page's <img> and fetch() then carry it by themselves
                 cookie = {"Set-Cookie": f"{COOKIE}={sink.token}; HttpOnly; SameSite=Strict; Path=/"}
             self._send(200, "text/html; charset=utf-8", sink.page().encode(), cookie)
+        elif url.path == "/metrics":  # Prometheus text (edgecat.stream.metrics), under the same token
+            if sink.metrics is None:
+                self._send(404, "text/plain", b"no metrics in this stream\n")
+            else:
+                body, ctype = sink.metrics()
+                self._send(200, ctype, body)
         elif url.path == "/stats.json":
             self._send(200, "application/json", json.dumps(sink.current_stats()).encode())
         elif url.path == "/frame.jpg":
@@ -296,6 +302,7 @@ class HttpSink(Sink):
         self._threads: list[threading.Thread] = []
         self.title = title  # the page's heading: the bundle's name
         self.sources = sources  # one picture per source on the page
+        self.metrics: Callable[[], tuple[bytes, str]] | None = None  # set by the stream: (body, content type)
 
     @property
     def url(self) -> str:

@@ -66,6 +66,9 @@ class StreamConfig:
     http_token: str | None = None  # live view access token (default: $EDGECAT_HTTP_TOKEN, or generated)
     batch: int = 1  # file sources: up to this many already-decoded frames per source in one model call
     pipeline: str = "auto"  # auto | serial | overlap (edgecat.stream.serial.choose_pipeline)
+    trusted_keys: list[str] = field(default_factory=list)  # public keys a bundle must be signed by (edgecat.signing)
+    watch: bool = False  # poll the bundle path and swap a new bundle in (SIGHUP does it always; stream.swap)
+    metrics: str | None = None  # "[HOST]:PORT": serve /metrics alone (the live view serves it too; stream.metrics)
 
 
 @dataclass
@@ -159,19 +162,54 @@ class Streamer:
             raise EdgecatError("--batch must be >= 1")
         if cfg.pipeline not in PIPELINES:
             raise EdgecatError(f"unknown --pipeline '{cfg.pipeline}' (choose from: {', '.join(PIPELINES)})")
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        from edgecat.signing import open_trusted
+
+        self.bundle = open_trusted(bundle, cfg.trusted_keys)  # keys configured: signed and unchanged, or refused
         self.cfg = cfg
         # bad URIs fail before anything opens
         self.specs = [parse_source(s, cfg.credentials) for s in cfg.sources]
         options = SinkOptions(fps=cfg.output_fps, sources=len(cfg.sources), title=self.bundle.name,
-                              changes_only=cfg.jsonl_changes, token=cfg.http_token)
+                              changes_only=cfg.jsonl_changes, token=cfg.http_token, credentials=cfg.credentials)
         self.sinks: list[Sink] = [parse_sink(s, options) for s in cfg.sinks]
+        self.metrics_server: Any = None  # edgecat.stream.metrics.MetricsServer for --metrics
+        self.metrics = self._make_metrics()
+        self.swapper: Any = None  # edgecat.stream.swap.ModelSwapper, made once the first model runs
         self._runtime = runtime
+        self._first_runtime = runtime
         self._own_runtime = runtime is None
         self._stop = threading.Event()
         self.stopped_by = ""
         self.threads: list[SourceThread | SerialSource] = []
         self.pipeline = ""
+
+    def _make_metrics(self) -> Any:
+        """Metrics when asked (--metrics) or when the live view can serve them; a sink like the others."""
+        from edgecat.stream.http_sink import HttpSink
+
+        views = [s for s in self.sinks if isinstance(s, HttpSink)]
+        if not self.cfg.metrics and not views:
+            return None
+        from edgecat.stream.metrics import MetricsServer, StreamMetrics
+
+        metrics = StreamMetrics()
+        metrics.watch(self._live_counters)
+        self.metrics_server = MetricsServer(self.cfg.metrics, metrics, self.cfg.http_token) if self.cfg.metrics else None
+        for view in views:
+            view.metrics = metrics.text
+        self.sinks.append(metrics)
+        return metrics
+
+    def _live_counters(self) -> dict[str, Any]:
+        return {"sources": [(t.index, t.dropped, t.stats.reconnects) for t in self.threads],
+                "sinks": [(redact(s.uri), getattr(s, "dropped", 0), getattr(s, "reconnects", 0))
+                          for s in self.sinks if hasattr(s, "reconnects")]}
+
+    def _open_next(self, bundle: Bundle) -> Runtime:
+        """A runtime for a swapped-in bundle, made the way the first one was."""
+        if not self._own_runtime and self._runtime is not None:  # the caller's kind of runtime
+            first = self._runtime
+            return type(first)(bundle, first.precision, **first.options)
+        return open_backend(bundle, self.cfg.backend, self.cfg.precision, **self.cfg.runtime_options)[0]
 
     def stop(self, why: str = "stop()") -> None:
         if not self._stop.is_set():
@@ -208,6 +246,7 @@ class Streamer:
         cfg = self.cfg
         runtime = self._runtime
         opened: list[Sink] = []
+        first_runtime = runtime
         try:
             ccfg = CaptureConfig(model_size=self.bundle.input_size, realtime=cfg.realtime, loop=cfg.loop,
                                  reconnect_seconds=cfg.reconnect_seconds, camera=cfg.camera,
@@ -226,14 +265,28 @@ class Streamer:
             log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
             serial = self._serial_source(runtime, ccfg)
+            from edgecat.stream.swap import Model, ModelSwapper
+
+            model = Model(self.bundle, runtime, model_info(self.bundle, runtime))
             for s in self.sinks:
+                s.model(model.info)
                 s.open(source_fps)
                 opened.append(s)
+            if self.metrics is not None and self.metrics_server is not None:
+                self.metrics_server.start()
+            self.swapper = ModelSwapper(self.bundle.path, model, self._open_next, model_info, watch=cfg.watch,
+                                        trusted_keys=cfg.trusted_keys,
+                                        on_result=self.metrics.swapped if self.metrics is not None else None)
+            self.swapper.start()
             if serial is None:
                 for t in self.threads:
                     t.start()
-            return self._loop(runtime, serial)
+            return self._loop(model, serial)
         finally:
+            if self.swapper is not None:
+                self.swapper.stop()
+            if self.metrics is not None and self.metrics_server is not None:
+                self.metrics_server.stop()
             for t in self.threads:
                 t.stop()
             for t in self.threads:
@@ -243,7 +296,8 @@ class Streamer:
                     s.close()
                 except Exception as exc:  # noqa: BLE001 - close the others regardless
                     log.error("closing %s failed: %s", redact(s.uri), redact(exc))
-            if self._own_runtime and runtime is not None:
+            runtime = self._runtime
+            if runtime is not None and (self._own_runtime or runtime is not first_runtime):  # swapped-in ones too
                 runtime.close()
 
     def _serial_source(self, runtime: Runtime, ccfg: CaptureConfig) -> SerialSource | None:
@@ -285,12 +339,13 @@ class Streamer:
                 batch += th.get_ready(self.cfg.batch - 1)
         return batch
 
-    def _loop(self, runtime: Runtime, serial: SerialSource | None = None) -> StreamSummary:
+    def _loop(self, model: Any, serial: SerialSource | None = None) -> StreamSummary:
         """``overlap`` (serial None): inference only here; capture threads decode and resize the next
         frames while the model runs, and an output thread does smoothing, overlays and sinks for the
         previous batch. ``serial``: this thread reads up to ``batch`` frames, runs the model and the
         sinks, then reads the next ones."""
         cfg = self.cfg
+        runtime = model.runtime
         out = _Output(self, any(s.needs_images for s in self.sinks), threaded=serial is None)
         active = list(self.threads)
 
@@ -323,11 +378,15 @@ class Streamer:
                     break
                 if not batch:
                     continue
+                if (new := self.swapper.take()) is not None:  # between two batches: a whole model, never half
+                    model, runtime = self._swap(model, new)
                 probs = runtime.infer(_model_batch(batch))
                 batches += 1
                 infer_ms.append(runtime.last_inference_ms)
+                if self.metrics is not None:
+                    self.metrics.batch(len(batch), runtime.last_inference_ms)
                 t_done = time.perf_counter()
-                out.put(batch, probs, runtime.last_inference_ms, t_done, rate.tick(t_done, len(batch)))
+                out.put(batch, probs, runtime.last_inference_ms, t_done, rate.tick(t_done, len(batch)), model)
                 frames += len(batch)
                 if min_period:
                     delay = min_period * len(batch) - (time.perf_counter() - t_batch)
@@ -344,6 +403,14 @@ class Streamer:
         for s in self.sinks:
             s.stats(self._stats_dict(frames, start, summary.fps, out.latencies))
         return summary
+
+    def _swap(self, old: Any, new: Any) -> tuple[Any, Runtime]:
+        """Run ``new`` from the next batch on; the old runtime is closed unless the caller owns it."""
+        self.bundle, self._runtime = new.bundle, new.runtime
+        if self._own_runtime or old.runtime is not self._first_runtime:
+            old.runtime.close()
+        log.info("model swapped: now %s on %s", new.bundle.name, new.runtime.description)
+        return new, new.runtime
 
     def _stats_dict(self, frames: int, start: float, fps: float, latencies: list[float]) -> dict[str, Any]:
         recent = latencies[-200:]
@@ -371,6 +438,14 @@ class Streamer:
         )
 
 
+def model_info(bundle: Bundle, runtime: Runtime) -> dict[str, Any]:
+    """What event sinks and metrics report as the running model."""
+    from edgecat.signing import bundle_hash
+
+    return {"model": bundle.name, "bundle": bundle_hash(bundle.manifest), "backend": runtime.backend,
+            "precision": runtime.precision}
+
+
 def _what_ran(runtime: Runtime | None) -> dict[str, Any]:
     if runtime is None:
         return {}
@@ -395,6 +470,7 @@ class _Output:
         self.s = streamer
         self.need_images = need_images
         self.smoother = Smoother(streamer.cfg.smooth)
+        self.bundle = streamer.bundle  # the bundle of the batch being written (a swap changes it in order)
         self.latencies: list[float] = []
         self.labels: dict[str, int] = {}
         self.error: BaseException | None = None
@@ -410,15 +486,16 @@ class _Output:
         if self.threaded:
             self._thread.start()
 
-    def put(self, batch: list[Frame], probs: np.ndarray, infer_ms: float, t_done: float, fps: float) -> None:
+    def put(self, batch: list[Frame], probs: np.ndarray, infer_ms: float, t_done: float, fps: float,
+            model: Any = None) -> None:
         """Hand a finished batch over; blocks while OUTPUT_QUEUE batches already wait (back-pressure)."""
         if not self.threaded:
             if self.error is None:
-                self._guarded((batch, probs, infer_ms, t_done, time.time(), fps))
+                self._guarded((batch, probs, infer_ms, t_done, time.time(), fps, model))
             return
         while self._thread.is_alive():
             try:
-                self._q.put((batch, probs, infer_ms, t_done, time.time(), fps), timeout=0.5)
+                self._q.put((batch, probs, infer_ms, t_done, time.time(), fps, model), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -450,7 +527,11 @@ class _Output:
             return False
 
     def _batch(self, batch: list[Frame], probs: np.ndarray, infer_ms: float, t_done: float, wall: float,
-               fps: float) -> None:
+               fps: float, model: Any = None) -> None:
+        if model is not None and model.bundle is not self.bundle:  # the first batch of a swapped-in model
+            self.bundle = model.bundle
+            for sink in self.s.sinks:
+                sink.model(model.info)
         for f, p in zip(batch, probs, strict=True):
             self._one(f, p, infer_ms, t_done, wall, fps)
         if t_done - self._last_stats >= 0.25:
@@ -461,7 +542,7 @@ class _Output:
 
     def _one(self, f: Frame, p: np.ndarray, infer_ms: float, t_done: float, wall: float, fps: float) -> None:
         p = self.smoother(f.source, np.asarray(p, dtype=np.float32))
-        label, prob = decide(self.s.bundle, p, self.s.cfg.threshold)
+        label, prob = decide(self.bundle, p, self.s.cfg.threshold)
         lat = (t_done - f.t_capture) * 1000.0
         self.latencies.append(lat)
         self.labels[label] = self.labels.get(label, 0) + 1

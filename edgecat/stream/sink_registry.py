@@ -1,7 +1,8 @@
 """Sink URIs -> sinks: the one module that knows every kind of output (a new sink is one entry in
 :data:`SCHEMES`, or a file suffix). The concrete sinks only know :mod:`edgecat.stream.base`.
 
-``display://``, ``http://[HOST]:PORT``, ``jsonl://FILE`` (or a ``.jsonl`` path), a video file.
+``display://``, ``http://[HOST]:PORT``, ``jsonl://FILE`` (or a ``.jsonl`` path), ``mqtt://`` /
+``mqtts://`` (:mod:`edgecat.stream.mqtt_sink`), a video file.
 """
 
 from __future__ import annotations
@@ -38,11 +39,19 @@ def _jsonl(uri: str, rest: str, options: SinkOptions) -> Sink:
     return JsonlSink(rest, options.changes_only)
 
 
+def _mqtt(uri: str, rest: str, options: SinkOptions) -> Sink:
+    from edgecat.stream.mqtt_sink import MqttSink
+
+    return MqttSink(uri, credentials=options.credentials, title=options.title, sources=options.sources)
+
+
 #: URI scheme -> builder(uri, the rest of the URI, options)
 SCHEMES: dict[str, Callable[[str, str, SinkOptions], Sink]] = {
     "display://": _display,
     "http://": _http,
     "jsonl://": _jsonl,
+    "mqtt://": _mqtt,
+    "mqtts://": _mqtt,
 }
 
 
@@ -58,7 +67,7 @@ def parse_sink(uri: str, options: SinkOptions | None = None) -> Sink:
     if text.startswith("file://"):
         text = text[len("file://"):]
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
-        raise EdgecatError(f"unsupported sink '{redact(uri)}': use display://, http://:PORT, jsonl://FILE or out.mp4")
+        raise EdgecatError(f"unsupported sink '{redact(uri)}': use display://, http://:PORT, jsonl://FILE, mqtt://HOST/PREFIX or out.mp4")
     path = Path(text)
     if path.suffix.lower() == ".jsonl":
         return JsonlSink(path, options.changes_only)
