@@ -76,11 +76,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("edgecat", "edgecat.errors", "edgecat.redact", "edgecat.log", "edgecat.fsutil", "edgecat.artifacts",
               "edgecat.backends", "edgecat.bundle_schema", "edgecat.bundle", "edgecat.config", "edgecat.machine",
               "edgecat.timing", "edgecat.imaging", "edgecat.data", "edgecat.splits", "edgecat.synthetic",
-              "edgecat.validate", "edgecat.weights", "edgecat.plots", "edgecat.input_pipeline")),
+              "edgecat.validate", "edgecat.int8_guard", "edgecat.signing", "edgecat.weights", "edgecat.plots",
+              "edgecat.input_pipeline")),
     ("runtime", ("edgecat.runtime",)),
     ("model and export", ("edgecat.models", "edgecat.feature_cache", "edgecat.export")),
     ("applications", ("edgecat.select", "edgecat.bench", "edgecat.evaluate", "edgecat.predict", "edgecat.stream",
-                      "edgecat.checks", "edgecat.train")),
+                      "edgecat.checks", "edgecat.train", "edgecat.train_finish")),
     ("front", ("edgecat.api", "edgecat.cli", "edgecat.demo", "edgecat.__main__")),
 )
 

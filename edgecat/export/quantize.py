@@ -47,7 +47,7 @@ from edgecat import artifacts
 from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.export.bias_correction import BIAS_CORRECTION_IMAGES
-from edgecat.export.trt_qdq import HIGH_PRECISION_OPSET, high_precision_fp16, trt_excluded_nodes, trt_post_pass
+from edgecat.export.trt_qdq import high_precision_fp16, trt_excluded_nodes, trt_post_pass
 from edgecat.fsutil import atomic_path, write_json
 from edgecat.machine import has_vnni
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
