@@ -46,7 +46,7 @@ def test_patterns_find_what_they_are_for() -> None:
     samples = ["see Issue " + "12", "fixed in issue " + "#7", "(issues " + "3)", "cp /work" + "/runs/x .",
                "/root" + "/.cache", "/home" + "/me/data"]
     assert all(hits(s) for s in samples), [s for s in samples if not hits(s)]
-    assert not hits("WORKDIR /home/edgecat\nthe issue with FP16 inputs\nruns/work/x and /tmp/scratch")
+    assert not hits("WORKDIR /home" + "/edgecat\nthe issue with FP16 inputs\nruns/work/x and /tmp/scratch")
 
 
 def test_no_tracker_numbers_or_machine_paths() -> None:

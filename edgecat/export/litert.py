@@ -121,24 +121,31 @@ def convert(model: Any, size: tuple[int, int], precision: str, calib: np.ndarray
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
-        if calib is None or not len(calib):
-            raise EdgecatError("LiteRT INT8 needs calibration images")
-
-        def representative() -> Any:
-            for img in calib:
-                yield [img[None].astype(np.float32)]
-
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative
-        # full integer inside: refuse rather than silently keep float ops
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8 if int8_input == "uint8" else tf.float32
-        conv.inference_output_type = tf.float32
+        _full_integer(conv, calib, tf.uint8 if int8_input == "uint8" else tf.float32)
     try:
         with quiet_native_stderr():
             return bytes(conv.convert())
     except Exception as exc:
         raise EdgecatError(f"LiteRT {precision} conversion failed: {first_line(exc)[:200]}") from exc
+
+
+def _full_integer(conv: Any, calib: np.ndarray | None, input_type: Any) -> None:
+    """INT8 settings shared by the one-shot and the bias-corrected conversion: calibrated on
+    ``calib``, full integer inside (refuse rather than silently keep float ops), float output."""
+    import tensorflow as tf
+
+    if calib is None or not len(calib):
+        raise EdgecatError("LiteRT INT8 needs calibration images")
+
+    def representative() -> Any:
+        for img in calib:
+            yield [img[None].astype(np.float32)]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = input_type
+    conv.inference_output_type = tf.float32
 
 
 def _convert_corrected(model: Any, size: tuple[int, int], calib: np.ndarray | None, correct: bool,
@@ -150,19 +157,8 @@ def _convert_corrected(model: Any, size: tuple[int, int], calib: np.ndarray | No
     from edgecat.export import litert_bias
     from edgecat.export.bias_correction import BIAS_CORRECTION_IMAGES
 
-    if calib is None or not len(calib):
-        raise EdgecatError("LiteRT INT8 needs calibration images")
     conv = _converter(model, size)
-
-    def representative() -> Any:
-        for img in calib:
-            yield [img[None].astype(np.float32)]
-
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.float32
-    conv.inference_output_type = tf.float32
+    _full_integer(conv, calib, tf.float32)
     with quiet_native_stderr():
         calibrated = litert_bias.calibrate_only(conv)
         if keep_float == [litert_bias.LAST_STAGE]:
