@@ -5,7 +5,8 @@ interleaved rounds (round r runs every configuration over all photos before roun
 image. Each runtime with edgecat's settings at ``--threads`` and at 1 thread (``edgecat-tN``) and
 with the library's own defaults (a bare session / compile_model / Interpreter), so the gain from
 edgecat's settings is measured, not assumed. Then ``--backend auto``'s choice (measured afresh) and
-its ratio to the fastest default, and label agreement with FP32 of every INT8/FP16 file auto may pick.
+its ratio to the fastest default, and the figures against FP32 (accuracy drop, confident answers
+flipped, label agreement: :mod:`edgecat.int8_guard`) of every INT8/FP16 file auto may pick.
 
     .venv/bin/python benchmarks/cpu_runtimes.py BUNDLE [BUNDLE...] \
         --images ../shared/data/cats-vs-dogs/validation --threads 2 --n 40 --rounds 7 --agreement 1000
@@ -28,14 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecat.select import (
-    artifact_key,
-    candidates,
-    choose_backend,
-    predicted_labels,
-    reference_labels,
-)
-from edgecat.splits import validation_images
+from edgecat import int8_guard
+from edgecat.select import artifact_key, candidates, choose_backend, evidence, predicted_probs
 
 
 def photos(folder: Path, n: int, size: tuple[int, int]) -> np.ndarray:
@@ -103,15 +98,16 @@ def interleaved(runs: dict[str, Callable[[np.ndarray], Any]], images: np.ndarray
     return {k: round(statistics.median(v), 3) for k, v in samples.items()}
 
 
-def agreements(bundle: Any, limit: int, threads: int) -> dict[str, float]:
-    """Label agreement with ONNX Runtime FP32 for every non-FP32 file auto may pick."""
-    val, what, _ = validation_images(bundle, limit)
-    ref = reference_labels(bundle, val)
-    out = {"images": what}
+def fidelities(bundle: Any, limit: int, threads: int) -> dict[str, Any]:
+    """Each non-FP32 file auto may pick against ONNX Runtime FP32, judged as auto judges it."""
+    ev = evidence(bundle, limit)
+    limits = int8_guard.limits_from_manifest(bundle.manifest)
+    out: dict[str, Any] = {"images": ev.what}
     for backend, prec in candidates(bundle, gpu=False):
         if prec != "fp32":
-            labels = predicted_labels(bundle, backend, prec, val, threads=threads)
-            out[f"{backend}/{prec}"] = round(float(np.mean(labels == ref)), 4)
+            probs = predicted_probs(bundle, backend, prec, ev.images, threads=threads)
+            v = int8_guard.judge(ev.reference, probs, ev.labels, limits, bundle.threshold)
+            out[f"{backend}/{prec}"] = {**v.fidelity.to_dict(), "ok": v.ok, "rule": v.rule}
     return out
 
 
@@ -134,7 +130,7 @@ def one_bundle(path: Path, a: argparse.Namespace) -> dict[str, Any]:
                        "ms_in_this_table": auto_ms, "fastest_default": best_default,
                        "speedup_vs_fastest_default": round(defaults[best_default] / auto_ms, 3) if auto_ms else None}}
     if a.agreement:
-        report["agreement_with_fp32"] = agreements(bundle, a.agreement, a.threads)
+        report["against_fp32"] = fidelities(bundle, a.agreement, a.threads)
     return report
 
 
@@ -178,7 +174,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--agreement", type=int, default=1000, help="validation photos for INT8/FP16 agreement (0: skip)")
+    ap.add_argument("--agreement", type=int, default=1000, help="validation photos INT8/FP16 files are judged on (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--litert-uint8", action="store_true",
                     help="also convert a uint8-input INT8 .tflite (needs TensorFlow) and time it against float32 input")

@@ -46,12 +46,16 @@ UNLIMITED_WIDTH = 100_000
 #: where ONNX Runtime's quantizer logs "Increased scale[...]") reaches the user from WARNING up
 OWN_LOGGERS = ("edgecat", "__main__")
 
-#: C++ log lines TensorFlow prints while it loads (absl prefix "I0000 00:00:..." and friends)
+#: C++ log lines TensorFlow prints while it loads (absl prefix "I0000 00:00:..." and friends): every
+#: info and warning line, and the error-level lines a machine without CUDA always gets (no driver,
+#: factories registered twice); any other error-level line is a real error and gets through
 _TF_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
+    r"|E\d{4} [\d:.]+\s+\d+ \S+:\d+\] (failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|.*computation placer already registered|.*could not retrieve CUDA device count)"
     r"|To enable the following instructions:"
-    r"|E0000 |W0000 |I0000 )"
+    r"|W0000 |I0000 )"
 )
 
 #: every native line a library writes to file descriptor 2 that tells a user nothing: TensorFlow's

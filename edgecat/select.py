@@ -5,9 +5,12 @@ to tell it. The order of ONNX Runtime, OpenVINO and LiteRT (and FP32/FP16/INT8 w
 with the CPU (VNNI/AMX, ARM dot-product) and library versions, so it cannot be fixed in code. On first
 use on a machine every available backend x exported precision (the backends the table in
 :mod:`edgecat.backends` lets auto try) is timed on a few real images from the bundle (batch 1,
-interleaved rounds, median), then the fastest is checked for label agreement with FP32 on the
-bundle's validation images; one below the bundle's ``agreement_threshold`` (manifest, default 0.995)
-is refused and the next fastest is checked. The winner is remembered in the manifest under
+interleaved rounds, median), then judged from the fastest down against FP32 by the rules of
+:mod:`edgecat.int8_guard`: on the bundle's labelled validation photos, accuracy may drop at most
+0.3 points and at most 0.3% of the answers FP32 is confident about may flip (the bundle's own bounds
+under ``int8_guard`` in the manifest win); where this machine has no photos, the figures the export
+recorded on them are judged instead. The first candidate that passes is chosen; each refusal names the
+rule that refused it. The winner, its figures and the bounds are remembered in the manifest under
 ``autoselect``, keyed by CPU/GPU model and library versions, so later runs reuse it at no cost; a
 re-exported artifact or a library upgrade makes a new measurement.
 
@@ -34,13 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecat import artifacts, backends, machine, timing
+from edgecat import artifacts, backends, imaging, int8_guard, machine, splits, timing
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
 from edgecat.runtime import Runtime, open_runtime, resolve_defaults
 from edgecat.runtime.base import run_chunked
-from edgecat.splits import parity_images, validation_images
-from edgecat.validate import agreement_threshold
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ class Timing:
     precision: str
     threads: int | None = None  # None: the runtime's default (GPU backends)
     ms: float | None = None  # median ms per image, batch 1
-    agreement: float | None = None  # label agreement with FP32 on the validation images
+    agreement: float | None = None  # label agreement with FP32 on the images it was judged on
     status: str = "timed"  # timed | chosen | refused | failed | unchecked
-    note: str = ""
+    note: str = ""  # why refused (the guard's reason, naming its rule) or failed
+    rule: str | None = None  # the int8_guard rule that refused it
+    fidelity: dict[str, Any] | None = None  # int8_guard.Fidelity figures against FP32 where judged
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Choice:
     threads: int | None = None
     machine: str = ""
     reused: bool = False
+    limits: dict[str, float] = field(default_factory=dict)  # the int8_guard bounds it was judged by
+    judged_on: str = ""  # the images (or the export's record) the figures come from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +80,8 @@ class Choice:
     @classmethod
     def from_dict(cls, d: dict[str, Any], **changes: Any) -> Choice:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["timings"] = [Timing(**t) for t in known.get("timings", [])]
+        known["timings"] = [Timing(**{k: v for k, v in t.items() if k in Timing.__dataclass_fields__})
+                            for t in known.get("timings", [])]
         return cls(**{**known, **changes})
 
 
@@ -117,14 +123,20 @@ def fingerprint(bundle: Bundle, pairs: list[tuple[str, str]]) -> str:
     return h.hexdigest()[:16]
 
 
-def recorded_agreement(bundle: Bundle, backend: str, precision: str) -> tuple[float, str] | None:
-    """The label agreement with FP32 the export's precision table recorded for the file ``backend``
-    runs at ``precision`` (measured on real labelled photos), with what it was measured on."""
+def recorded_verdict(bundle: Bundle, backend: str, precision: str,
+                     limits: int8_guard.Limits) -> tuple[int8_guard.Verdict, str] | None:
+    """The guard's verdict on the figures the export's precision table recorded for the file
+    ``backend`` runs at ``precision`` (measured on real photos), with what they were measured on;
+    None when the export recorded none (an older edgecat, or no photos at export either)."""
     entry = bundle.artifacts.get(artifact_key(backend, precision), {}).get("accuracy") or {}
-    if entry.get("agreement_with_fp32") is None:
+    recorded = entry.get("fidelity")
+    if precision == "fp32" and recorded is None and entry.get("agreement_with_fp32") is not None:
+        recorded = {"images": entry.get("images") or 0, "agreement": entry["agreement_with_fp32"],
+                    "confident": 0, "confident_flips": 0, "confident_flip_rate": 0.0}  # FP32 is the reference
+    v = int8_guard.judge_recorded(recorded, limits) if isinstance(recorded, dict) else None
+    if v is None:
         return None
-    what = f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
-    return float(entry["agreement_with_fp32"]), what
+    return v, f"{entry.get('images')} images from {entry.get('data')}, recorded at export"
 
 
 # ------------------------------------------------------------------------------ measurement
@@ -169,16 +181,45 @@ def time_candidates(bundle: Bundle, configs: list[tuple[str, str, int | None]], 
     return timings
 
 
-def predicted_labels(bundle: Bundle, backend: str, precision: str, images: np.ndarray, batch: int = 16,
-                     **options: Any) -> np.ndarray:
+def predicted_probs(bundle: Bundle, backend: str, precision: str, images: np.ndarray, batch: int = 16,
+                    **options: Any) -> np.ndarray:
+    """Class probabilities [n, classes] of the file ``backend`` runs at ``precision``."""
     with open_runtime(bundle, backend, precision, **options) as rt:
-        return np.array(bundle.labels_from_probs(run_chunked(rt, images, batch)))
+        return np.asarray(bundle.class_probs(run_chunked(rt, images, batch)))
 
 
-def reference_labels(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    """FP32 labels: ONNX Runtime on model.onnx, else LiteRT FP32 (a LiteRT-only device bundle)."""
+def reference_probs(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """FP32's probabilities: ONNX Runtime on model.onnx, else LiteRT FP32 (a LiteRT-only device bundle)."""
     backend = "onnxruntime" if bundle.has(artifacts.onnx("fp32").key) else "litert"
-    return predicted_labels(bundle, backend, "fp32", images)
+    return predicted_probs(bundle, backend, "fp32", images)
+
+
+@dataclass
+class Evidence:
+    """What candidates are judged on: images, their true classes where known, FP32's answers."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    reference: np.ndarray
+    what: str
+    real: bool
+
+
+def evidence(bundle: Bundle, limit: int) -> Evidence:
+    """The bundle's labelled validation photos on this machine (less any INT8 was calibrated on), at
+    most ``limit``; its parity images (maybe synthetic, ``real`` False) where there are none."""
+    from edgecat.export.quantize import calibration_images
+
+    calibrated, _, _ = calibration_images(bundle)
+    files, labels, what, _ = splits.labelled_set(bundle, None, limit, exclude=calibrated or None)
+    loaded = imaging.load_batch(files, bundle.input_size)
+    if len(loaded.files):
+        images = loaded.images  # uint8, as the runtimes take it: a quarter of float32's memory
+        y = np.array([labels[i] for i in loaded.kept]) if labels is not None else None
+        return Evidence(images, y, reference_probs(bundle, images), f"{len(images)} labelled images from {what}",
+                        True)
+    images, what = splits.parity_images(bundle, n=min(limit, 32))
+    return Evidence(images, None, reference_probs(bundle, images), what, False)
 
 
 def _no_candidates(bundle: Bundle, precision: str | None) -> str:
@@ -195,73 +236,81 @@ def _no_candidates(bundle: Bundle, precision: str | None) -> str:
             f"(run `edgecat export BUNDLE`, or install {extras})")
 
 
-def _agreement(bundle: Bundle, t: Timing, timings: list[Timing],
-               val: tuple[np.ndarray, np.ndarray, str, bool]) -> tuple[float, str]:
-    """Label agreement with FP32 of ``t``'s file and what it was measured on. Labels do not depend on
-    the thread count, so one figure per backend x precision. Without labelled photos on this machine
-    the export's recorded figure wins over one on synthetic images, which agree on anything."""
-    images, ref, what, real = val
-    known = next((u.agreement for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
-                  and u.agreement is not None), None)
+def _verdict(bundle: Bundle, t: Timing, timings: list[Timing], ev: Evidence,
+             limits: int8_guard.Limits) -> tuple[int8_guard.Verdict, str]:
+    """The guard's verdict on ``t``'s file and what it was judged on. Answers do not depend on the
+    thread count, so one verdict per backend x precision. Without labelled photos on this machine the
+    export's recorded figures win over ones on synthetic images, which agree on anything."""
+    known = next((u for u in timings if (u.backend, u.precision) == (t.backend, t.precision)
+                  and u.fidelity is not None and u is not t), None)
     if known is not None:
-        return known, what
-    recorded = None if real else recorded_agreement(bundle, t.backend, t.precision)
+        fid = int8_guard.Fidelity(**known.fidelity)  # type: ignore[arg-type]
+        return int8_guard.verdict(fid, limits), ev.what
+    recorded = None if ev.real else recorded_verdict(bundle, t.backend, t.precision, limits)
     if recorded is not None:
         return recorded
-    labels = predicted_labels(bundle, t.backend, t.precision, images, **_threads(t.threads))
-    return float(np.mean(labels == ref)), what
+    probs = predicted_probs(bundle, t.backend, t.precision, ev.images, **_threads(t.threads))
+    return int8_guard.judge(ev.reference, probs, ev.labels, limits, bundle.threshold), ev.what
 
 
-def pick(timings: list[Timing], agreement: Callable[[Timing], tuple[float, str]],
-         threshold: float) -> tuple[Timing, str] | None:
-    """The fastest timed candidate whose label agreement reaches ``threshold``, and what that was
-    measured on; ``agreement`` is asked from the fastest down, and only until one passes. Marks
-    each timing: chosen, refused (with its figure), unchecked (slower than the choice)."""
+def pick(timings: list[Timing],
+         judge: Callable[[Timing], tuple[int8_guard.Verdict, str]]) -> tuple[Timing, str] | None:
+    """The fastest timed candidate the guard accepts, and what it was judged on; ``judge`` is asked
+    from the fastest down, and only until one passes. Marks each timing: chosen, refused (with the
+    rule and its figures), unchecked (slower than the choice)."""
     for t in sorted((t for t in timings if t.ms is not None), key=lambda t: t.ms or 0.0):
-        t.agreement, on = agreement(t)
-        if t.agreement >= threshold:
+        v, on = judge(t)
+        t.agreement, t.fidelity = v.fidelity.agreement, v.fidelity.to_dict()
+        if v.ok:
             t.status = "chosen"
             for u in timings:
-                if u.status == "timed" and u.agreement is None:
+                if u.status == "timed" and u.fidelity is None:
                     u.status, u.note = "unchecked", "slower than the choice"
             return t, on
-        t.status = "refused"
-        t.note = f"agreement {100 * t.agreement:.2f}% < {100 * threshold:.1f}%"
+        t.status, t.rule, t.note = "refused", v.rule, v.reason
     return None
 
 
-def _choice(t: Timing, timings: list[Timing], what: str, on: str, threshold: float, threads: int | None) -> Choice:
+def _choice(t: Timing, timings: list[Timing], what: str, on: str, limits: int8_guard.Limits,
+            threads: int | None) -> Choice:
     fastest_fp32 = min((u.ms for u in timings if u.precision == "fp32" and u.ms), default=None)
     gain = f", {fastest_fp32 / t.ms:.2f}x the fastest FP32" if fastest_fp32 and t.ms else ""
-    reason = (f"fastest that keeps labels: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
-              f"thread(s) on {what}{gain}; "
-              f"agreement with FP32 {100 * (t.agreement or 0.0):.2f}% >= {100 * threshold:.1f}% on {on}")
-    return Choice(t.backend, t.precision, reason, timings, machine=machine_key(threads), threads=t.threads)
+    verdict = int8_guard.verdict(int8_guard.Fidelity(**t.fidelity), limits) if t.fidelity else None
+    kept = verdict.reason if verdict is not None else "FP32"
+    reason = (f"fastest that keeps the answers: {t.ms:.2f} ms/image at batch 1 with {t.threads or 'default'} "
+              f"thread(s) on {what}{gain}; against FP32: {kept} (judged on {on})")
+    return Choice(t.backend, t.precision, reason, timings, machine=machine_key(threads), threads=t.threads,
+                  limits=limits.to_dict(), judged_on=on)
 
 
 def measure(bundle: Bundle, precision: str | None = None, threads: int | None = None, images: int = 8,
             rounds: int = 5, validation_limit: int = 1000, gpu: bool | None = None) -> Choice:
-    """Time every candidate, then check agreement from the fastest down until one passes."""
+    """Time every candidate, then judge them against FP32 from the fastest down until one passes."""
     pairs = candidates(bundle, precision, gpu)
     if not pairs:
         raise EdgecatError(_no_candidates(bundle, precision))
     configs = [(b, p, n) for b, p in pairs for n in thread_options(b, threads)]
-    sample, what = parity_images(bundle, n=images)
+    sample, what = splits.parity_images(bundle, n=images)
     timings = time_candidates(bundle, configs, sample, rounds=rounds)
-    threshold = agreement_threshold(bundle)
-    val: list[tuple[np.ndarray, np.ndarray, str, bool]] = []  # loaded for the first check only
+    limits = int8_guard.limits_from_manifest(bundle.manifest)
+    loaded: list[Evidence] = []  # loaded for the first check only
 
-    def agreement(t: Timing) -> tuple[float, str]:
-        if not val:
-            images_, val_what, real = validation_images(bundle, validation_limit)
-            val.append((images_, reference_labels(bundle, images_), val_what, real))
-        return _agreement(bundle, t, timings, val[0])
+    def judge(t: Timing) -> tuple[int8_guard.Verdict, str]:
+        if not loaded:
+            loaded.append(evidence(bundle, validation_limit))
+        return _verdict(bundle, t, timings, loaded[0], limits)
 
-    picked = pick(timings, agreement, threshold)
+    picked = pick(timings, judge)
     if picked is not None:
-        return _choice(picked[0], timings, what, picked[1], threshold, threads)
-    raise EdgecatError("--backend auto: no backend x precision here keeps the bundle's labels "
-                       f"(agreement threshold {threshold:.3f}); see `edgecat bench`")
+        return _choice(picked[0], timings, what, picked[1], limits, threads)
+    refused = "; ".join(f"{t.backend}/{t.precision}: {t.note}" for t in timings if t.status == "refused")
+    raise EdgecatError("--backend auto: no backend x precision here keeps FP32's answers within the bundle's "
+                       f"bounds ({_bounds(limits)}): {refused}"[:400] + "; see `edgecat bench`")
+
+
+def _bounds(limits: int8_guard.Limits) -> str:
+    return (f"accuracy drop <= {100 * limits.max_accuracy_drop:.2f} points, confident answers flipped "
+            f"<= {100 * limits.max_confident_flips:.2f}%")
 
 
 # ------------------------------------------------------------------------------ remembering
@@ -382,7 +431,7 @@ def open_backend(bundle: Bundle | str | os.PathLike[str], backend: str | None = 
 
 def explain(choice: Choice) -> tuple[list[list[str]], str]:
     """Rows (backend, precision, threads, ms, agreement, status) and one line: what bench prints for auto."""
-    rows = []
+    rows: list[list[str]] = []
     for t in sorted(choice.timings, key=lambda t: (t.ms is None, t.ms or 0.0)):
         rows.append([t.backend, t.precision, str(t.threads or "default"), "-" if t.ms is None else f"{t.ms:.2f}",
                      "-" if t.agreement is None else f"{100 * t.agreement:.2f}%",
@@ -393,7 +442,7 @@ def explain(choice: Choice) -> tuple[list[list[str]], str]:
 
 
 __all__ = ["MANIFEST_KEY", "Choice", "Timing", "candidates", "choose_backend", "explain", "machine_key", "measure",
-           "open_auto", "open_backend", "pick", "recall", "reference_labels"]
+           "evidence", "open_auto", "open_backend", "pick", "recall", "reference_probs"]
 
 if __name__ == "__main__":
     raise SystemExit(_child(sys.argv[1:]))

@@ -253,17 +253,6 @@ def parity_images(bundle: Bundle, n: int = 16, extra_dirs: list[str] | None = No
     return synth, f"{n} {SYNTHETIC}"
 
 
-def validation_images(bundle: Bundle, limit: int) -> tuple[np.ndarray, str, bool]:
-    """(images, what they are, real): the bundle's validation photos; where this machine has none
-    (a bundle copied to a device), its parity images, which may be synthetic (``real`` False)."""
-    files, _, what, _ = labelled_set(bundle, None, limit)
-    images = imaging.load_batch(files, bundle.input_size).images
-    if not len(images):
-        sample, sample_what = parity_images(bundle, n=min(limit, 32))
-        return sample, sample_what, False
-    return images, f"{len(images)} images from {what}", True
-
-
 @dataclass
 class ImageSet:
     """Files to time end to end, with each one's class index where its folder names one."""

@@ -26,15 +26,6 @@ log = logging.getLogger(__name__)
 
 Outputs = np.ndarray | Mapping[str, np.ndarray]
 SPACES = ("raw", "probs", "logits")
-#: label agreement with FP32 below which ``--backend auto`` refuses a file and export warns about it
-DEFAULT_AGREEMENT = 0.995
-
-
-def agreement_threshold(bundle: Bundle) -> float:
-    """The bundle's ``agreement_threshold`` (manifest), else :data:`DEFAULT_AGREEMENT`."""
-    return float(bundle.manifest.get("agreement_threshold", DEFAULT_AGREEMENT))
-
-
 class ParityError(EdgecatError):
     """A converted model does not match its reference; ``report`` carries the figures."""
 

@@ -184,8 +184,13 @@ def test_calibration_never_saw_the_validation_photos(golden: Run) -> None:
 
 
 def test_commands_from_other_folders_use_the_bundle_and_its_data(golden: Run) -> None:
+    from edgecat.int8_guard import AUTO_LIMITS
+
     metrics = json.loads(golden.out["evaluate"])
-    assert metrics["n"] == 1000 and metrics["accuracy"] >= MIN_ACCURACY, metrics
+    fp32 = golden.manifest()["artifacts"]["onnx-fp32"]["accuracy"]["accuracy"]
+    # auto may run a file that loses at most its bound against FP32 on these very photos
+    floor = round(1000 * (fp32 - AUTO_LIMITS.max_accuracy_drop))
+    assert metrics["n"] == 1000 and round(1000 * metrics["accuracy"]) >= floor, (metrics, fp32)
     preds = json.loads(golden.out["predict"])
     assert len(preds) == 12 and all(p["label"] in ("cats", "dogs") for p in preds), preds
     bench = json.loads((golden.root / "somewhere-else" / "bench.json").read_text())

@@ -82,3 +82,34 @@ def test_openvino_compiles_one_static_batch_per_size_with_the_dynamic_outputs(ti
             assert list(compiled.inputs[0].get_shape()) == [batch, 48, 48, 3]
     assert np.max(np.abs(got3 - ref3)) < 1e-5 and np.max(np.abs(got1 - ref1)) < 1e-5
     assert np.array_equal(got1, again1)
+
+
+SIGNAL_AFTER_CLOSES = """
+import faulthandler, os, signal, sys
+faulthandler.enable()  # as pytest and `python -X faulthandler` do: the thread has a stack of its own
+from edgecat.runtime import open_runtime
+from edgecat.runtime.signal_stack import current
+before = current().ss_sp
+first = open_runtime(sys.argv[1], "openvino", "fp32", threads=1)
+second = open_runtime(sys.argv[1], "openvino", "fp32", threads=2)
+second.infer(__import__("numpy").zeros((2, 48, 48, 3), "uint8"))  # a second compile, batch 2
+first.close()  # the first opened, closed first
+second.close()
+assert current().ss_sp == before, (hex(before), hex(current().ss_sp or 0))
+got = []
+signal.signal(signal.SIGHUP, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGHUP)
+print("handled", len(got))
+"""
+
+
+def test_runtimes_closed_in_any_order_leave_signal_handling_working(tiny_bundle):
+    """OpenVINO's plugin swaps the thread's alternate signal stack and restores it per Core: two
+    runtimes closed first-opened-first left it on freed memory, and the next signal (a SIGHUP reload,
+    SIGTERM) crashed the process. Run in a child, so a crash is a failure here and not of the suite."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_CLOSES, str(tiny_bundle)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "handled 1" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

@@ -12,27 +12,38 @@ from edgecat import artifacts
 from edgecat.errors import EdgecatError
 
 
-def test_pick_checks_from_the_fastest_down_and_stops_at_the_first_that_keeps_labels():
-    """The decision alone, on made-up timings: the fastest (int8) is refused, the next (fp16) is
-    chosen, the slower ones are never checked, and a candidate that failed to open is left alone."""
+def test_pick_judges_from_the_fastest_down_and_stops_at_the_first_the_guard_accepts():
+    """The decision alone, on made-up timings and figures: the fastest (int8) is refused by the rule
+    it breaks, the next (fp16) is chosen, the slower ones are never judged, and a candidate that
+    failed to open is left alone."""
+    from edgecat import int8_guard
     from edgecat.select import Timing, pick
 
     timings = [Timing("onnxruntime", "fp32", 1, ms=3.0), Timing("openvino", "int8", 1, ms=1.0),
                Timing("onnxruntime", "fp16", 1, ms=2.0), Timing("litert", "fp32", 1, ms=2.5),
                Timing("litert", "int8", 1, status="failed", note="cannot open")]
-    figures = {"int8": 0.90, "fp16": 0.999, "fp32": 1.0}
+    # 1,000 labelled photos, 800 of them FP32 is confident about; INT8 flips 5 of those (0.63%)
+    figures = {"int8": int8_guard.Fidelity(1000, 0.99, 800, 5, 5 / 800, 0.99, 0.988, 0.002),
+               "fp16": int8_guard.Fidelity(1000, 0.999, 800, 0, 0.0, 0.99, 0.99, 0.0)}
     asked = []
 
-    def agreement(t):
+    def judge(t):
         asked.append((t.backend, t.precision))
-        return figures[t.precision], "24 photos"
+        return int8_guard.verdict(figures[t.precision]), "1000 labelled images"
 
-    chosen, on = pick(timings, agreement, threshold=0.995)
-    assert (chosen.backend, chosen.precision, on) == ("onnxruntime", "fp16", "24 photos")
+    chosen, on = pick(timings, judge)
+    assert (chosen.backend, chosen.precision, on) == ("onnxruntime", "fp16", "1000 labelled images")
     assert asked == [("openvino", "int8"), ("onnxruntime", "fp16")]  # fastest first, stop at the first pass
     assert [t.status for t in timings] == ["unchecked", "refused", "chosen", "unchecked", "failed"]
-    assert timings[1].note == "agreement 90.00% < 99.5%" and timings[4].note == "cannot open"
-    assert pick([Timing("onnxruntime", "int8", ms=1.0)], agreement, threshold=0.995) is None
+    refused = timings[1]
+    assert refused.rule == "confident_flips" and refused.note.startswith("confident_flips: 5 of 800")
+    assert refused.agreement == 0.99 and refused.fidelity["confident_flips"] == 5
+    assert timings[4].note == "cannot open"
+    # an accuracy drop beyond the bound refuses by the other rule, whatever the flips
+    dropped = int8_guard.Fidelity(1000, 0.995, 800, 0, 0.0, 0.99, 0.985, 0.005)
+    alone = [Timing("onnxruntime", "int8", ms=1.0)]
+    assert pick(alone, lambda t: (int8_guard.verdict(dropped), "x")) is None
+    assert alone[0].rule == "accuracy_drop" and "0.50 points lost > 0.30 allowed" in alone[0].note
 
 
 @needs_tf
@@ -52,11 +63,14 @@ def test_auto_measures_checks_remembers_and_reuses(tiny_bundle, synth_data):
     chosen = [t for t in c.timings if t.status == "chosen"]
     assert len(chosen) == 1 and (chosen[0].backend, chosen[0].precision) == (c.backend, c.precision)
     assert all(t.ms > 0 for t in c.timings if t.status != "failed")
-    assert chosen[0].agreement >= 0.995 and not c.reused
+    assert chosen[0].fidelity["accuracy_drop"] is not None and not c.reused  # judged on labelled photos
+    assert c.limits == {"max_accuracy_drop": 0.003, "max_confident_flips": 0.003, "margin": 0.25}
+    assert "labelled images" in c.judged_on and "accuracy" in c.reason
     assert c.machine.startswith(cpu_model())  # keyed by CPU model, GPUs and library versions
     record = json.loads((tiny_bundle / "edgecat.json").read_text())[MANIFEST_KEY]
     (slot, saved), = record.items()
     assert slot.startswith(machine_key(1)) and saved["backend"] == c.backend
+    assert saved["limits"] == c.limits and saved["timings"][0]["fidelity"] is not None  # bounds and figures kept
     # later runs reuse it without measuring
     again = choose_backend(Bundle.open(tiny_bundle), threads=1)
     assert again.reused and (again.backend, again.precision) == (c.backend, c.precision)
@@ -104,7 +118,8 @@ def test_defaults_are_auto_for_backend_and_precision_once_exported(tiny_bundle, 
 
 
 @needs_tf
-def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synth_data):
+def test_auto_refuses_by_the_bundles_bounds_and_reexport_invalidates(tiny_bundle, synth_data):
+    """The bundle's own bounds (manifest ``int8_guard``) decide; a refusal names its rule."""
     from edgecat.bundle import Bundle
     from edgecat.errors import EdgecatError
     from edgecat.export.quantize import quantize_int8
@@ -112,12 +127,17 @@ def test_auto_refuses_below_threshold_and_reexport_invalidates(tiny_bundle, synt
 
     b = Bundle.open(tiny_bundle)
     quantize_int8(b, "cpu", calib=synth_data / "train", calib_size=16)
-    b.manifest["agreement_threshold"] = 1.01  # nothing can reach it, FP32 included
-    with pytest.raises(EdgecatError, match="no backend x precision here keeps the bundle's labels"):
-        choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24, save=False)
-    b.manifest["agreement_threshold"] = 0.0
+    # every image counts as one FP32 is confident about (margin 0) and no flip is allowed:
+    # the INT8 file passes only if it changes none of FP32's labels
+    b.manifest["int8_guard"] = {"max_accuracy_drop": 0.0, "max_confident_flips": 0.0, "margin": 0.0}
+    try:
+        strict = choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24, save=False)
+        assert all(t.fidelity["confident_flips"] == 0 for t in strict.timings if t.status == "chosen")
+    except EdgecatError as exc:
+        assert "no backend x precision here keeps FP32's answers" in str(exc) and "confident_flips: " in str(exc)
+    b.manifest["int8_guard"] = {"max_accuracy_drop": 0.49, "max_confident_flips": 0.49}
     first = choose_backend(b, "int8", threads=1, images=2, rounds=1, validation_limit=24)
-    assert first.precision == "int8" and not first.reused
+    assert first.precision == "int8" and not first.reused and first.limits["max_confident_flips"] == 0.49
     assert choose_backend(b, "int8", threads=1).reused
     # a re-made INT8 file (other calibration images: another sha256) is measured again
     key = artifacts.onnx("int8").key
@@ -155,9 +175,9 @@ def test_auto_measures_thread_counts_when_not_given_and_opens_with_the_winner(ti
 
 
 @needs_tf
-def test_without_photos_auto_trusts_the_exports_recorded_agreement_not_synthetic_images(tiny_bundle, synth_data):
+def test_without_photos_auto_judges_the_exports_recorded_figures_not_synthetic_images(tiny_bundle, synth_data):
     """A bundle copied to a device has no validation photos: synthetic images agree on anything,
-    so auto must judge a file by the agreement the export recorded on real photos."""
+    so auto judges a file by the figures the export recorded on real photos."""
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import export_fp16
     from edgecat.select import choose_backend
@@ -168,15 +188,19 @@ def test_without_photos_auto_trusts_the_exports_recorded_agreement_not_synthetic
     splits["validation"] = [[f"/nonexistent/{i}.jpg", label] for i, (_, label) in enumerate(splits["validation"])]
     (tiny_bundle / "splits.json").write_text(json.dumps(splits))
     b = Bundle.open(tiny_bundle)
+    flipped = {"images": 1000, "agreement": 0.99, "confident": 900, "confident_flips": 9,
+               "confident_flip_rate": 0.01, "accuracy_fp32": 0.99, "accuracy": 0.989, "accuracy_drop": 0.001}
     b.artifacts["onnx-fp16"]["accuracy"] = {"data": "bundle validation split", "images": 1000,
-                                            "agreement_with_fp32": 0.90}
-    with pytest.raises(EdgecatError, match="no backend x precision here keeps the bundle's labels"):
-        choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)  # 90% < 99.5%: refused
+                                            "agreement_with_fp32": 0.99, "fidelity": flipped}
+    with pytest.raises(EdgecatError, match="confident_flips: 9 of 900"):
+        choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)  # 1% > 0.3%: refused
     c = choose_backend(b, None, threads=1, images=2, rounds=1, save=False)
     assert c.precision == "fp32", c.reason
-    fp16 = [t for t in c.timings if t.precision == "fp16" and t.status == "refused"]
-    assert all(t.agreement == 0.90 for t in fp16)
-    b.artifacts["onnx-fp16"]["accuracy"]["agreement_with_fp32"] = 1.0  # the export said it keeps labels
+    fp16 = [t for t in c.timings if t.precision == "fp16"]
+    assert fp16 and all(t.status in ("refused", "unchecked") for t in fp16)  # refused, or slower than FP32
+    assert all(t.rule == "confident_flips" and t.agreement == 0.99 for t in fp16 if t.status == "refused")
+    b.artifacts["onnx-fp16"]["accuracy"]["fidelity"] = {**flipped, "confident_flips": 1,
+                                                         "confident_flip_rate": 1 / 900}
     c = choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)
     assert c.precision == "fp16" and "recorded at export" in c.reason
 

@@ -9,8 +9,9 @@ background thread while the old one keeps running:
    :mod:`edgecat.signing`), with the same input size and classes as the running one (the capture
    threads and the sinks were set up for those);
 2. its recorded figures checked: the artifact the runtime loads must have passed its own parity
-   check when it was exported (difference within its tolerance, label agreement at least the
-   bundle's ``agreement_threshold``);
+   check when it was exported (difference within its tolerance) and, for a reduced-precision file,
+   the bounds ``--backend auto`` applies (:mod:`edgecat.int8_guard`) on the figures its export
+   recorded (label agreement at least 99.5% where an older export recorded only that);
 3. its runtime opened and warmed up, with a finite output of the right shape.
 
 Only a model that passed all three is handed over, and the stream takes it between two batches
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecat import int8_guard
 from edgecat.bundle import MANIFEST, Bundle
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
@@ -39,7 +41,8 @@ from edgecat.redact import redact
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-DEFAULT_AGREEMENT = 0.995  # as --backend auto: a bundle may set its own "agreement_threshold"
+#: the least label agreement on the parity images of a file whose export recorded no guard figures
+DEFAULT_AGREEMENT = 0.995
 
 
 @dataclass
@@ -65,22 +68,26 @@ def fingerprint(path: str | Path) -> str:
 
 
 def check_recorded_figures(bundle: Bundle, artifact_key: str | None) -> None:
-    """Refuse an artifact whose own export-time parity check failed (recorded in the manifest)."""
+    """Refuse an artifact whose own export-time checks failed (recorded in the manifest)."""
     if not artifact_key:
         return
     entry = bundle.artifacts.get(artifact_key, {})
-    parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else None
-    if not parity:
-        return
+    parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else {}
     tol, diff = parity.get("tolerance"), parity.get("max_abs_diff")
     if isinstance(tol, (int, float)) and isinstance(diff, (int, float)) and diff > tol:
         raise EdgecatError(f"{entry.get('file')}: its recorded check failed (max difference {diff:.3g} > "
                            f"tolerance {tol:.3g} against {parity.get('reference')})")
+    recorded = (entry.get("accuracy") or {}).get("fidelity")
+    v = (int8_guard.judge_recorded(recorded, int8_guard.limits_from_manifest(bundle.manifest))
+         if isinstance(recorded, dict) else None)
+    if v is not None:
+        if not v.ok:
+            raise EdgecatError(f"{entry.get('file')}: its recorded figures break --backend auto's bounds: {v.reason}")
+        return
     agreement = parity.get("label_agreement")
-    need = float(bundle.manifest.get("agreement_threshold", DEFAULT_AGREEMENT))
-    if isinstance(agreement, (int, float)) and agreement < need:
+    if isinstance(agreement, (int, float)) and agreement < DEFAULT_AGREEMENT:
         raise EdgecatError(f"{entry.get('file')}: its recorded label agreement {100 * agreement:.2f}% is below "
-                           f"{100 * need:.1f}%")
+                           f"{100 * DEFAULT_AGREEMENT:.1f}%")
 
 
 class ModelSwapper:

@@ -22,6 +22,7 @@ from edgecat import artifacts
 from edgecat.errors import EdgecatError, first_line
 from edgecat.runtime.base import Runtime, as_model_input
 from edgecat.runtime.openvino.loader import compile_config, import_openvino
+from edgecat.runtime.signal_stack import keep_signal_stack
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ class OpenVINORuntime(Runtime):
     backend = "openvino"
 
     def _load(self) -> None:
+        # OpenVINO swaps the thread's alternate signal stack when its CPU plugin loads and puts it
+        # back when the Core goes: see edgecat.runtime.signal_stack
+        with keep_signal_stack():
+            self._open()
+
+    def _open(self) -> None:
         ov = import_openvino()
         self.artifact_key = artifacts.onnx(self.precision).key
         self.path = self.bundle.artifact_path(self.artifact_key)
@@ -76,11 +83,13 @@ class OpenVINORuntime(Runtime):
             static = [batch, *(shape[i].get_length() for i in range(1, shape.rank.get_length()))]
             model = self.model.clone()
             model.reshape({model.inputs[0]: static})
-        compiled = self.core.compile_model(model, self.device, self.config)
-        entry = (compiled, compiled.create_infer_request())
+        with keep_signal_stack():
+            compiled = self.core.compile_model(model, self.device, self.config)
+            entry = (compiled, compiled.create_infer_request())
         self._compiled[batch] = entry
         while len(self._compiled) > MAX_COMPILED:
-            dropped, _ = self._compiled.popitem(last=False)
+            with keep_signal_stack():
+                dropped, _ = self._compiled.popitem(last=False)
             log.debug("openvino: dropped the batch-%d compile", dropped)
         return entry
 
@@ -103,7 +112,8 @@ class OpenVINORuntime(Runtime):
         return np.array(result[compiled.outputs[self.output_index]], copy=True)
 
     def close(self) -> None:
-        self._compiled.clear()
-        self.model = None
-        self.core = None
+        with keep_signal_stack():
+            self._compiled.clear()
+            self.model = None
+            self.core = None
         super().close()
