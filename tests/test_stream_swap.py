@@ -222,3 +222,26 @@ def _wait(cond, timeout: float = WAIT) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_recorded_figures_are_judged_by_autos_bounds(tmp_path):
+    """A swapped-in INT8 file is held to the bounds --backend auto applies, on the figures its export
+    recorded; an older export's bare label agreement still has to reach 99.5%."""
+    from edgecat.errors import EdgecatError
+    from edgecat.stream.swap import check_recorded_figures
+
+    b = Bundle.create(tmp_path / "b", name="b", backbone="mobilenet_v2", input_size=(32, 32), classes=list(CLASSES),
+                      preprocessing="mobilenet_v2")
+    fid = {"images": 1000, "agreement": 0.99, "confident": 900, "confident_flips": 1, "confident_flip_rate": 1 / 900,
+           "accuracy_fp32": 0.99, "accuracy": 0.989, "accuracy_drop": 0.001}
+    b.artifacts["onnx-int8"] = {"file": "model.int8.onnx", "parity": {"label_agreement": 0.9375},
+                                "accuracy": {"fidelity": fid}}
+    check_recorded_figures(b, "onnx-int8")  # within the bounds: the parity images' 93.75% does not decide
+    b.artifacts["onnx-int8"]["accuracy"]["fidelity"] = {**fid, "confident_flips": 9, "confident_flip_rate": 0.01}
+    with pytest.raises(EdgecatError, match=r"model.int8.onnx: .*confident_flips: 9 of 900"):
+        check_recorded_figures(b, "onnx-int8")
+    b.manifest["int8_guard"] = {"max_confident_flips": 0.02}  # the bundle's own, looser bound
+    check_recorded_figures(b, "onnx-int8")
+    del b.artifacts["onnx-int8"]["accuracy"]
+    with pytest.raises(EdgecatError, match=r"recorded label agreement 93.75% is below 99.5%"):
+        check_recorded_figures(b, "onnx-int8")
