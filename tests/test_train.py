@@ -143,7 +143,11 @@ def test_full_schedule_with_augmentation(synth_data: Path, tmp_path: Path, monke
     from edgecat import log as edgecat_log
     from edgecat.train import train
 
-    screen = io.StringIO()
+    class Screen(io.StringIO):
+        def isatty(self) -> bool:  # a terminal, as the bar needs (a forced colour on a pipe is not one)
+            return True
+
+    screen = Screen()
     monkeypatch.setattr(edgecat_log, "_STDERR_CONSOLE", Console(file=screen, force_terminal=True, width=160))
     res = train(_cfg(synth_data, tmp_path / "full", full_epochs=1))  # weights none -> full by default
     assert [r["stage"] for r in res.history] == ["full"]
