@@ -65,6 +65,9 @@ class Fidelity:
     accuracy: float | None = None
     #: FP32 accuracy minus the candidate's (fraction; negative: the candidate scored better)
     accuracy_drop: float | None = None
+    #: FP32's top-class probability on the surest photo whose label changed (None: none changed);
+    #: near 0.5 means every flip was a coin toss that any rounding decides
+    surest_flip: float | None = None
 
     @property
     def labelled(self) -> bool:
@@ -111,7 +114,8 @@ def fidelity(p_ref: np.ndarray, p: np.ndarray, labels: np.ndarray | None = None,
     if n == 0:
         raise ValueError("no images to judge on")
     confident = ref_conf > 0.5 + margin
-    flips = int(np.sum(confident & (ref_lab != lab)))
+    changed = ref_lab != lab
+    flips = int(np.sum(confident & changed))
     n_conf = int(confident.sum())
     acc_ref = acc = drop = None
     if labels is not None:
@@ -122,7 +126,17 @@ def fidelity(p_ref: np.ndarray, p: np.ndarray, labels: np.ndarray | None = None,
         acc_ref, acc, drop = right_ref / n, right / n, (right_ref - right) / n
     return Fidelity(images=n, agreement=float(np.mean(ref_lab == lab)), confident=n_conf, confident_flips=flips,
                     confident_flip_rate=flips / n_conf if n_conf else 0.0,
-                    accuracy_fp32=acc_ref, accuracy=acc, accuracy_drop=drop)
+                    accuracy_fp32=acc_ref, accuracy=acc, accuracy_drop=drop,
+                    surest_flip=float(ref_conf[changed].max()) if changed.any() else None)
+
+
+def flipped(p_ref: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Indices of the images whose label the candidate changed, FP32's surest answer first: where
+    a user looks first to see whether a flip matters."""
+    ref_lab, ref_conf = _labels_and_confidence(p_ref, threshold)
+    lab, _ = _labels_and_confidence(p, threshold)
+    idx = np.flatnonzero(ref_lab != lab)
+    return idx[np.argsort(-ref_conf[idx], kind="stable")]
 
 
 def verdict(fid: Fidelity, limits: Limits = AUTO_LIMITS) -> Verdict:
@@ -175,4 +189,4 @@ def limits_from_manifest(manifest: Mapping[str, Any], default: Limits = AUTO_LIM
 
 __all__ = ["AUTO_LIMITS", "CONFIDENT_MARGIN", "EXPORT_LIMITS", "MANIFEST_KEY", "TARGETS_KEY", "Fidelity", "Limits",
            "RULES", "Verdict",
-           "fidelity", "judge", "judge_recorded", "limits_from_manifest", "verdict"]
+           "fidelity", "flipped", "judge", "judge_recorded", "limits_from_manifest", "verdict"]

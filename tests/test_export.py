@@ -243,6 +243,10 @@ def test_int8_flavours_cache_and_precision_table(tiny_bundle, synth_data, caplog
     assert (int8.agreement, int8_trt.agreement) == pytest.approx(
         (arts["onnx-int8"]["parity"]["label_agreement"], arts["onnx-int8-trt"]["parity"]["label_agreement"]))
     assert abs(int8_trt.accuracy - fp32.accuracy) <= 1 - int8_trt.agreement + 1e-9
+    for row in (int8, int8_trt):  # every changed photo named, as folder/file of the scored set
+        assert len(row.flipped) == round(table.images * (1 - row.agreement))
+        assert all((synth_data / "validation" / name).is_file() for name in row.flipped), row.flipped
+        assert (row.surest_flip is None) == (not row.flipped)
     manifest = json.loads((tiny_bundle / "edgecat.json").read_text())
     assert [r["precision"] for r in manifest["metrics"]["precision_table"]["rows"]] == ["fp32", "int8", "int8-trt"]
     assert "agreement_with_fp32" in manifest["artifacts"]["onnx-int8"]["accuracy"]

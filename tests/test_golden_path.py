@@ -42,6 +42,10 @@ BROKEN = "IMG_20260704_183212_back-door-camera-burst-frame-000123-with-a-long-na
 MIN_ACCURACY = 0.99
 #: how far each INT8 file's accuracy may fall below FP32's on the same photos
 MAX_INT8_DROP = 0.005
+#: FP16 keeps every label FP32 gives with p outside 0.5 +- this: its rounding moves this model's
+#: logits by up to ~0.2 on these photos (p 0.45..0.55 at the boundary), so a photo FP32 puts inside
+#: that band is a coin toss any rounding decides (one at p = 0.499 flipped in both FP16 files)
+FP16_COIN_TOSS = 0.05
 
 
 @dataclass
@@ -166,13 +170,19 @@ def test_every_export_is_recorded_with_its_file(golden: Run) -> None:
     assert set(status.values()) == {"ok"}, f"not ok right after export: {status}"
 
 
-def test_fp16_keeps_every_label_and_int8_keeps_the_accuracy(golden: Run) -> None:
+def test_fp16_changes_only_coin_tosses_and_int8_keeps_the_accuracy(golden: Run) -> None:
+    from edgecat.export.precision_table import FLIPS_LISTED
+
     table = golden.manifest()["metrics"]["precision_table"]
     assert table["images"] == 1000 and table["labelled"], table
     rows = {r["precision"]: r for r in table["rows"]}
     fp32 = rows["fp32"]["accuracy"]
     for fp16 in ("fp16", "tflite-fp16"):
-        assert rows[fp16]["agreement"] == 1.0, f"{fp16} changes {1 - rows[fp16]['agreement']:.1%} of labels"
+        row = rows[fp16]
+        assert len(row["flipped"]) == min(FLIPS_LISTED, round(1000 * (1 - row["agreement"]))), row
+        assert row["confident_flips"] == 0 and (row["surest_flip"] is None
+                                                or row["surest_flip"] < 0.5 + FP16_COIN_TOSS), (
+            f"{fp16} changed {row['flipped']}, FP32 sure at p = {row['surest_flip']}")
     for int8 in ("int8", "int8-trt", "tflite-int8"):
         drop = round(fp32 - rows[int8]["accuracy"], 6)  # 0.992 - 0.987 is 0.0050000000000000044
         assert drop <= MAX_INT8_DROP, f"{int8} accuracy {rows[int8]['accuracy']:.3f} is {drop * 100:.1f} pp below FP32"

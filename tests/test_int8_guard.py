@@ -29,6 +29,16 @@ def test_unsure_flips_pass_where_raw_agreement_would_refuse():
     assert v.fidelity.confident_flips == 0 and v.fidelity.confident == 900
     assert v.fidelity.accuracy_drop == pytest.approx(0.0)
     assert v.ok and v.rule is None
+    assert v.fidelity.surest_flip == pytest.approx(0.55)  # every flip a coin toss
+    assert list(g.flipped(p, q)) == list(range(10))
+
+
+def test_flips_are_listed_surest_first():
+    p = np.array([0.9, 0.52, 0.3, 0.99, 0.6])
+    q = np.array([0.4, 0.49, 0.3, 0.2, 0.6])
+    assert list(g.flipped(p, q)) == [3, 0, 1]
+    assert g.fidelity(p, q).surest_flip == pytest.approx(0.99)
+    assert g.fidelity(p, p).surest_flip is None and len(g.flipped(p, p)) == 0
 
 
 def test_accuracy_rule_refuses_and_says_so():

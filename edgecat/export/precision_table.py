@@ -39,6 +39,8 @@ ROWS: tuple[tuple[str, str], ...] = tuple((row_name(a), a.key) for a in artifact
 #: artifacts evaluated as Q/DQ arithmetic (graph fusion off): built for TensorRT, not this CPU
 SIMULATED = frozenset(a.key for a in artifacts.scored() if a.simulated)
 EVAL_BATCH = 32
+#: changed photos named per row: enough to look at, bounded for a broken file that flips hundreds
+FLIPS_LISTED = 20
 DEFAULT_LIMIT = splits.DEFAULT_LIMIT
 
 
@@ -56,6 +58,10 @@ class PrecisionRow:
     accuracy_drop: float | None = None
     confident_flips: int | None = None
     confident: int | None = None
+    #: FP32's top-class probability on the surest photo this file changed (None: none changed)
+    surest_flip: float | None = None
+    #: the photos whose label changed (folder/name, FP32's surest answer first, at most FLIPS_LISTED)
+    flipped: list[str] = field(default_factory=list)
     #: the export's targets (int8_guard.EXPORT_LIMITS) applied: {"ok", "rule", "reason", "limits"}
     check: dict[str, Any] | None = None
 
@@ -129,11 +135,11 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
             log.warning("precision table: skipping %s", why)
         if not loaded.files:
             raise EdgecatError("no readable images to evaluate on")
-        images = loaded.images
+        images, names = loaded.images, [f"{Path(f).parent.name}/{Path(f).name}" for f in loaded.files]
         y = np.array([labels[i] for i in loaded.kept]) if labels is not None else None
     else:
         images, what = splits.parity_images(bundle, n=32, exclude=calibrated)
-        y = None
+        y, names = None, []
     ref_raw: np.ndarray | None = None
     fidelities: dict[str, Any] = {}
     targets = int8_guard.limits_from_manifest(bundle.manifest, int8_guard.EXPORT_LIMITS, int8_guard.TARGETS_KEY)
@@ -154,12 +160,15 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
             max_prob_diff=vs.max_abs_diff,
         )
         if raw is not ref_raw:
-            fid = int8_guard.fidelity(bundle.class_probs(ref_raw), bundle.class_probs(raw), y, bundle.threshold,
-                                      targets.margin)
+            p_ref, p = bundle.class_probs(ref_raw), bundle.class_probs(raw)
+            fid = int8_guard.fidelity(p_ref, p, y, bundle.threshold, targets.margin)
+            if names:
+                row.flipped = [names[i] for i in int8_guard.flipped(p_ref, p, bundle.threshold)[:FLIPS_LISTED]]
             check = int8_guard.verdict(fid, targets).to_dict()
             del check["fidelity"]
             fidelities[key] = fid.to_dict()
             row.accuracy_drop, row.confident_flips, row.confident = fid.accuracy_drop, fid.confident_flips, fid.confident
+            row.surest_flip = fid.surest_flip
             row.check = check
         table.rows.append(row)
     if record:
