@@ -1,4 +1,7 @@
-"""`edgecat stream` against the plain OpenCV + LiteRT loop (benchmarks/plain_stream.py), interleaved (not a test).
+"""`edgecat stream` against the plain OpenCV loop (benchmarks/plain_stream.py), interleaved (not a test).
+
+The plain loop runs the same runtime as ``--backend`` when that is LiteRT, ONNX Runtime or OpenVINO
+(``--plain-runtime`` to choose), else LiteRT INT8, at ``--threads``.
 
 Makes a 640x480 MPEG-4 clip with one validation photo per frame, then runs, round after round,
 ``python -m edgecat stream BUNDLE --source clip.mp4 --sink jsonl://... --json`` (default backend:
@@ -75,7 +78,9 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=None, help="use this clip instead of making one")
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="the plain loop's LiteRT threads")
+    ap.add_argument("--threads", type=int, default=2, help="the plain loop's model threads")
+    ap.add_argument("--plain-runtime", default=None, choices=("litert", "onnxruntime", "openvino"),
+                    help="the plain loop's runtime (default: --backend when it is one of these, else litert)")
     ap.add_argument("--backend", default=None, help="edgecat's backend (default: auto)")
     ap.add_argument("--precision", default=None)
     ap.add_argument("--edgecat-threads", type=int, default=None, help="edgecat --threads (default: its own)")
@@ -98,8 +103,10 @@ def main() -> None:
             ec += ["--precision", a.precision]
         if a.edgecat_threads:
             ec += ["--threads", str(a.edgecat_threads)]
+        plain_runtime = a.plain_runtime or (a.backend if a.backend in ("litert", "onnxruntime", "openvino")
+                                            else "litert")
         plain = [py, str(HERE / "plain_stream.py"), str(a.bundle), str(clip), str(Path(tmp) / "plain.jsonl"),
-                 "--threads", str(a.threads)]
+                 "--threads", str(a.threads), "--runtime", plain_runtime, "--precision", a.precision or "int8"]
         if a.realtime:
             ec.append("--realtime")
             plain.append("--realtime")
@@ -121,6 +128,7 @@ def main() -> None:
         "taskset": a.taskset, "realtime": a.realtime, "frames": first.get("frames"),
         "edgecat_model": f"{first.get('backend')}/{first.get('precision')} t{first.get('threads')}",
         "pipelines_ran": {k: sorted({r.get("pipeline") for r in v if r.get("pipeline")}) for k, v in rows.items()},
+        "plain_model": f"{plain_runtime}/{a.precision or 'int8'} t{a.threads}",
         "plain_threads": a.threads, "load_before": load_before, "load_after": os.getloadavg(),
         "fps_each_round": {k: [r["fps"] for r in v] for k, v in rows.items()},
         "median": med,
