@@ -129,3 +129,38 @@ def test_auto_picks_by_the_real_runtimes_threads(tiny_bundle, clip, tmp_path):
             cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'e.jsonl'}"])
             summary = Streamer(tiny_bundle, cfg, rt).run()
         assert summary.pipeline == want and summary.frames == len(LABELS)
+
+
+def test_serial_decodes_with_ffmpegs_threads_and_overlap_with_its_own(colour_bundle, clip, tmp_path):
+    """In the serial shape FFmpeg's frame threads decode ahead while the model runs; a capture
+    thread (overlap) already does that and keeps its one decoder thread. Same frames either way."""
+    from edgecat.stream.readers import FILE_DECODE_THREADS, SERIAL_DECODE_THREADS
+
+    got = {}
+    for shape, threads in (("serial", SERIAL_DECODE_THREADS), ("overlap", FILE_DECODE_THREADS)):
+        events = tmp_path / f"{shape}.jsonl"
+        cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], pipeline=shape)
+        streamer = Streamer(colour_bundle, cfg, ColourRuntime(colour_bundle))
+        summary = streamer.run()
+        assert streamer.threads[0].reader.decode_threads == threads, shape
+        assert summary.frames == len(LABELS)
+        got[shape] = [(r["frame"], r["label"], r["probability"]) for r in read_jsonl(events)]
+    assert SERIAL_DECODE_THREADS != FILE_DECODE_THREADS
+    assert got["serial"] == got["overlap"]
+
+
+def test_stream_opens_onnxruntime_with_workers_that_stop_spinning(tiny_bundle, clip, tmp_path):
+    """Workers spinning between runs would take the cores the next frame's decoding needs; a caller's
+    own setting wins."""
+    pytest.importorskip("onnxruntime")
+    for given, want in (({}, "1"), ({"stop_spinning": False}, None)):
+        cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'e.jsonl'}"], backend="onnxruntime",
+                           precision="fp32", runtime_options=given)
+        streamer = Streamer(tiny_bundle, cfg)
+        assert streamer.run().frames == len(LABELS)
+        opts = streamer._runtime.session.get_session_options()
+        try:
+            entry = opts.get_session_config_entry("session.force_spinning_stop")
+        except RuntimeError:  # ORT raises for a key that was never set
+            entry = None
+        assert entry == want, given

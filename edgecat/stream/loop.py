@@ -209,7 +209,7 @@ class Streamer:
         if not self._own_runtime and self._runtime is not None:  # the caller's kind of runtime
             first = self._runtime
             return type(first)(bundle, first.precision, **first.options)
-        return open_backend(bundle, self.cfg.backend, self.cfg.precision, **self.cfg.runtime_options)[0]
+        return open_backend(bundle, self.cfg.backend, self.cfg.precision, **stream_runtime_options(self.cfg))[0]
 
     def stop(self, why: str = "stop()") -> None:
         if not self._stop.is_set():
@@ -257,7 +257,7 @@ class Streamer:
                 self.threads.append(t)
                 t.open()
             if runtime is None:
-                runtime = open_backend(self.bundle, cfg.backend, cfg.precision, **cfg.runtime_options)[0]
+                runtime = open_backend(self.bundle, cfg.backend, cfg.precision, **stream_runtime_options(cfg))[0]
                 self._runtime = runtime
             ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
             h, w = self.bundle.input_size
@@ -436,6 +436,13 @@ class Streamer:
             inference_p50_ms=pct(infer_ms, 50), batches=batches, stopped_by=self.stopped_by,
             sources=sources, labels=labels, pipeline=self.pipeline, **_what_ran(self._runtime),
         )
+
+
+def stream_runtime_options(cfg: StreamConfig) -> dict[str, Any]:
+    """The runtime options a stream opens its model with: the caller's, over ONNX Runtime workers that
+    stop spinning when a run returns, so the frame decoding between two runs gets the cores
+    (``edgecat.runtime.onnxruntime.loader.session_options``); other runtimes ignore the option."""
+    return {"stop_spinning": True, **cfg.runtime_options}
 
 
 def model_info(bundle: Bundle, runtime: Runtime) -> dict[str, Any]:

@@ -28,13 +28,20 @@ from edgecat.stream.uri import SourceSpec
 
 log = logging.getLogger(__name__)
 
-#: FFmpeg decoder threads for video files up to SINGLE_THREAD_DECODE_PIXELS. FFmpeg's default (one
-#: per CPU) cost 0.40 ms of CPU per 640x480 MPEG-4 frame against 0.27 ms with one thread, and was no
-#: faster in wall time: on a CPU the model shares, those extra threads only take cycles from
-#: inference. Larger frames keep FFmpeg's default: at 1080p one thread took 1.79 ms per frame
-#: against 1.46 ms, which would cap a stream whose model runs on a GPU.
+#: FFmpeg decoder threads for video files up to SINGLE_THREAD_DECODE_PIXELS where a capture thread
+#: decodes beside the model (the ``overlap`` shape). FFmpeg's default (one per CPU) cost 0.40 ms of CPU
+#: per 640x480 MPEG-4 frame against 0.27 ms with one thread, and was no faster in wall time there: the
+#: capture thread already overlaps decoding with inference, and extra threads only take cycles from
+#: it. Larger frames keep FFmpeg's default: at 1080p one thread took 1.79 ms per frame against 1.46
+#: ms, which would cap a stream whose model runs on a GPU. Where one thread does everything (the
+#: ``serial`` shape, :data:`SERIAL_DECODE_THREADS`), FFmpeg's frame threads are the overlap.
 FILE_DECODE_THREADS = 1
 SINGLE_THREAD_DECODE_PIXELS = 1280 * 720
+#: decoder threads when the stream reads in the model's own thread: None, FFmpeg's default. Its frame
+#: threads decode the next frames while the model runs, so ``read()`` returns a frame decoded in the
+#: background (0.5 ms in the caller's thread against 1.9 ms with one decoder thread, 640x480 MPEG-4,
+#: 2-core CPU; the whole serial stream 62 against 58 FPS, see benchmarks/README.md)
+SERIAL_DECODE_THREADS: int | None = None
 
 
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
@@ -124,14 +131,17 @@ def csi_pipeline(sensor_id: int, opts: CameraOptions) -> str:
     )
 
 
-def open_video_file(cv2: Any, path: str) -> Any:
-    """A video file, decoded with FILE_DECODE_THREADS up to SINGLE_THREAD_DECODE_PIXELS (the size is
-    known only once it is open, and the thread count only settable when opening: opened twice)."""
+def open_video_file(cv2: Any, path: str, threads: int | None = FILE_DECODE_THREADS) -> Any:
+    """A video file, decoded with ``threads`` FFmpeg threads (None: FFmpeg's default) up to
+    SINGLE_THREAD_DECODE_PIXELS (the size is known only once it is open, and the thread count only
+    settable when opening: opened twice)."""
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if threads is None:
+        return cap
     pixels = cap.get(cv2.CAP_PROP_FRAME_WIDTH) * cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
     if cap.isOpened() and 0 < pixels <= SINGLE_THREAD_DECODE_PIXELS and hasattr(cv2, "CAP_PROP_N_THREADS"):
         cap.release()
-        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, FILE_DECODE_THREADS])
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
     return cap
 
 
@@ -172,6 +182,7 @@ class CaptureReader(FrameReader):
         self.camera = camera or CameraOptions()
         self.live = spec.live
         self.cap: Any = None
+        self.decode_threads: int | None = FILE_DECODE_THREADS  # video files: see open_video_file
 
     def _make_capture(self) -> Any:
         cv2 = _cv2()
@@ -199,7 +210,7 @@ class CaptureReader(FrameReader):
             if cap.isOpened():
                 cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             return cap
-        return open_video_file(cv2, str(spec.target))
+        return open_video_file(cv2, str(spec.target), self.decode_threads)
 
     def open(self) -> None:
         cv2 = _cv2()
@@ -241,6 +252,16 @@ class CaptureReader(FrameReader):
         if self.cap is None:
             return False
         return bool(self.cap.set(_cv2().CAP_PROP_POS_FRAMES, 0))
+
+    def set_decode_threads(self, threads: int | None) -> None:
+        """Reopen a video file, before its first frame is read, with ``threads`` decoder threads
+        (FFmpeg fixes the count when it opens the file); other sources are left as they are."""
+        if self.spec.kind != "file" or threads == self.decode_threads:
+            return
+        self.decode_threads = threads
+        if self.cap is not None:
+            self.close()
+            self.open()
 
     def reconnect(self) -> bool:
         if self.cap is not None:

@@ -26,7 +26,7 @@ import numpy as np
 from edgecat.imaging import bgr_to_rgb, resize
 from edgecat.stream.base import Frame
 from edgecat.stream.capture import CaptureConfig, SourceStats
-from edgecat.stream.readers import CaptureReader, FrameReader, _cv2
+from edgecat.stream.readers import SERIAL_DECODE_THREADS, CaptureReader, FrameReader, _cv2
 from edgecat.stream.uri import SourceSpec
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class SerialSource:
     """One file source read in the consumer's own thread: the same frames, in order, with the same
     fields as a :class:`~edgecat.stream.capture.SourceThread` gives, and the same ``stats``.
 
+    A video file is reopened with FFmpeg's own decoder threads (``readers.SERIAL_DECODE_THREADS``):
+    they decode the next frames while the model runs, the overlap this shape has no thread for.
     Where no sink looks at the pictures, video frames are decoded into one reused buffer (the frame
     is finished with before the next read), saving a 640x480 allocation per frame."""
 
@@ -81,6 +83,8 @@ class SerialSource:
         self.stats = stats or SourceStats(uri=spec.uri)
         self.error: BaseException | None = None
         self.dropped = 0  # every frame of a file is processed
+        if isinstance(reader, CaptureReader):
+            reader.set_decode_threads(SERIAL_DECODE_THREADS)
         self._reuse = isinstance(reader, CaptureReader) and not cfg.full_frames
         self._buf: np.ndarray | None = None
         self._n = 0

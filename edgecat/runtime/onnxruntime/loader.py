@@ -27,12 +27,18 @@ def import_ort() -> Any:
     return ort
 
 
-def session_options(threads: int | None = None, spinning: bool = True) -> Any:
+def session_options(threads: int | None = None, spinning: bool = True, stop_spinning: bool = False) -> Any:
     """CPU settings measured on a 2-core box (benchmarks/README.md): one thread per physical core,
     all graph optimisations, sequential execution, spinning worker threads (ORT's default). Without
     spinning, MobileNetV2 INT8 with 2 threads took 6.9 ms instead of 4.0 (each of ~100 ops wakes a
     sleeping worker); but when other processes saturate every core, spinning doubled latency (22 vs
-    11 ms): ``spinning=False`` (``bench --no-spinning``) is for such shared machines."""
+    11 ms): ``spinning=False`` (``bench --no-spinning``) is for such shared machines.
+
+    ``stop_spinning``: spin inside a run, stop when it returns (``session.force_spinning_stop``).
+    Workers left spinning between runs take the cores from whatever the caller does between them:
+    in a stream, decoding the next frame (MobileNetV2 224 FP32, 2 threads, 640x480 video on 2
+    cores: 78-81 FPS against 67-69). Back-to-back runs lose up to 3% with it, so bench keeps ORT's
+    default."""
     ort = import_ort()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -40,6 +46,8 @@ def session_options(threads: int | None = None, spinning: bool = True) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning and stop_spinning:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts
 

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class OnnxRuntimeCPU(Runtime):
-    """Options: ``threads`` (default: physical cores), ``spinning`` (default True)."""
+    """Options: ``threads`` (default: physical cores), ``spinning`` (default True), ``stop_spinning``
+    (default False: workers keep spinning between runs, ORT's default; see ``session_options``)."""
 
     backend = "onnxruntime"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -53,7 +54,8 @@ class OnnxRuntimeCPU(Runtime):
                 log.debug("onnxruntime.preload_dlls failed: %s", exc)
         self.artifact_key = self.artifact_for(self.precision)
         path = self.bundle.artifact_path(self.artifact_key)
-        opts = session_options(self.options.get("threads"), bool(self.options.get("spinning", True)))
+        opts = session_options(self.options.get("threads"), bool(self.options.get("spinning", True)),
+                               bool(self.options.get("stop_spinning", False)))
         self.session = open_session(path, opts, self.provider_options())
         used = self.session.get_providers()
         if used[0] != needed:
