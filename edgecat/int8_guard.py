@@ -31,6 +31,9 @@ MANIFEST_KEY = "int8_guard"
 #: manifest key holding the targets ``edgecat export`` warns against (same fields)
 TARGETS_KEY = "int8_targets"
 RULES = ("accuracy_drop", "confident_flips")
+#: key, in an artifact's recorded ``accuracy``, of the figures each other runtime scored the file
+#: with (``{"openvino": {"accuracy", "agreement_with_fp32", "fidelity", ...}}``)
+BY_BACKEND = "by_backend"
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,6 @@ def limits_from_manifest(manifest: Mapping[str, Any], default: Limits = AUTO_LIM
     return Limits(**{**default.to_dict(), **values})
 
 
-__all__ = ["AUTO_LIMITS", "CONFIDENT_MARGIN", "EXPORT_LIMITS", "MANIFEST_KEY", "TARGETS_KEY", "Fidelity", "Limits",
+__all__ = ["AUTO_LIMITS", "BY_BACKEND", "CONFIDENT_MARGIN", "EXPORT_LIMITS", "MANIFEST_KEY", "TARGETS_KEY", "Fidelity", "Limits",
            "RULES", "Verdict",
            "fidelity", "flipped", "judge", "judge_recorded", "limits_from_manifest", "verdict"]

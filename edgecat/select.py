@@ -129,6 +129,9 @@ def recorded_verdict(bundle: Bundle, backend: str, precision: str,
     ``backend`` runs at ``precision`` (measured on real photos), with what they were measured on;
     None when the export recorded none (an older edgecat, or no photos at export either)."""
     entry = bundle.artifacts.get(artifact_key(backend, precision), {}).get("accuracy") or {}
+    own = (entry.get(int8_guard.BY_BACKEND) or {}).get(backend)
+    if isinstance(own, dict) and isinstance(own.get("fidelity"), dict):
+        entry = {**entry, **own}  # this runtime's own figures on the same photos, where the export had it
     recorded = entry.get("fidelity")
     if precision == "fp32" and recorded is None and entry.get("agreement_with_fp32") is not None:
         recorded = {"images": entry.get("images") or 0, "agreement": entry["agreement_with_fp32"],

@@ -10,6 +10,7 @@ one does, and nothing either writes may be lost. Needs ``../shared``; skips with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -186,6 +187,9 @@ def test_fp16_changes_only_coin_tosses_and_int8_keeps_the_accuracy(golden: Run) 
     for int8 in ("int8", "int8-trt", "tflite-int8"):
         drop = round(fp32 - rows[int8]["accuracy"], 6)  # 0.992 - 0.987 is 0.0050000000000000044
         assert drop <= MAX_INT8_DROP, f"{int8} accuracy {rows[int8]['accuracy']:.3f} is {drop * 100:.1f} pp below FP32"
+    # OpenVINO scores the ONNX files with its own kernels, recorded for a device without photos
+    recorded = golden.manifest()["artifacts"]["onnx-int8"]["accuracy"].get("by_backend", {})
+    assert ("int8 (openvino)" in rows) == ("openvino" in recorded) == bool(importlib.util.find_spec("openvino"))
 
 
 def test_calibration_never_saw_the_validation_photos(golden: Run) -> None:

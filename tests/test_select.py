@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from conftest import needs_tf
 
-from edgecat import artifacts
+from edgecat import artifacts, int8_guard
 from edgecat.errors import EdgecatError
 
 
@@ -203,6 +204,29 @@ def test_without_photos_auto_judges_the_exports_recorded_figures_not_synthetic_i
                                                          "confident_flip_rate": 1 / 900}
     c = choose_backend(b, "fp16", threads=1, images=2, rounds=1, save=False)
     assert c.precision == "fp16" and "recorded at export" in c.reason
+
+
+def test_recorded_figures_of_a_runtime_are_its_own(tiny_bundle):
+    """The export scores a reduced-precision ONNX file with OpenVINO too; a device without photos
+    judges OpenVINO by those figures and ONNX Runtime by its own, not one runtime by the other's."""
+    from edgecat.bundle import Bundle
+    from edgecat.select import recorded_verdict
+
+    b = Bundle.open(tiny_bundle)
+    shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.int8.onnx")
+    b.add_artifact("onnx-int8", "model.int8.onnx", precision="int8", format="onnx")
+    kept = {"images": 1000, "agreement": 0.998, "confident": 900, "confident_flips": 0,
+            "confident_flip_rate": 0.0, "accuracy_fp32": 0.992, "accuracy": 0.991, "accuracy_drop": 0.001}
+    lost = {**kept, "accuracy": 0.987, "accuracy_drop": 0.005}
+    b.artifacts["onnx-int8"]["accuracy"] = {"data": "bundle validation split", "images": 1000, "fidelity": kept,
+                                            "by_backend": {"openvino": {"accuracy": 0.987, "fidelity": lost}}}
+    limits = int8_guard.AUTO_LIMITS
+    ort, on = recorded_verdict(b, "onnxruntime", "int8", limits)
+    assert ort.ok and "1000 images from bundle validation split" in on
+    ov, _ = recorded_verdict(b, "openvino", "int8", limits)
+    assert not ov.ok and ov.rule == "accuracy_drop" and "0.50 points lost" in ov.reason
+    del b.artifacts["onnx-int8"]["accuracy"]["by_backend"]  # an export without OpenVINO installed
+    assert recorded_verdict(b, "openvino", "int8", limits)[0].ok
 
 
 def test_auto_names_the_export_for_a_precision_the_bundle_lacks(tiny_bundle):

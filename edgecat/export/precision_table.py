@@ -4,11 +4,14 @@ Quantization is only worth shipping if it keeps the labels: the table gives accu
 agreement with FP32, the largest probability difference and size on disk for every precision, all
 through ONNX Runtime on CPU with the deployment image path (so no TensorFlow is needed). The
 TensorRT INT8 flavour is run as Q/DQ arithmetic (what TensorRT computes), see
-:func:`edgecat.runtime.onnxruntime.loader.cpu_session`.
+:func:`edgecat.runtime.onnxruntime.loader.cpu_session`. The FP16 and INT8 ONNX files are scored once
+more by each other CPU runtime auto may run them with (OpenVINO, where installed): its kernels round
+their own way, and a device without photos judges it by these figures.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecat import artifacts, imaging, int8_guard, splits
+from edgecat import artifacts, backends, imaging, int8_guard, splits
 from edgecat.bundle import Bundle, now_iso
 from edgecat.errors import EdgecatError
 from edgecat.runtime.onnxruntime.loader import onnx_outputs
@@ -53,6 +56,9 @@ class PrecisionRow:
     accuracy: float | None
     agreement: float
     max_prob_diff: float
+    #: the runtime that ran the file when it is not the file's own reference (None: ONNX Runtime for
+    #: ONNX files, LiteRT for .tflite): another runtime's INT8/FP16 kernels round their own way
+    backend: str | None = None
     #: FP32 accuracy minus this file's (labelled data only), and FP32's confident answers it flips
     #: (:mod:`edgecat.int8_guard`); None on the FP32 row
     accuracy_drop: float | None = None
@@ -102,17 +108,27 @@ def labelled_set(bundle: Bundle, data: str | Path | None = None,
     return splits.labelled_set(bundle, data, limit)[:3]
 
 
-def _outputs(bundle: Bundle, key: str, images: np.ndarray) -> np.ndarray:
+def also_run_by(kind: artifacts.ArtifactKind) -> list[str]:
+    """The other CPU runtimes installed here that ``--backend auto`` may run this reduced-precision
+    file with (OpenVINO for the ONNX files): each scores it on its own kernels, so that auto on a
+    device without photos judges each runtime by its own figures, not ONNX Runtime's."""
+    if kind.precision == "fp32" or kind.simulated:
+        return []
+    return [b.name for b in backends.auto_candidates(gpu=False)
+            if b.name in kind.backends[1:] and importlib.util.find_spec(b.module) is not None]
+
+
+def _outputs(bundle: Bundle, key: str, images: np.ndarray, backend: str | None = None) -> np.ndarray:
     """Raw outputs of artifact ``key``: ONNX through a plain ORT CPU session (the TensorRT flavour as
-    Q/DQ arithmetic, as TensorRT computes it, not through ORT's x86 int8 kernels); other formats
-    through the runtime the registry names for them (LiteRT files: XNNPACK, as on the device)."""
+    Q/DQ arithmetic, as TensorRT computes it, not through ORT's x86 int8 kernels); other formats, or
+    ``backend`` when named, through that runtime (LiteRT files: XNNPACK, as on the device)."""
     kind = artifacts.kind(key)
-    if kind.format == "onnx":
+    if kind.format == "onnx" and backend is None:
         return onnx_outputs(bundle.artifact_path(key), images, simulate_qdq=kind.simulated)
     from edgecat.runtime import open_runtime
     from edgecat.runtime.base import run_chunked
 
-    with open_runtime(bundle, kind.backends[0], kind.precision) as rt:
+    with open_runtime(bundle, backend or kind.backends[0], kind.precision) as rt:
         return run_chunked(rt, images, EVAL_BATCH, raw=True)
 
 
@@ -145,19 +161,19 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
     targets = int8_guard.limits_from_manifest(bundle.manifest, int8_guard.EXPORT_LIMITS, int8_guard.TARGETS_KEY)
     table = PrecisionTable(data=what, images=len(images), labelled=y is not None, calibrated_on=sources,
                            excluded_calibration_images=dropped, calibration_unknown=unknown)
-    for name, key in ROWS:
-        if not bundle.has(key):
-            continue
+    runs = [(name, key, backend) for name, key in ROWS if bundle.has(key)
+            for backend in (None, *also_run_by(artifacts.kind(key)))]
+    for name, key, backend in runs:
         path = bundle.artifact_path(key)
-        raw = _outputs(bundle, key, images)
+        raw = _outputs(bundle, key, images, backend)
         ref_raw = raw if ref_raw is None else ref_raw
         vs = validate(ref_raw, raw, what, bundle=bundle, reference_name=ROWS[0][1], name=path.name)
         pred = np.array([bundle.classes.index(c) for c in bundle.labels_from_probs(bundle.class_probs(raw))])
         row = PrecisionRow(
-            precision=name, artifact=key, file=path.name, bytes=path.stat().st_size,
-            accuracy=float(np.mean(pred == y)) if y is not None else None,
+            precision=f"{name} ({backend})" if backend else name, artifact=key, file=path.name,
+            bytes=path.stat().st_size, accuracy=float(np.mean(pred == y)) if y is not None else None,
             agreement=float(vs.label_agreement if vs.label_agreement is not None else 0.0),
-            max_prob_diff=vs.max_abs_diff,
+            max_prob_diff=vs.max_abs_diff, backend=backend,
         )
         if raw is not ref_raw:
             p_ref, p = bundle.class_probs(ref_raw), bundle.class_probs(raw)
@@ -166,17 +182,21 @@ def precision_table(bundle: Bundle, data: str | Path | None = None, limit: int =
                 row.flipped = [names[i] for i in int8_guard.flipped(p_ref, p, bundle.threshold)[:FLIPS_LISTED]]
             check = int8_guard.verdict(fid, targets).to_dict()
             del check["fidelity"]
-            fidelities[key] = fid.to_dict()
+            fidelities[key, backend] = fid.to_dict()
             row.accuracy_drop, row.confident_flips, row.confident = fid.accuracy_drop, fid.confident_flips, fid.confident
             row.surest_flip = fid.surest_flip
             row.check = check
         table.rows.append(row)
     if record:
-        for row in table.rows:
-            bundle.artifacts[row.artifact]["accuracy"] = {
-                "data": what, "images": table.images, "accuracy": row.accuracy,
-                "agreement_with_fp32": row.agreement, "max_prob_diff_vs_fp32": row.max_prob_diff,
-                **({"fidelity": fidelities[row.artifact], "export_check": row.check} if row.artifact in fidelities else {})}
+        for row in table.rows:  # a file's own row comes first; other runtimes' figures go beside it
+            scored = {"accuracy": row.accuracy, "agreement_with_fp32": row.agreement,
+                      "max_prob_diff_vs_fp32": row.max_prob_diff,
+                      **({"fidelity": fidelities[row.artifact, row.backend], "export_check": row.check}
+                         if (row.artifact, row.backend) in fidelities else {})}
+            if row.backend is None:
+                bundle.artifacts[row.artifact]["accuracy"] = {"data": what, "images": table.images, **scored}
+            else:
+                bundle.artifacts[row.artifact]["accuracy"].setdefault(int8_guard.BY_BACKEND, {})[row.backend] = scored
         bundle.manifest.setdefault("metrics", {})["precision_table"] = table.to_dict()
         bundle.manifest.setdefault(int8_guard.MANIFEST_KEY, int8_guard.AUTO_LIMITS.to_dict())
         bundle.manifest.setdefault(int8_guard.TARGETS_KEY, targets.to_dict())

@@ -211,7 +211,8 @@ def int8_warnings(bundle: Any, table: Any) -> list[str]:
         check = row.check or {}
         if artifacts.kind(row.artifact).precision != "int8" or check.get("ok", True):
             continue
-        lines.append(f"{row.file} misses the INT8 target on {table.images} evaluation photos ({check['reason']}): "
+        run_by = f" run by {row.backend}" if row.backend else ""
+        lines.append(f"{row.file}{run_by} misses the INT8 target on {table.images} evaluation photos ({check['reason']}): "
                      f"calibrate on more training photos (--calib DIR --calib-size N) or {keep}")
     return lines
 
