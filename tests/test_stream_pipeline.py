@@ -132,12 +132,16 @@ def test_auto_picks_by_the_real_runtimes_threads(tiny_bundle, clip, tmp_path):
 
 
 def test_serial_decodes_with_ffmpegs_threads_and_overlap_with_its_own(colour_bundle, clip, tmp_path):
-    """In the serial shape FFmpeg's frame threads decode ahead while the model runs; a capture
-    thread (overlap) already does that and keeps its one decoder thread. Same frames either way."""
-    from edgecat.stream.readers import FILE_DECODE_THREADS, SERIAL_DECODE_THREADS
+    """In the serial shape FFmpeg's frame threads decode ahead while the model runs (one core: one
+    thread, nothing runs beside); a capture thread (overlap) already does that and keeps its one
+    decoder thread. Same frames either way."""
+    from edgecat.stream.readers import FILE_DECODE_THREADS
+    from edgecat.stream.serial import serial_decode_threads
 
+    assert serial_decode_threads(2) is None and serial_decode_threads(8) is None
+    assert serial_decode_threads(1) == FILE_DECODE_THREADS == 1
     got = {}
-    for shape, threads in (("serial", SERIAL_DECODE_THREADS), ("overlap", FILE_DECODE_THREADS)):
+    for shape, threads in (("serial", serial_decode_threads(usable_cores())), ("overlap", FILE_DECODE_THREADS)):
         events = tmp_path / f"{shape}.jsonl"
         cfg = StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"], pipeline=shape)
         streamer = Streamer(colour_bundle, cfg, ColourRuntime(colour_bundle))
@@ -145,7 +149,6 @@ def test_serial_decodes_with_ffmpegs_threads_and_overlap_with_its_own(colour_bun
         assert streamer.threads[0].reader.decode_threads == threads, shape
         assert summary.frames == len(LABELS)
         got[shape] = [(r["frame"], r["label"], r["probability"]) for r in read_jsonl(events)]
-    assert SERIAL_DECODE_THREADS != FILE_DECODE_THREADS
     assert got["serial"] == got["overlap"]
 
 

@@ -34,14 +34,9 @@ log = logging.getLogger(__name__)
 #: capture thread already overlaps decoding with inference, and extra threads only take cycles from
 #: it. Larger frames keep FFmpeg's default: at 1080p one thread took 1.79 ms per frame against 1.46
 #: ms, which would cap a stream whose model runs on a GPU. Where one thread does everything (the
-#: ``serial`` shape, :data:`SERIAL_DECODE_THREADS`), FFmpeg's frame threads are the overlap.
+#: ``serial`` shape), FFmpeg's frame threads are the overlap: ``serial.serial_decode_threads``.
 FILE_DECODE_THREADS = 1
 SINGLE_THREAD_DECODE_PIXELS = 1280 * 720
-#: decoder threads when the stream reads in the model's own thread: None, FFmpeg's default. Its frame
-#: threads decode the next frames while the model runs, so ``read()`` returns a frame decoded in the
-#: background (0.5 ms in the caller's thread against 1.9 ms with one decoder thread, 640x480 MPEG-4,
-#: 2-core CPU; the whole serial stream 62 against 58 FPS, see benchmarks/README.md)
-SERIAL_DECODE_THREADS: int | None = None
 
 
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
