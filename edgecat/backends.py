@@ -10,6 +10,7 @@ Adding a backend is one entry here plus its folder ``runtime/<name>/`` (loader.p
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from edgecat import artifacts
@@ -39,6 +40,11 @@ class Backend:
     help: str
     #: Triton's name for the model format it serves (None: not a Triton platform)
     triton_platform: str | None = None
+
+    @property
+    def installed(self) -> bool:
+        """Its library can be imported here (looked up, not imported)."""
+        return importlib.util.find_spec(self.module) is not None
 
     @property
     def precisions(self) -> tuple[str, ...]:

@@ -22,7 +22,6 @@ backend).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -107,7 +106,7 @@ def candidates(bundle: Bundle, precision: str | None = None, gpu: bool | None = 
     gpu = bool(machine.gpu_models()) if gpu is None else gpu
     out = []
     for b in backends.auto_candidates(gpu):
-        if importlib.util.find_spec(b.module) is None:
+        if not b.installed:
             continue
         for prec in artifacts.PRECISIONS:
             key = b.artifact_key(prec)

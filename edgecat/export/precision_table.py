@@ -11,7 +11,6 @@ their own way, and a device without photos judges it by these figures.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,7 +114,7 @@ def also_run_by(kind: artifacts.ArtifactKind) -> list[str]:
     if kind.precision == "fp32" or kind.simulated:
         return []
     return [b.name for b in backends.auto_candidates(gpu=False)
-            if b.name in kind.backends[1:] and importlib.util.find_spec(b.module) is not None]
+            if b.name in kind.backends[1:] and b.installed]
 
 
 def _outputs(bundle: Bundle, key: str, images: np.ndarray, backend: str | None = None) -> np.ndarray:

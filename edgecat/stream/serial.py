@@ -93,9 +93,10 @@ class SerialSource:
         self.stats = stats or SourceStats(uri=spec.uri)
         self.error: BaseException | None = None
         self.dropped = 0  # every frame of a file is processed
-        if isinstance(reader, CaptureReader):
+        video = isinstance(reader, CaptureReader)
+        if video:
             reader.set_decode_threads(serial_decode_threads(usable_cores()))
-        self._reuse = isinstance(reader, CaptureReader) and not cfg.full_frames
+        self._reuse = video and not cfg.full_frames
         self._buf: np.ndarray | None = None
         self._n = 0
         self._done = False
