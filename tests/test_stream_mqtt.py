@@ -250,7 +250,9 @@ def test_state_discovery_and_availability(colour_bundle, video, broker, tmp_path
         config = json.loads(sub.payloads("homeassistant/sensor/edgecat_door/source0/config")[-1])
         assert config["state_topic"] == "edgecat/door/0/state"
         assert config["availability_topic"] == "edgecat/door/status"
-        assert sub.payloads("edgecat/door/status")[-2:] == ["online", "offline"]  # clean stop: offline
+        # clean stop: offline, acknowledged by the broker before run() returns; the subscriber gets it just after
+        assert sub.wait_for(lambda m: [p for t, p, _ in m if t == "edgecat/door/status"][-1:] == ["offline"])
+        assert sub.payloads("edgecat/door/status")[-2:] == ["online", "offline"]
     finally:
         sub.close()
     # a newcomer gets the retained state, discovery and status, as Home Assistant does on start
