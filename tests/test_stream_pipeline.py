@@ -1,5 +1,7 @@
-"""The stream picks its shape by the machine: serial (one thread) when the model's threads fill the
-cores and the source is a file, overlap otherwise; the serial shape loses no frame and keeps latency."""
+"""The stream picks its shape by the machine: on a long enough video file read by a CPU model, the
+faster of serial and overlap measured on the file's first frames; otherwise serial (one thread) when
+the model's threads fill the cores and the source is a file, overlap when not. The serial shape loses
+no frame and keeps latency."""
 
 from __future__ import annotations
 
@@ -167,3 +169,97 @@ def test_stream_opens_onnxruntime_with_workers_that_stop_spinning(tiny_bundle, c
         except RuntimeError:  # ORT raises for a key that was never set
             entry = None
         assert entry == want, given
+
+
+class ShapeBound(ColourRuntime):
+    """A CPU model (so the stream's rule applies) that runs slower in one shape: with a capture thread
+    beside it (``slow_in="overlap"``) or without one (``"serial"``), as runtimes differ in how they
+    share the cores with a decoder. Counts its calls to tell a trial from a remembered choice."""
+
+    backend = "onnxruntime"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import threading
+        import time
+
+        overlapped = any(t.name.startswith("capture-") for t in threading.enumerate())
+        if overlapped == (self.options["slow_in"] == "overlap"):
+            time.sleep(0.01)
+        return super()._run(batch)
+
+
+@pytest.fixture
+def short_trial(monkeypatch):
+    """A trial that fits the 22-frame clip (the product measures on files of 300 frames or more)."""
+    from edgecat.stream import shape_trial
+
+    monkeypatch.setattr(shape_trial, "TRIAL_MIN_FRAMES", len(LABELS))
+    monkeypatch.setattr(shape_trial, "WARMUP_FRAMES", 2)
+    monkeypatch.setattr(shape_trial, "BLOCK_FRAMES", 6)
+    monkeypatch.setattr(shape_trial, "BLOCK_SECONDS", 30.0)
+    return shape_trial
+
+
+def _fresh_colour_bundle(folder: Path):
+    from edgecat.bundle import Bundle
+
+    return Bundle.create(folder, name="colour", backbone="none", input_size=(48, 48), classes=list(CLASSES),
+                         preprocessing="none")
+
+
+@pytest.mark.parametrize("slow_in", ["serial", "overlap"])
+def test_auto_times_both_shapes_on_the_file_and_remembers_the_faster(short_trial, clip, tmp_path, slow_in, caplog):
+    """Core counts alone would say serial here (the model's threads fill the cores); the trial runs
+    the shape that was faster on the file's first frames, every frame is still delivered once and in
+    order from frame 0, and the next run reuses the measurement instead of timing again."""
+    from edgecat.bundle import Bundle
+    from edgecat.select import MANIFEST_KEY
+
+    want = "overlap" if slow_in == "serial" else "serial"
+    bundle = _fresh_colour_bundle(tmp_path / "b")
+    calls = []
+    for run in range(2):
+        events = tmp_path / f"e{run}.jsonl"
+        rt = ShapeBound(bundle, threads=usable_cores(), slow_in=slow_in)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="edgecat.stream.loop"):
+            summary = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"]), rt).run()
+        calls.append(rt.calls)
+        rows = read_jsonl(events)
+        assert summary.pipeline == want and summary.frames == len(LABELS)
+        assert [r["frame"] for r in rows] == list(range(len(LABELS)))
+        assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
+        line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
+        assert ("measured:" in line) == (run == 0) and ("measured earlier" in line) == (run == 1), line
+    trial_frames = len(short_trial.BLOCKS) * (short_trial.WARMUP_FRAMES + short_trial.BLOCK_FRAMES)
+    assert calls == [1 + trial_frames + len(LABELS), 1 + len(LABELS)]  # warm-up, trial, the stream
+    records = {k: v for k, v in Bundle.open(bundle.path).manifest[MANIFEST_KEY].items()
+               if k.startswith(short_trial.SLOT_PREFIX)}
+    assert len(records) == 1
+    (key, record), = records.items()
+    assert record["pipeline"] == want and record["fps"][want] > record["fps"][slow_in] > 0
+    assert "cores=" in key and "onnxruntime/fp32" in key and "frame=160x120" in key
+
+
+def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_trial, clip, tmp_path, monkeypatch):
+    """A copied bundle's record is input: an unknown shape in it is ignored (measured again); a file
+    shorter than the trial needs is not timed at all (the rule: serial when the threads fill the cores)."""
+    from edgecat.select import MANIFEST_KEY
+
+    bundle = _fresh_colour_bundle(tmp_path / "b")
+    rt = ShapeBound(bundle, threads=usable_cores(), slow_in="serial")
+    Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'a.jsonl'}"]), rt).run()
+    section = bundle.manifest[MANIFEST_KEY]
+    key = next(k for k in section if k.startswith(short_trial.SLOT_PREFIX))
+    assert short_trial.recall(bundle, key) == "overlap"
+    section[key]["pipeline"] = "$(reboot)"
+    assert short_trial.recall(bundle, key) is None
+    section[key] = "overlap"
+    assert short_trial.recall(bundle, key) is None
+
+    monkeypatch.setattr(short_trial, "TRIAL_MIN_FRAMES", len(LABELS) + 1)
+    other = _fresh_colour_bundle(tmp_path / "c")
+    rt = ShapeBound(other, threads=usable_cores(), slow_in="serial")
+    summary = Streamer(other, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'c.jsonl'}"]), rt).run()
+    assert summary.pipeline == "serial" and rt.calls == 1 + len(LABELS)
+    assert not any(k.startswith(short_trial.SLOT_PREFIX) for k in other.manifest.get(MANIFEST_KEY, {}))

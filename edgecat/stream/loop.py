@@ -35,6 +35,7 @@ from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, SourceThrea
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.readers import CameraOptions
 from edgecat.stream.serial import PIPELINES, SerialSource, choose_pipeline, model_threads, usable_cores
+from edgecat.stream.shape_trial import measured_shape
 from edgecat.stream.sink_registry import parse_sink
 from edgecat.stream.uri import parse_source
 
@@ -306,15 +307,20 @@ class Streamer:
         cfg = self.cfg
         live = cfg.realtime or any(spec.live for spec in self.specs)
         threads, cores = model_threads(runtime), usable_cores()
-        shape = cfg.pipeline
+        shape, why = cfg.pipeline, ""
         if shape == "auto":
             shape = choose_pipeline(cores, threads, live, len(self.threads), model_on_cpu=threads > 0)
+            if not live and len(self.threads) == 1 and threads > 0:  # one file, a CPU model: measure
+                t = self.threads[0]
+                measured = measured_shape(self.bundle, t.spec, t.reader, ccfg, runtime, threads, cores)
+                if measured is not None:
+                    shape, why = measured[0], f", {measured[1]}"
         elif shape == "serial" and (live or len(self.threads) != 1):
             raise EdgecatError("--pipeline serial takes one video file or image folder without --realtime "
                                "(live sources keep their capture thread)")
         self.pipeline = shape
-        log.info("pipeline: %s (%d usable cores, model on %s CPU threads%s)", shape, cores, threads or "no",
-                 ", live source" if live else "")
+        log.info("pipeline: %s (%d usable cores, model on %s CPU threads%s%s)", shape, cores, threads or "no",
+                 ", live source" if live else "", why)
         if shape != "serial":
             return None
         t = self.threads[0]

@@ -11,7 +11,9 @@ Two shapes run the same stages (decode, resize to the model size, colour swap, m
   cycles from them and add hand-offs (measured on a 2-core CPU: the overlapped stream ran at 0.80x
   of a plain one-thread loop).
 
-:func:`choose_pipeline` is the rule; benchmarks/README.md has the measurements behind it.
+:func:`choose_pipeline` is the rule; where it would judge a video file long enough to measure on,
+:mod:`edgecat.stream.shape_trial` times both shapes instead, since the winner also depends on how the
+runtime's threads share the cores with a decoder. benchmarks/README.md has the measurements.
 """
 
 from __future__ import annotations
