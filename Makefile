@@ -31,7 +31,7 @@ checks: $(VENV)/.installed-train
 
 test: $(VENV)/.installed-test
 	$(PY) -m ruff check edgecat tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15
 
 clean:
 	rm -rf $(VENV) demo runs

@@ -4,8 +4,8 @@ For each run: `edgecat train` (wall time measured around the command), then `edg
 --int8 --calib TRAIN --eval VALIDATION`; the figures are read back from each bundle's manifest, so
 they are what `edgecat info` shows. Runs one after another (never in parallel: timing).
 
-    .venv/bin/python benchmarks/accuracy.py --data ../shared/data/cats-vs-dogs \
-        --weights ../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet_from_coral_tf2_ptq.h5 \
+    .venv/bin/python benchmarks/accuracy.py --data ../shared/data/cats-vs-dogs \\
+        --weights ../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet_from_coral_tf2_ptq.h5 \\
         --out runs/accuracy [--runs default,160,no-augment]
 """
 

@@ -3,7 +3,7 @@
 INT8 flavours, the precision table), then parameters, MFLOPs, ONNX size and the ONNX Runtime INT8
 latency from ``edgecat bench``, all bundles benched one after another in one run.
 
-    .venv/bin/python benchmarks/backbones.py OUT_DIR --calib ../shared/data/cats-vs-dogs/train \
+    .venv/bin/python benchmarks/backbones.py OUT_DIR --calib ../shared/data/cats-vs-dogs/train \\
         --images ../shared/data/cats-vs-dogs/validation --json benchmarks/results/backbones.json
 
 Untrained weights are architecturally identical to trained ones, so right for size and latency,

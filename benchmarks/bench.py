@@ -2,7 +2,7 @@
 on a folder of photos (class folders give accuracy), JSON + PNG next to each other, and the latency
 goals checked at the end.
 
-    .venv/bin/python benchmarks/bench.py BUNDLE [BUNDLE...] --images ../shared/data/cats-vs-dogs/validation \
+    .venv/bin/python benchmarks/bench.py BUNDLE [BUNDLE...] --images ../shared/data/cats-vs-dogs/validation \\
         --out benchmarks/results
 
 Build 224 px latency bundles first if no trained one is at hand (benchmarks/make_bundles.py). Runs

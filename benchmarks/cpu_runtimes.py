@@ -8,7 +8,7 @@ edgecat's settings is measured, not assumed. Then ``--backend auto``'s choice (m
 its ratio to the fastest default, and the figures against FP32 (accuracy drop, confident answers
 flipped, label agreement: :mod:`edgecat.int8_guard`) of every INT8/FP16 file auto may pick.
 
-    .venv/bin/python benchmarks/cpu_runtimes.py BUNDLE [BUNDLE...] \
+    .venv/bin/python benchmarks/cpu_runtimes.py BUNDLE [BUNDLE...] \\
         --images ../shared/data/cats-vs-dogs/validation --threads 2 --n 40 --rounds 7 --agreement 1000
 
 The machine may be shared: the load average before and after is recorded; ratios within one run

@@ -12,7 +12,7 @@ finely interleaved (for each photo, every configuration once, the order rotated)
 Then FP32 accuracy on the validation folder (class sub-folders) with the static and the dynamic
 compile, and the largest probability difference between them.
 
-    .venv/bin/python benchmarks/openvino_static.py BUNDLE --images ../shared/data/cats-vs-dogs/validation \
+    .venv/bin/python benchmarks/openvino_static.py BUNDLE --images ../shared/data/cats-vs-dogs/validation \\
         --threads 2 --n 40 --rounds 7
 """
 

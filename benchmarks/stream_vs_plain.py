@@ -11,7 +11,7 @@ pipeline shape each round. ``--realtime`` runs both at the clip's
 frame rate (edgecat with ``--realtime``) and compares p50 latency too. A first, untimed edgecat run
 lets auto measure (and remember) its choice, as a user's first run would.
 
-    .venv/bin/python benchmarks/stream_vs_plain.py BUNDLE --photos ../shared/data/cats-vs-dogs/validation \
+    .venv/bin/python benchmarks/stream_vs_plain.py BUNDLE --photos ../shared/data/cats-vs-dogs/validation \\
         --frames 1000 --rounds 3 [--threads 2] [--realtime] [--backend litert --precision int8]
 
 BUNDLE is written to (auto remembers its choice in the manifest): pass a copy.

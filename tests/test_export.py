@@ -455,6 +455,32 @@ def test_export_warns_when_int8_changes_labels(tiny_bundle, synth_data, tmp_path
     assert r.exit_code == 0 and "misses the INT8 target" not in r.output
 
 
+def test_int8_warning_names_the_cure_of_each_format():
+    """A full-integer LiteRT file is told to keep its last stage in float; one already mixed, to use
+    its FP16 file; an ONNX file, to calibrate on more photos or deploy FP16."""
+    from types import SimpleNamespace
+
+    from edgecat.export.steps import int8_warnings
+
+    miss = {"ok": False, "rule": "accuracy_drop", "reason": "accuracy_drop: 0.40 points lost > 0.20 allowed"}
+    table = SimpleNamespace(images=1000, rows=[
+        SimpleNamespace(artifact="tflite-int8", file="model.int8.tflite", backend=None, check=miss),
+        SimpleNamespace(artifact="onnx-int8", file="model.int8.onnx", backend="openvino", check=miss),
+        SimpleNamespace(artifact="onnx-fp16", file="model.fp16.onnx", backend=None, check=miss),
+        SimpleNamespace(artifact="onnx-int8-trt", file="model.int8-trt.onnx", backend=None, check={"ok": True}),
+    ])
+    full_integer = SimpleNamespace(artifacts={"onnx-fp16": {}, "tflite-int8": {"made_by": {"float_ops": []}}},
+                                   has=lambda key: key == "onnx-fp16")
+    tfl, ov = int8_warnings(full_integer, table)  # FP16 rows and passing rows say nothing
+    assert tfl.startswith("model.int8.tflite misses the INT8 target on 1000 evaluation photos (accuracy_drop")
+    assert tfl.endswith("keep its last stage in float (`--tflite --tflite-keep-float last-stage`: a 2.7x larger, slower file)")
+    assert ov.startswith("model.int8.onnx run by openvino misses") and ov.endswith("or deploy FP16 (model.fp16.onnx)")
+    mixed = SimpleNamespace(artifacts={"tflite-int8": {"made_by": {"float_ops": ["conv_1"]}}}, has=lambda key: False)
+    tfl, ov = int8_warnings(mixed, table)
+    assert tfl.endswith("deploy model.fp16.tflite (`--tflite --tflite-precision fp16`)")
+    assert ov.endswith("or deploy FP16 (model.fp16.onnx, `--fp16`)")
+
+
 # ------------------------------------------------------------------------------------ log lines
 @needs_tf
 def test_export_log_lines_name_their_file_and_are_not_result_lines(tiny_bundle, synth_data, caplog):

@@ -231,14 +231,18 @@ def test_auto_times_both_shapes_on_the_file_and_remembers_the_faster(short_trial
         assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
         line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
         assert ("measured:" in line) == (run == 0) and ("measured earlier" in line) == (run == 1), line
-    trial_frames = len(short_trial.BLOCKS) * (short_trial.WARMUP_FRAMES + short_trial.BLOCK_FRAMES)
+    cores = usable_cores()
+    cands = short_trial.candidates(cores, lean=False)  # the caller's runtime: its threads are not the stream's to change
+    assert [c.label for c in cands] == [f"serial t{cores}", f"overlap t{cores}"]
+    trial_frames = len(short_trial.blocks(cands)) * (short_trial.WARMUP_FRAMES + short_trial.BLOCK_FRAMES)
     assert calls == [1 + trial_frames + len(LABELS), 1 + len(LABELS)]  # warm-up, trial, the stream
     records = {k: v for k, v in Bundle.open(bundle.path).manifest[MANIFEST_KEY].items()
                if k.startswith(short_trial.SLOT_PREFIX)}
     assert len(records) == 1
     (key, record), = records.items()
-    assert record["pipeline"] == want and record["fps"][want] > record["fps"][slow_in] > 0
-    assert "cores=" in key and "onnxruntime/fp32" in key and "frame=160x120" in key
+    assert record["pipeline"] == want and record["threads"] == cores
+    assert record["fps"][f"{want} t{cores}"] > record["fps"][f"{slow_in} t{cores}"] > 0
+    assert "cores=" in key and "onnxruntime/fp32" in key and "frame=160x120" in key and "threads fixed" in key
 
 
 def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_trial, clip, tmp_path, monkeypatch):
@@ -251,11 +255,16 @@ def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_tri
     Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'a.jsonl'}"]), rt).run()
     section = bundle.manifest[MANIFEST_KEY]
     key = next(k for k in section if k.startswith(short_trial.SLOT_PREFIX))
-    assert short_trial.recall(bundle, key) == "overlap"
+    cores = usable_cores()
+    assert short_trial.recall(bundle, key, cores) == short_trial.Candidate("overlap", cores)
+    for bad in (0, cores + 1, True, "1", 1.0):  # threads outside 1..cores, or not a whole number
+        section[key]["threads"] = bad
+        assert short_trial.recall(bundle, key, cores) is None, bad
+    section[key]["threads"] = cores
     section[key]["pipeline"] = "$(reboot)"
-    assert short_trial.recall(bundle, key) is None
+    assert short_trial.recall(bundle, key, cores) is None
     section[key] = "overlap"
-    assert short_trial.recall(bundle, key) is None
+    assert short_trial.recall(bundle, key, cores) is None
 
     monkeypatch.setattr(short_trial, "TRIAL_MIN_FRAMES", len(LABELS) + 1)
     other = _fresh_colour_bundle(tmp_path / "c")
@@ -263,3 +272,64 @@ def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_tri
     summary = Streamer(other, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'c.jsonl'}"]), rt).run()
     assert summary.pipeline == "serial" and rt.calls == 1 + len(LABELS)
     assert not any(k.startswith(short_trial.SLOT_PREFIX) for k in other.manifest.get(MANIFEST_KEY, {}))
+
+
+class ThreadBound(ShapeBound):
+    """A model that is fast only on fewer threads than the usable cores with a capture thread beside
+    it: the shape a 2-core machine gave OpenVINO INT8 (one model thread, one decoding)."""
+
+    opened: list[ThreadBound] = []
+
+    def _load(self) -> None:
+        super()._load()
+        self.closed = False
+        ThreadBound.opened.append(self)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import threading
+        import time
+
+        overlapped = any(t.name.startswith("capture-") for t in threading.enumerate())
+        if not (overlapped and self.options["threads"] < usable_cores()):
+            time.sleep(0.01)
+        return ColourRuntime._run(self, batch)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def test_auto_tries_one_model_thread_fewer_beside_the_decoder(short_trial, clip, tmp_path, monkeypatch, caplog):
+    """Where the stream chose the model's threads itself, the trial also runs overlap with one model
+    thread fewer; when that wins, the stream runs on a runtime opened so (the first is closed), the
+    summary says so, and the next run opens it at once from the record."""
+    from edgecat.select import MANIFEST_KEY
+    from edgecat.stream import loop
+
+    cores = usable_cores()
+    if cores < 2:
+        pytest.skip("needs two usable cores: one model thread fewer than one is none")
+    bundle = _fresh_colour_bundle(tmp_path / "b")
+    monkeypatch.setattr(loop, "open_backend", lambda b, *_a, **_k: (ThreadBound(b, threads=cores, slow_in="-"), None))
+    ThreadBound.opened.clear()
+    for run in range(2):
+        events = tmp_path / f"e{run}.jsonl"
+        caplog.clear()
+        with caplog.at_level("INFO", logger="edgecat.stream.loop"):
+            summary = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"])).run()
+        assert summary.pipeline == "overlap" and summary.threads == cores - 1 and summary.frames == len(LABELS)
+        assert [r["label"] for r in read_jsonl(events)] == [CLASSES[i] for i in LABELS]
+        line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
+        assert f"model on {cores - 1} CPU threads" in line, line
+        assert (f"measured: overlap t{cores - 1} " in line) == (run == 0), line
+        assert ("measured earlier" in line) == (run == 1), line
+    assert [rt.options["threads"] for rt in ThreadBound.opened] == [cores, cores - 1, cores, cores - 1]
+    assert all(rt.closed for rt in ThreadBound.opened)
+    (record,) = [v for k, v in bundle.manifest[MANIFEST_KEY].items() if k.startswith(short_trial.SLOT_PREFIX)]
+    assert record["pipeline"] == "overlap" and record["threads"] == cores - 1
+    assert set(record["fps"]) == {f"serial t{cores}", f"overlap t{cores}", f"overlap t{cores - 1}"}
+    assert record["fps"][f"overlap t{cores - 1}"] > max(record["fps"][f"serial t{cores}"], record["fps"][f"overlap t{cores}"])
+
+    pinned = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'p.jsonl'}"],
+                                           runtime_options={"threads": cores})).run()
+    assert pinned.threads == cores  # --threads given: the trial keeps them (and keeps its own record)

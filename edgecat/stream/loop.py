@@ -266,6 +266,7 @@ class Streamer:
             log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
             serial = self._serial_source(runtime, ccfg)
+            runtime = self._runtime  # the shape trial may have chosen the model on fewer threads
             from edgecat.stream.swap import Model, ModelSwapper
 
             model = Model(self.bundle, runtime, model_info(self.bundle, runtime))
@@ -312,9 +313,16 @@ class Streamer:
             shape = choose_pipeline(cores, threads, live, len(self.threads), model_on_cpu=threads > 0)
             if not live and len(self.threads) == 1 and threads > 0:  # one file, a CPU model: measure
                 t = self.threads[0]
-                measured = measured_shape(self.bundle, t.spec, t.reader, ccfg, runtime, threads, cores)
+                measured = measured_shape(self.bundle, t.spec, t.reader, ccfg, runtime, threads, cores,
+                                          reopen=self._reopener(runtime))
                 if measured is not None:
-                    shape, why = measured[0], f", {measured[1]}"
+                    chosen, faster, said = measured
+                    shape, why = chosen.shape, f", {said}"
+                    if faster is not runtime:  # the same model on fewer threads, a core left to decoding
+                        runtime.close()
+                        self._runtime = runtime = faster
+                        ccfg.prepare = runtime.prepare
+                        threads = chosen.threads
         elif shape == "serial" and (live or len(self.threads) != 1):
             raise EdgecatError("--pipeline serial takes one video file or image folder without --realtime "
                                "(live sources keep their capture thread)")
@@ -327,6 +335,13 @@ class Streamer:
         serial = SerialSource(t.index, t.spec, ccfg, t.reader, t.stats)
         self.threads[0] = serial
         return serial
+
+    def _reopener(self, runtime: Runtime) -> Any:
+        """How the shape trial opens the model on other thread counts: only where the stream chose
+        the threads itself (no ``--threads``, no runtime handed in by the caller)."""
+        if not self._own_runtime or "threads" in self.cfg.runtime_options:
+            return None
+        return lambda n: type(runtime)(self.bundle, runtime.precision, **{**runtime.options, "threads": n})
 
     def _gather(self, active: list[SourceThread]) -> list[Frame]:
         """One frame from each source (waiting briefly), plus up to ``batch - 1`` more that file

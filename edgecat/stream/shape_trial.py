@@ -2,14 +2,17 @@
 
 Core counts alone do not say which shape wins. On 2-core CPUs, one model file on two threads
 (benchmarks/README.md, "How the stream picks its shape"): ONNX Runtime FP32 on an AVX2 EPYC ran
-fastest serial, while on an AVX-512 VNNI Xeon OpenVINO INT8 ran 1.3x faster overlapped than serial
-and LiteRT INT8 1.1x faster serial than overlapped: XNNPACK's threads suffer a decoder taking one of
-their cores, OpenVINO's do not. So where :func:`edgecat.stream.serial.choose_pipeline` would judge a
-long enough video file read by a CPU model, ``--pipeline auto`` times both shapes on the file's first
-frames (decode, resize, colour swap, model, and the hand-off of each answer to the output stage), in
-alternated blocks, and runs the faster one from frame 0. The result is remembered in the
-bundle manifest's ``autoselect`` section (the device's own, unsigned), under a slot for this
-machine, model file, threads, usable cores and frame size, so later runs start at once.
+fastest serial, while on an AVX-512 VNNI Xeon OpenVINO INT8 ran 1.1-1.4x faster overlapped than
+serial and LiteRT INT8 faster serial than overlapped: XNNPACK's threads suffer a decoder taking one
+of their cores, OpenVINO's do not. So where :func:`edgecat.stream.serial.choose_pipeline` would
+judge a long enough video file read by a CPU model, ``--pipeline auto`` times the candidates on the
+file's first frames (decode, resize, colour swap, model, and the hand-off of each answer to the
+output stage), in alternated blocks, and runs the fastest from frame 0. Where the stream chose the
+model's threads itself, a third candidate runs the model on one thread fewer beside the capture
+thread (cores - 1 for the model, one core for decoding): on that Xeon, OpenVINO at 160 px ran
+1.04-1.11x faster so than overlapped on two threads, at 224 px 0.94-1.05x. The result is
+remembered in the bundle manifest's ``autoselect`` section (the device's own, unsigned), under a
+slot for this machine, model file, threads, usable cores and frame size, so later runs start at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,23 +39,47 @@ from edgecat.stream.uri import SourceSpec
 log = logging.getLogger(__name__)
 
 SHAPES = ("serial", "overlap")
-#: shorter files keep the rule: the trial decodes up to BLOCKS x (WARMUP_FRAMES + BLOCK_FRAMES) frames again
+#: shorter files keep the rule: the trial decodes up to len(blocks) x (WARMUP_FRAMES + BLOCK_FRAMES) frames again
 TRIAL_MIN_FRAMES = 300
-BLOCKS = ("serial", "overlap", "overlap", "serial") * 2  # alternated: a drift of the machine hits both
+ROUNDS = 2  # candidates in order, then in reverse, this many times: a drift of the machine hits all
 WARMUP_FRAMES = 5  # per block, untimed: a fresh decoder's first frames
 BLOCK_FRAMES = 25  # timed frames per block, unless BLOCK_SECONDS run out first (a slow model)
 BLOCK_SECONDS = 0.4
 SLOT_PREFIX = "stream-pipeline"
 
 
-@dataclass
-class ShapeTrial:
-    fps: dict[str, float]  # median frames per second of the blocks of each shape
-    frames: dict[str, int]  # timed frames per shape
+@dataclass(frozen=True)
+class Candidate:
+    shape: str  # serial | overlap
+    threads: int  # the model's CPU threads
 
     @property
-    def best(self) -> str:
-        return max(SHAPES, key=lambda s: self.fps[s])
+    def label(self) -> str:
+        return f"{self.shape} t{self.threads}"
+
+
+def candidates(threads: int, lean: bool) -> list[Candidate]:
+    """Serial and overlap at the model's threads; with ``lean``, overlap on one thread fewer too."""
+    out = [Candidate("serial", threads), Candidate("overlap", threads)]
+    if lean and threads > 1:
+        out.append(Candidate("overlap", threads - 1))
+    return out
+
+
+def blocks(cands: list[Candidate]) -> list[Candidate]:
+    """The order the candidates are timed in (A B C C B A, twice)."""
+    return [*cands, *reversed(cands)] * ROUNDS
+
+
+@dataclass
+class ShapeTrial:
+    fps: dict[str, float]  # median frames per second of each candidate's blocks, by label
+    frames: dict[str, int]  # timed frames per candidate
+    cands: list[Candidate]
+
+    @property
+    def best(self) -> Candidate:
+        return max(self.cands, key=lambda c: self.fps[c.label])
 
 
 class _Results:
@@ -134,18 +162,19 @@ def _overlap_block(spec: SourceSpec, cfg: CaptureConfig, runtime: Any) -> tuple[
         source.join()
 
 
-def run_trial(spec: SourceSpec, cfg: CaptureConfig, runtime: Any) -> ShapeTrial:
-    """Both shapes timed on the first frames of ``spec``, each block from frame 0 of its own reader;
-    the median block per shape, so one block caught by a passing load does not decide."""
+def run_trial(spec: SourceSpec, cfg: CaptureConfig, runtimes: dict[int, Any], cands: list[Candidate]) -> ShapeTrial:
+    """Every candidate timed on the first frames of ``spec``, each block from frame 0 of its own
+    reader, with ``runtimes[threads]``; the median block per candidate, so one block caught by a
+    passing load does not decide."""
     run = {"serial": _serial_block, "overlap": _overlap_block}
-    rates: dict[str, list[float]] = {s: [] for s in SHAPES}
-    frames = dict.fromkeys(SHAPES, 0)
-    for shape in BLOCKS:
-        n, seconds = run[shape](spec, cfg, runtime)
+    rates: dict[str, list[float]] = {c.label: [] for c in cands}
+    frames = dict.fromkeys(rates, 0)
+    for c in blocks(cands):
+        n, seconds = run[c.shape](spec, cfg, runtimes[c.threads])
         if n and seconds > 0:
-            rates[shape].append(n / seconds)
-            frames[shape] += n
-    return ShapeTrial({s: statistics.median(r) if r else 0.0 for s, r in rates.items()}, frames)
+            rates[c.label].append(n / seconds)
+            frames[c.label] += n
+    return ShapeTrial({k: statistics.median(r) if r else 0.0 for k, r in rates.items()}, frames, cands)
 
 
 def frame_size(reader: Any) -> str:
@@ -157,31 +186,38 @@ def frame_size(reader: Any) -> str:
     return f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
 
 
-def slot(bundle: Bundle, runtime: Any, threads: int, cores: int, size: str, full_frames: bool) -> str:
-    """Where the choice is remembered: what it depends on, the model file's hash included."""
+def slot(bundle: Bundle, runtime: Any, threads: int, cores: int, size: str, full_frames: bool, lean: bool = True) -> str:
+    """Where the choice is remembered: what it depends on, the model file's hash included, and
+    whether the threads were the stream's to change (``lean``) or fixed by the caller."""
     from edgecat.select import machine_key
 
     key = runtime.artifact_key
     model = f"{key}:{str(bundle.artifacts.get(key, {}).get('sha256'))[:16]}" if key else "none"
     return (f"{SLOT_PREFIX} | {machine_key(threads)} | cores={cores} | {runtime.backend}/{runtime.precision} "
-            f"| model={model} | frame={size}{' | full frames' if full_frames else ''}")
+            f"| model={model} | frame={size}{' | full frames' if full_frames else ''}{'' if lean else ' | threads fixed'}")
 
 
-def recall(bundle: Bundle, key: str) -> str | None:
-    """The remembered shape; anything else in a copied bundle's record is ignored, not trusted."""
+def recall(bundle: Bundle, key: str, threads: int) -> Candidate | None:
+    """The remembered candidate; anything else in a copied bundle's record is ignored, not trusted
+    (a shape other than serial/overlap, or threads outside 1..``threads``)."""
     from edgecat.select import MANIFEST_KEY
 
     record = bundle.manifest.get(MANIFEST_KEY, {}).get(key)
-    shape = record.get("pipeline") if isinstance(record, dict) else None
-    return shape if shape in SHAPES else None
+    if not isinstance(record, dict) or record.get("pipeline") not in SHAPES:
+        return None
+    n = record.get("threads", threads)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= threads:
+        return None
+    return Candidate(record["pipeline"], n)
 
 
 def remember(bundle: Bundle, key: str, trial: ShapeTrial) -> None:
     from edgecat.select import MANIFEST_KEY
 
+    best = trial.best
     bundle.manifest.setdefault(MANIFEST_KEY, {})[key] = {
-        "pipeline": trial.best, "fps": {k: round(v, 1) for k, v in trial.fps.items()}, "frames": trial.frames,
-        "created": now_iso()}
+        "pipeline": best.shape, "threads": best.threads, "fps": {k: round(v, 1) for k, v in trial.fps.items()},
+        "frames": trial.frames, "created": now_iso()}
     try:
         bundle.save()
     except OSError as exc:  # a read-only bundle: measured again next time
@@ -189,27 +225,57 @@ def remember(bundle: Bundle, key: str, trial: ShapeTrial) -> None:
 
 
 def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureConfig, runtime: Any,
-                   threads: int, cores: int) -> tuple[str, str] | None:
-    """(shape, why) for one video file long enough to measure on; None where the rule decides (a
-    short file, a file of unknown length, or a trial that failed)."""
+                   threads: int, cores: int, reopen: Callable[[int], Any] | None = None) -> tuple[Candidate, Any, str] | None:
+    """(candidate, its runtime, why) for one video file long enough to measure on; None where the
+    rule decides (a short file, a file of unknown length, or a trial that failed). ``reopen(n)``
+    opens the same model on ``n`` threads; without it the threads stay as they are. Runtimes this
+    opens and does not return are closed here; ``runtime`` is the caller's to close."""
     if spec.kind != "file" or (getattr(reader, "total", None) or 0) < TRIAL_MIN_FRAMES:
         return None
-    key = slot(bundle, runtime, threads, cores, frame_size(reader), cfg.full_frames)
-    known = recall(bundle, key)
-    if known is not None:
-        return known, "measured earlier on this machine"
+    key = slot(bundle, runtime, threads, cores, frame_size(reader), cfg.full_frames, lean=reopen is not None)
+    runtimes = {threads: runtime}
+    known = recall(bundle, key, threads)
+    if known is not None and known.threads == threads:
+        return known, runtime, "measured earlier on this machine"
+    if known is not None and reopen is not None:
+        try:
+            return known, _warm(reopen(known.threads), bundle), "measured earlier on this machine"
+        except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
+            log.warning("pipeline: could not open the model on %d threads (%s); choosing by cores", known.threads, exc)
+            return None
+    cands = candidates(threads, lean=reopen is not None)
     try:
-        trial = run_trial(spec, cfg, runtime)
+        for c in cands:
+            if c.threads not in runtimes and reopen is not None:
+                runtimes[c.threads] = _warm(reopen(c.threads), bundle)
+        trial = run_trial(spec, cfg, runtimes, cands)
     except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
-        log.warning("pipeline: could not time the two shapes (%s); choosing by cores", exc)
+        log.warning("pipeline: could not time the shapes (%s); choosing by cores", exc)
+        _close_others(runtimes, runtime)
         return None
     if min(trial.frames.values()) == 0:
+        _close_others(runtimes, runtime)
         return None
     remember(bundle, key, trial)
-    other = "overlap" if trial.best == "serial" else "serial"
-    return trial.best, (f"measured: {trial.fps[trial.best]:.0f} against {trial.fps[other]:.0f} FPS {other} "
-                        "on the first frames")
+    best = trial.best
+    chosen = runtimes[best.threads]
+    _close_others(runtimes, runtime, chosen)
+    others = ", ".join(f"{c.label} {trial.fps[c.label]:.0f}" for c in cands if c != best)
+    return best, chosen, f"measured: {best.label} {trial.fps[best.label]:.0f} FPS against {others} on the first frames"
 
 
-__all__ = ["BLOCKS", "BLOCK_FRAMES", "SHAPES", "TRIAL_MIN_FRAMES", "ShapeTrial", "measured_shape", "recall", "remember",
-           "run_trial", "slot"]
+def _warm(runtime: Any, bundle: Bundle) -> Any:
+    """One untimed call: a fresh compile's first run is not what the trial compares."""
+    h, w = bundle.input_size
+    runtime.infer(np.zeros((1, h, w, 3), np.uint8))
+    return runtime
+
+
+def _close_others(runtimes: dict[int, Any], *keep: Any) -> None:
+    for rt in runtimes.values():
+        if all(rt is not k for k in keep):
+            rt.close()
+
+
+__all__ = ["SHAPES", "TRIAL_MIN_FRAMES", "Candidate", "ShapeTrial", "blocks", "candidates", "measured_shape", "recall",
+           "remember", "run_trial", "slot"]
