@@ -14,6 +14,8 @@ compile, and the largest probability difference between them.
 
     .venv/bin/python benchmarks/openvino_static.py BUNDLE --images ../shared/data/cats-vs-dogs/validation \\
         --threads 2 --n 40 --rounds 7
+    # edgecat and the best plain setup alone, one precision: two compiled models in the process
+    .venv/bin/python benchmarks/openvino_static.py BUNDLE --images ... --precisions int8 --configs edgecat,plain-b1 --accuracy 0
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--accuracy", type=int, default=1000, help="validation photos for FP32 accuracy (0: skip)")
+    ap.add_argument("--precisions", default="fp32,fp16,int8")
+    ap.add_argument("--configs", default="edgecat,edgecat-dynamic,plain-dynamic,plain-b1",
+                    help="which to time; fewer compiled models alive in the process disturb each other less")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    wanted = set(a.configs.split(","))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     import openvino as ov
@@ -115,24 +121,29 @@ def main() -> None:
     bundle = Bundle.open(a.bundle)
     images, _ = photos(a.images, a.n, bundle.input_size)
     runs: dict[str, Callable[[np.ndarray], Any]] = {}
-    for prec in ("fp32", "fp16", "int8"):
+    for prec in a.precisions.split(","):
         key = artifacts.onnx(prec).key
         if not bundle.has(key):
             continue
         path = bundle.artifact_path(key)
-        runs[f"{prec}/edgecat"] = open_runtime(bundle, "openvino", prec, threads=a.threads).infer_raw
-        runs[f"{prec}/edgecat-dynamic"] = open_runtime(bundle, "openvino", prec, threads=a.threads,
-                                                       static=False).infer_raw
-        runs[f"{prec}/plain-dynamic"] = plain(path, a.threads, batch1=False)
-        runs[f"{prec}/plain-b1"] = plain(path, a.threads, batch1=True)
+        makers: dict[str, Callable[[], Callable[[np.ndarray], Any]]] = {
+            "edgecat": lambda: open_runtime(bundle, "openvino", prec, threads=a.threads).infer_raw,
+            "edgecat-dynamic": lambda: open_runtime(bundle, "openvino", prec, threads=a.threads, static=False).infer_raw,
+            "plain-dynamic": lambda: plain(path, a.threads, batch1=False),
+            "plain-b1": lambda: plain(path, a.threads, batch1=True)}
+        for name, make in makers.items():
+            if name in wanted:
+                runs[f"{prec}/{name}"] = make()
     load_before = os.getloadavg()
     ms = interleaved(runs, images, a.rounds)
     ratios = {}
     for prec in ("fp32", "fp16", "int8"):
-        if f"{prec}/edgecat" in ms:
-            best = min(ms[f"{prec}/plain-b1"], ms[f"{prec}/plain-dynamic"])
-            ratios[prec] = {"best_plain_over_edgecat": round(best / ms[f"{prec}/edgecat"], 3),
-                            "dynamic_over_static": round(ms[f"{prec}/edgecat-dynamic"] / ms[f"{prec}/edgecat"], 3)}
+        mine = ms.get(f"{prec}/edgecat")
+        plains = [ms[k] for k in (f"{prec}/plain-b1", f"{prec}/plain-dynamic") if k in ms]
+        if mine:
+            ratios[prec] = {"best_plain_over_edgecat": round(min(plains) / mine, 3) if plains else None,
+                            "dynamic_over_static": round(ms[f"{prec}/edgecat-dynamic"] / mine, 3)
+                            if f"{prec}/edgecat-dynamic" in ms else None}
     report: dict[str, Any] = {"openvino": ov.__version__, "cores": os.cpu_count(), "threads": a.threads,
                               "photos": a.n, "rounds": a.rounds, "load_before": load_before,
                               "ms_per_image": ms, "ratios": ratios, "load_after": os.getloadavg()}
