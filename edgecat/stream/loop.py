@@ -208,8 +208,7 @@ class Streamer:
     def _open_next(self, bundle: Bundle) -> Runtime:
         """A runtime for a swapped-in bundle, made the way the first one was."""
         if not self._own_runtime and self._runtime is not None:  # the caller's kind of runtime
-            first = self._runtime
-            return type(first)(bundle, first.precision, **first.options)
+            return _same_kind(self._runtime, bundle)
         return open_backend(bundle, self.cfg.backend, self.cfg.precision, **stream_runtime_options(self.cfg))[0]
 
     def stop(self, why: str = "stop()") -> None:
@@ -261,8 +260,7 @@ class Streamer:
                 runtime = open_backend(self.bundle, cfg.backend, cfg.precision, **stream_runtime_options(cfg))[0]
                 self._runtime = runtime
             ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
-            h, w = self.bundle.input_size
-            runtime.infer(np.zeros((len(self.threads), h, w, 3), np.uint8))  # warm-up, outside the figures
+            runtime.warm_up(len(self.threads))  # outside the figures
             log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
             serial = self._serial_source(runtime, ccfg)
@@ -341,7 +339,7 @@ class Streamer:
         the threads itself (no ``--threads``, no runtime handed in by the caller)."""
         if not self._own_runtime or "threads" in self.cfg.runtime_options:
             return None
-        return lambda n: type(runtime)(self.bundle, runtime.precision, **{**runtime.options, "threads": n})
+        return lambda n: _same_kind(runtime, self.bundle, threads=n)
 
     def _gather(self, active: list[SourceThread]) -> list[Frame]:
         """One frame from each source (waiting briefly), plus up to ``batch - 1`` more that file
@@ -464,6 +462,11 @@ def stream_runtime_options(cfg: StreamConfig) -> dict[str, Any]:
     stop spinning when a run returns, so the frame decoding between two runs gets the cores
     (``edgecat.runtime.onnxruntime.loader.session_options``); other runtimes ignore the option."""
     return {"stop_spinning": True, **cfg.runtime_options}
+
+
+def _same_kind(runtime: Runtime, bundle: Bundle, **changes: Any) -> Runtime:
+    """``runtime``'s class, precision and options (with ``changes``) on ``bundle``."""
+    return type(runtime)(bundle, runtime.precision, **{**runtime.options, **changes})
 
 
 def model_info(bundle: Bundle, runtime: Runtime) -> dict[str, Any]:

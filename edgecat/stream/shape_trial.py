@@ -239,7 +239,7 @@ def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureCo
         return known, runtime, "measured earlier on this machine"
     if known is not None and reopen is not None:
         try:
-            return known, _warm(reopen(known.threads), bundle), "measured earlier on this machine"
+            return known, _warm(reopen(known.threads)), "measured earlier on this machine"
         except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
             log.warning("pipeline: could not open the model on %d threads (%s); choosing by cores", known.threads, exc)
             return None
@@ -247,7 +247,7 @@ def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureCo
     try:
         for c in cands:
             if c.threads not in runtimes and reopen is not None:
-                runtimes[c.threads] = _warm(reopen(c.threads), bundle)
+                runtimes[c.threads] = _warm(reopen(c.threads))
         trial = run_trial(spec, cfg, runtimes, cands)
     except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
         log.warning("pipeline: could not time the shapes (%s); choosing by cores", exc)
@@ -264,10 +264,9 @@ def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureCo
     return best, chosen, f"measured: {best.label} {trial.fps[best.label]:.0f} FPS against {others} on the first frames"
 
 
-def _warm(runtime: Any, bundle: Bundle) -> Any:
-    """One untimed call: a fresh compile's first run is not what the trial compares."""
-    h, w = bundle.input_size
-    runtime.infer(np.zeros((1, h, w, 3), np.uint8))
+def _warm(runtime: Any) -> Any:
+    """The runtime after its untimed first call: a fresh compile's first run is not what the trial compares."""
+    runtime.warm_up()
     return runtime
 
 

@@ -197,8 +197,7 @@ class ModelSwapper:
                                    f"{old.bundle.classes}; restart the stream to change them")
             runtime = self.open_runtime(bundle)
             check_recorded_figures(bundle, getattr(runtime, "artifact_key", None))
-            h, w = bundle.input_size
-            out = np.asarray(runtime.infer(np.zeros((1, h, w, 3), np.uint8)))  # warm-up
+            out = np.asarray(runtime.warm_up())
             if out.shape != (1, bundle.num_classes) or not all(math.isfinite(float(x)) for x in out.ravel()):
                 raise EdgecatError(f"its model gave {out.shape} or non-finite values on a warm-up frame")
             ready = Model(bundle, runtime, self.model_info(bundle, runtime))
