@@ -86,10 +86,11 @@ class Choice:
 
 # ------------------------------------------------------------------------------ machine identity
 def machine_key(threads: int | None = None) -> str:
-    """CPU model | GPU models | library versions | threads: what the ranking depends on."""
+    """CPU model | GPU models | library versions | threads | usable cores: what the ranking depends on
+    (a container or taskset with fewer cores than the machine is measured again)."""
     libs = ",".join(f"{k}={v}" for k, v in sorted(machine.library_versions().items()))
     gpus = ",".join(machine.gpu_models()) or "no-gpu"
-    return f"{machine.cpu_model()} | {gpus} | {libs} | threads={threads or 'default'}"
+    return f"{machine.cpu_model()} | {gpus} | {libs} | threads={threads or 'default'} | cores={machine.physical_cores()}"
 
 
 # ------------------------------------------------------------------------------ candidates

@@ -102,7 +102,8 @@ def test_json_schema_and_plot(report, tmp_path):
     assert set(data) >= {"created", "bundle", "machine", "config", "results"}
     assert data["auto"] is None and data["auto_choices"] == []  # no auto row asked
     assert data["bundle"]["input_size"] == [48, 48]
-    assert {"physical_cores", "load_avg", "versions"} <= set(data["machine"])
+    assert {"physical_cores", "usable_cores", "load_avg", "versions"} <= set(data["machine"])
+    assert 1 <= data["machine"]["usable_cores"] <= data["machine"]["physical_cores"]
     assert data["config"]["target_ms"] == 1e6 and data["config"]["num_images"] > 0
     for r in data["results"]:
         assert set(r) == RESULT_KEYS

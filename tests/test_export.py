@@ -274,6 +274,29 @@ def test_int8_without_calib_uses_only_the_training_split(tiny_bundle):
     assert "training split" in cset.source
 
 
+@needs_tf
+def test_calib_seed_draws_other_training_photos_and_is_recorded(tiny_bundle):
+    """A file's INT8 accuracy moves by a few photos from one draw of the calibration set to the next:
+    ``--calib-seed`` re-draws it (a stable draw per seed, so cached ranges stay valid) and the
+    manifest says which draw an INT8 file was calibrated on."""
+    from edgecat.export.quantize import calibration_set, quantize_all
+    from edgecat.splits import split_files
+
+    b = Bundle.open(tiny_bundle)
+    train = {f for f, _ in split_files(b, "train")}
+    draws = {seed: calibration_set(b, None, size=20, seed=seed) for seed in (0, 1)}
+    assert all(set(c.files) <= train and len(c.files) == 20 for c in draws.values())
+    assert set(draws[0].files) != set(draws[1].files)
+    assert calibration_set(b, None, size=20, seed=1).files == draws[1].files
+    assert draws[0].fingerprint() != draws[1].fingerprint()  # so another seed never reuses cached ranges
+    r = _run("export", str(tiny_bundle), "--int8", "--calib-size", "20", "--calib-seed", "1")
+    assert r.exit_code == 0, r.output
+    cal = Bundle.open(tiny_bundle).artifacts["onnx-int8"]["calibration"]
+    assert cal["seed"] == 1 and cal["images"] == 20 and "training split" in cal["source"]
+    (result,) = quantize_all(Bundle.open(tiny_bundle), calib_size=20, seed=1, flavours=("cpu",))
+    assert result.cache_used  # the same draw again: its ranges are reused
+
+
 @pytest.mark.parametrize("n", [16, 21, 40, 500])
 def test_calibration_is_fed_in_bounded_chunks(n):
     """quantize_static runs collect_data per CalibStridedMinMax chunk (every method), so at most
@@ -443,7 +466,7 @@ def test_export_warns_when_int8_changes_labels(tiny_bundle, synth_data, tmp_path
     assert not check["ok"] and check["rule"] in ("accuracy_drop", "confident_flips")
     said = " ".join(r.output.split())
     assert f"model.int8.onnx misses the INT8 target on 12 evaluation photos ({check['reason']}): " \
-           "calibrate on more training photos" in said
+           "calibrate on photos like the ones it will see (--calib DIR)" in said
     assert "or deploy FP16 (model.fp16.onnx, `--fp16`)" in said
     recorded = b.artifacts["onnx-int8"]["accuracy"]
     assert recorded["fidelity"]["images"] == 12 and recorded["export_check"]["rule"] == check["rule"]
@@ -457,7 +480,7 @@ def test_export_warns_when_int8_changes_labels(tiny_bundle, synth_data, tmp_path
 
 def test_int8_warning_names_the_cure_of_each_format():
     """A full-integer LiteRT file is told to keep its last stage in float; one already mixed, to use
-    its FP16 file; an ONNX file, to calibrate on more photos or deploy FP16."""
+    its FP16 file; an ONNX file, to calibrate on photos like the deployed ones or deploy FP16."""
     from types import SimpleNamespace
 
     from edgecat.export.steps import int8_warnings

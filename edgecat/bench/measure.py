@@ -51,7 +51,8 @@ def machine_info(device: int = 0) -> MachineInfo:
     if "tensorflow" in sys.modules:  # versions of what this run loaded, not of everything installed
         libs += ("tensorflow", "keras")
     return MachineInfo(platform=platform.platform(), processor=machine.cpu_model(), physical_cores=physical,
-                       logical_cores=logical, load_avg=machine.load_avg(), gpu=gpu, versions=tool_versions(*libs))
+                       logical_cores=logical, usable_cores=machine.physical_cores(), load_avg=machine.load_avg(),
+                       gpu=gpu, versions=tool_versions(*libs))
 
 
 def reset_peak_rss() -> None:

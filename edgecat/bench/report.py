@@ -2,12 +2,13 @@
 
 JSON report (``schema: "edgecat-bench"``, ``schema_version: 1``; stable: fields are only ever added;
 ``threads``, ``auto_backend``, ``asked_precision``, ``auto`` and ``auto_choices`` were added with
-``--backend auto``)::
+``--backend auto``; ``usable_cores``, the physical cores taskset, a cpuset or a CPU quota leave this
+process, and so the CPU runtimes' default threads, later)::
 
     {
       "schema": "edgecat-bench", "schema_version": 1, "created": ISO-8601 UTC,
       "bundle": {"path", "name", "backbone", "input_size": [h, w], "classes": [...]},
-      "machine": {"platform", "processor", "physical_cores", "logical_cores", "load_avg": [1, 5, 15],
+      "machine": {"platform", "processor", "physical_cores", "logical_cores", "usable_cores", "load_avg": [1, 5, 15],
                   "gpu": str | null, "versions": {"edgecat", "python", "numpy", "onnxruntime", ...}},
       "config": {"backends", "precisions", "batches", "images", "warmup", "iters", "seconds",
                  "target_ms", "options"},
@@ -77,6 +78,7 @@ class MachineInfo(TypedDict):
     processor: str
     physical_cores: int | None
     logical_cores: int | None
+    usable_cores: int
     load_avg: list[float] | None
     gpu: str | None
     versions: dict[str, str]

@@ -34,7 +34,7 @@ from edgecat.cli.common import choice_list, command, console, int_list, option
               help="Timed runs per measurement.")
 @click.option("--seconds", type=float, default=None, help="Time per measurement instead of --iters.")
 @click.option("--target-ms", type=float, default=50.0, show_default=True, help="p99 per-image target.")
-@option("--threads", type=click.IntRange(min=1), default=None, show_default="physical cores",
+@option("--threads", type=click.IntRange(min=1), default=None, show_default="physical cores this process may use",
               help="CPU threads for ONNX Runtime.")
 @option("--spinning/--no-spinning", default=None, show_default="spinning",
               help="ONNX Runtime worker threads spin between ops (off for a CPU shared with other jobs).")

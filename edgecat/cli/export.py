@@ -27,6 +27,8 @@ from edgecat.cli.common import choice_list, command, console, option
               help="Folder of calibration images.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=EXPORT.calib_size, show_default=True,
               help="Calibration images to use.")
+@click.option("--calib-seed", type=click.IntRange(min=0), default=EXPORT.calib_seed, show_default=True,
+              help="Which calibration images are drawn when the folder holds more than --calib-size.")
 @click.option("--calib-method", type=click.Choice(list(EXPORT.calib_methods)), default=EXPORT.calib_method,
               show_default=True, help="How INT8 ranges are chosen from the calibration activations.")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
@@ -54,7 +56,7 @@ from edgecat.cli.common import choice_list, command, console, option
                    "Edge TPU); 'last-stage' keeps the last stage's convolutions (see README \"Accuracy\").")
 @click.option("--opset", type=click.IntRange(min=13), default=EXPORT.opset, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
-           calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
+           calib_seed: int, calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
            opset: int, h5: bool, tflite: bool, tflite_precision: list[str], tflite_keep_float: str | None) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
@@ -63,7 +65,8 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
 
     b = Bundle.open(bundle)
     plan = ExportPlan(
-        onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
+        onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_seed=calib_seed,
+        calib_method=calib_method,
         bias_correction=bias_correction,
         eval_dir=eval_dir, trt=trt,
         precisions=precision or None,

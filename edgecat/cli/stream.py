@@ -28,7 +28,8 @@ from edgecat.cli.signing import trusted_key_option
               help="Runtime (default: auto, the fastest measured on this machine, when the bundle has exports, else keras).")
 @precision_option()
 @click.option("--threads", type=int, default=None,
-              help="CPU threads for the model (default: what auto measured fastest, else physical cores).")
+              help="CPU threads for the model (default: what auto measured fastest, else the physical "
+                   "cores this process may use).")
 @click.option("--threshold", type=float, default=None,
               help="Decision threshold (binary; default: the bundle's) or minimum probability (N classes).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average probabilities over N frames.")

@@ -220,7 +220,7 @@ def parity(bundle: Bundle, ref: np.ndarray, got: np.ndarray, what: str, precisio
 def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, calib: str | Path | None = None,
                   calib_size: int = 500, parity_dirs: list[str] | None = None,
                   fp16_tolerance: float | None = None, bias_correction: bool = True,
-                  keep_float: list[str] | None = None) -> list[dict[str, Any]]:
+                  keep_float: list[str] | None = None, calib_seed: int = 0) -> list[dict[str, Any]]:
     """Add ``model.{fp32,fp16,int8}.tflite`` (artifacts ``tflite-*``) made from the bundle's model.keras.
     INT8 is bias-corrected by default (README "Accuracy"); ``keep_float`` names ops (output tensors)
     left in float."""
@@ -243,7 +243,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
     ref = np.asarray(model(batch, training=False))
     cset = calib_images = None
     if "int8" in precisions:
-        cset = calibration_set(bundle, calib, size=calib_size)
+        cset = calibration_set(bundle, calib, size=calib_size, seed=calib_seed)
         calib_images = load_calibration_images(cset, size)
     entries = []
     for p in precisions:
@@ -262,7 +262,7 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
                    "versions": tool_versions("tensorflow", "ai_edge_litert")}
         if p == "int8" and cset is not None:
             made_by.update(calibration={"source": cset.source, "images": len(cset.files) - len(cset.skipped),
-                                        "fingerprint": cset.fingerprint()}, io_dtype="float32",
+                                        "seed": cset.seed, "fingerprint": cset.fingerprint()}, io_dtype="float32",
                            internals="int8 (TFLITE_BUILTINS_INT8)",
                            bias_correction=quant.get("bias_correction"), float_ops=quant.get("float_ops", []))
         entries.append(bundle.add_artifact(

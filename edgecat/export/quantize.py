@@ -87,6 +87,8 @@ class CalibrationSet:
     used: list[str] = field(default_factory=list)
     #: the bundle the images calibrate: where load_calibration_images records which images they were
     bundle_path: Path | None = None
+    #: the draw's seed when the folder held more images than were asked for
+    seed: int = 0
 
     def fingerprint(self) -> str:
         """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
@@ -210,7 +212,7 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
     if len(files) < min(size, DEFAULT_CALIB_SIZE):
         bundle.warn_once(f"INT8 calibration on only {len(files)} images ({DEFAULT_CALIB_SIZE} recommended) from "
                          f"{source}: pass --calib DIR with more training photos")
-    return CalibrationSet(files=files, source=source, reserve=reserve, bundle_path=bundle.path)
+    return CalibrationSet(files=files, source=source, reserve=reserve, bundle_path=bundle.path, seed=seed)
 
 
 def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
@@ -470,7 +472,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
                 tmpc.write_bytes(ranges.read_bytes())
     seconds = time.perf_counter() - t0
     calibration = {"method": method, "images": len(cset.used) if cset.used else len(cset.files),
-                   "source": cset.source, "replaced_unreadable": len(cset.skipped), "key": key,
+                   "source": cset.source, "seed": cset.seed, "replaced_unreadable": len(cset.skipped), "key": key,
                    "images_list": images_list,
                    "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None, "cache_used": cache_used}
     _record(bundle, kind, opts, info, calibration, parity, seconds)
@@ -516,11 +518,11 @@ def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: l
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
                  method: str = "minmax", flavours: tuple[str, ...] = FLAVOURS,
                  min_images: int = MIN_CALIB_IMAGES, parity_dirs: list[str] | None = None,
-                 bias_correction: bool = True) -> list[QuantizeResult]:
+                 bias_correction: bool = True, seed: int = 0) -> list[QuantizeResult]:
     """Both INT8 flavours from one calibration set (chosen once, so both share the image list).
     ``parity_dirs``: folders of real images for the parity check (default: ``calib``; its images
-    that were calibrated on are left out either way)."""
-    cset = calibration_set(bundle, calib, calib_size, min_images)
+    that were calibrated on are left out either way). ``seed``: which images are drawn."""
+    cset = calibration_set(bundle, calib, calib_size, min_images, seed=seed)
     dirs = parity_dirs if parity_dirs is not None else ([str(calib)] if calib else None)
     return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs,
                           bias_correction=bias_correction) for f in flavours]

@@ -19,7 +19,6 @@ runtime's threads share the cores with a decoder. benchmarks/README.md has the m
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -39,11 +38,11 @@ CPU_BACKENDS = frozenset({"onnxruntime", "openvino", "litert", "keras", "keras-p
 
 
 def usable_cores() -> int:
-    """CPUs this process may run on: the affinity mask (taskset, cgroup cpusets), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on: the affinity mask (taskset, cgroup cpusets) capped by a cgroup CPU
+    quota, not the machine's count (:func:`edgecat.machine.usable_cpus`)."""
+    from edgecat.machine import usable_cpus
+
+    return usable_cpus()
 
 
 def choose_pipeline(cores: int, model_threads: int, live: bool, sources: int = 1, model_on_cpu: bool = True) -> str:

@@ -193,7 +193,7 @@ def slot(bundle: Bundle, runtime: Any, threads: int, cores: int, size: str, full
 
     key = runtime.artifact_key
     model = f"{key}:{str(bundle.artifacts.get(key, {}).get('sha256'))[:16]}" if key else "none"
-    return (f"{SLOT_PREFIX} | {machine_key(threads)} | cores={cores} | {runtime.backend}/{runtime.precision} "
+    return (f"{SLOT_PREFIX} | {machine_key(threads)} | cpus={cores} | {runtime.backend}/{runtime.precision} "
             f"| model={model} | frame={size}{' | full frames' if full_frames else ''}{'' if lean else ' | threads fixed'}")
 
 
