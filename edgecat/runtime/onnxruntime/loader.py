@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 #: images per ``session.run`` when a whole set is scored (bounds memory on a big labelled set)
 RUN_BATCH = 64
+#: the same for Q/DQ arithmetic, whose unfused Quantize/Dequantize/Clip ops each stream the whole
+#: activation through memory: 8 images keep more of it in cache (MobileNetV2 224 px TensorRT flavour
+#: on a 2-core Xeon, two runs: 36.4 and 33.5 ms per image against 43.2 and 34.6-38.3 at 64; outputs
+#: identical)
+SIMULATED_RUN_BATCH = 8
 
 
 def import_ort() -> Any:
@@ -86,7 +91,7 @@ def run_session(sess: Any, batch: np.ndarray, chunk: int = RUN_BATCH) -> np.ndar
 
 def onnx_outputs(path: Path, batch: np.ndarray, simulate_qdq: bool = False) -> np.ndarray:
     """Raw outputs of the ONNX file ``path`` on ``batch`` through a plain CPU session."""
-    return run_session(cpu_session(path, simulate_qdq), batch)
+    return run_session(cpu_session(path, simulate_qdq), batch, SIMULATED_RUN_BATCH if simulate_qdq else RUN_BATCH)
 
 
 __all__ = ["cpu_session", "import_ort", "onnx_outputs", "open_session", "run_session", "session_options"]
