@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from edgecat import artifacts
+from edgecat.machine import usable_cpus
 from edgecat.bundle import Bundle
 from edgecat.runtime.onnxruntime.loader import open_session, session_options
 
@@ -53,7 +54,7 @@ def main() -> None:
         print(f"  {op:28s} {us / 10 / 1000:6.2f} ms  {100 * us / total:5.1f}%")
 
     # 2) threads x spinning, interleaved
-    settings = [(t, s) for t in range(1, (os.cpu_count() or 1) + 1) for s in (False, True)]
+    settings = [(t, s) for t in range(1, usable_cpus() + 1) for s in (False, True)]
     sessions = {}
     for t, s in settings:
         sessions[(t, s)] = open_session(path, session_options(t, s))

@@ -80,8 +80,9 @@ class ExportDefaults:
     fp16_logit_floor: float = 5e-2
     calib_size: int = 500  # NVIDIA's guidance for ImageNet-style classifiers
     calib_method: str = "minmax"
-    #: which training photos a calibration larger than the folder's draw takes; another seed draws
-    #: others (a file's accuracy moves by a few photos between draws: README "INT8 that keeps the accuracy")
+    #: which images are drawn when the calibration folder (or training split) holds more than calib_size;
+    #: another seed draws others (a file's accuracy moves by a few photos between draws: README "INT8
+    #: that keeps the accuracy")
     calib_seed: int = 0
     calib_methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
     #: TensorRT engine profile (min, opt, max batch) and builder workspace

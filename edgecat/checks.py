@@ -166,8 +166,9 @@ def memory_info(path: str | Path = ".") -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    return {"model": machine.cpu_model(), "arch": platform.machine(), "physical_cores": machine.physical_cores(),
-            "logical_cores": machine.logical_cores(), "flags": [f for f in CPU_FLAGS if f in machine.cpu_flags()]}
+    return {"model": machine.cpu_model(), "arch": platform.machine(),
+            "physical_cores": machine.machine_physical_cores(), "logical_cores": machine.logical_cores(), "usable_cores": machine.physical_cores(),
+            "flags": [f for f in CPU_FLAGS if f in machine.cpu_flags()]}
 
 
 def choose(report: Checks) -> dict[str, Any]:
@@ -233,6 +234,7 @@ def summary_lines(report: Checks) -> list[tuple[str, str]]:
         return "yes" if flag else "no"
 
     ch = report.choice
+    usable = "" if cpu["usable_cores"] == cpu["physical_cores"] else f", {cpu['usable_cores']} usable here"
     return [
         ("edgecat", f"{report.edgecat} (Python {report.python}, {report.platform})"),
         ("TensorFlow", f"{tf['version']} (keras {tf['keras']}, tf2onnx {tf['tf2onnx']})" if tf["installed"]
@@ -251,7 +253,7 @@ def summary_lines(report: Checks) -> list[tuple[str, str]]:
         ("cameras", ", ".join(report.cameras) or "none (/dev/video*)"),
         ("memory", f"{mem.get('ram_available_gb')} GB free of {mem.get('ram_total_gb')} GB RAM, "
                    f"{mem.get('disk_free_gb')} GB free disk at {mem.get('disk_path')}"),
-        ("CPU", f"{cpu['model']} ({cpu['physical_cores']} cores / {cpu['logical_cores']} threads), "
+        ("CPU", f"{cpu['model']} ({cpu['physical_cores']} cores / {cpu['logical_cores']} threads{usable}), "
                 f"flags: {', '.join(cpu['flags']) or 'none of ' + ', '.join(CPU_FLAGS)}"),
         ("default", f"{ch['default_backend']} {ch['default_precision']} ({ch['default_note']})"),
         ("fastest here", f"{ch['fastest_backend']} {ch['fastest_precision']}: {ch['why']}"),

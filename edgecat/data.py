@@ -26,6 +26,7 @@ from typing import Any
 from edgecat.errors import EdgecatError, first_line
 from edgecat.fsutil import cache_dir, write_json
 from edgecat.imaging import IMAGE_EXTENSIONS
+from edgecat.machine import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ def check_images(files: list[str], workers: int | None = None) -> dict[str, Imag
             todo.append((p, key))
     if todo:
         log.info("checking %d images (%d cached)", len(todo), len(files) - len(todo))
-        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        with ThreadPoolExecutor(max_workers=workers or min(8, usable_cpus() * 2)) as pool:
             for (p, key), chk in zip(todo, pool.map(lambda a: _check_one(*a), todo)):
                 results[str(p)] = chk
                 if not chk.reason.startswith("unreadable"):

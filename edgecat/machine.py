@@ -52,16 +52,20 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
+#: where Linux describes each CPU's core (``cpuN/topology``)
+SYS_CPU = Path("/sys/devices/system/cpu")
+
+
 def physical_cores() -> int:
     """The physical cores this process may use: runtime threads default to it. Hyper-threads slow down
     conv-heavy inference, and threads beyond the CPUs that taskset, a cgroup cpuset or a CPU quota
     (``docker --cpuset-cpus`` / ``--cpus``, Kubernetes limits) leave take turns on one core: ONNX
-    Runtime INT8 on 2 threads pinned to one core of a 2-core Xeon ran 7.2 ms against 3.3 ms on one
+    Runtime INT8 on 2 threads pinned to one core of a 2-core Xeon ran 7.1 ms against 3.1 ms on one
     (benchmarks/README.md, "Fewer cores than the machine has")."""
     cpus = _affinity()
-    cores = _cores_of(frozenset(cpus)) if cpus else None
+    cores = cores_of(frozenset(cpus)) if cpus else None
     if cores is None:
-        cores = _machine_physical_cores()
+        cores = machine_physical_cores()
         if cpus:
             cores = min(cores, len(cpus))
     quota = cpu_quota()
@@ -86,19 +90,25 @@ def _affinity() -> set[int] | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _cores_of(cpus: frozenset[int]) -> int | None:
-    """Distinct (package, core) pairs among ``cpus`` from sysfs; None where sysfs does not say."""
+def cores_of(cpus: frozenset[int], sys_cpu: Path = SYS_CPU) -> int | None:
+    """Physical cores among ``cpus``: the distinct sets of hardware threads that share a core
+    (``topology/core_cpus_list``; ``thread_siblings_list`` on older kernels), as psutil counts them.
+    Package and core ids are no key: ARM boards with several clusters number the cores of each
+    cluster from 0 in one package. None where sysfs does not say."""
     seen = set()
     for cpu in cpus:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            seen.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
-        except OSError:
+        topo = sys_cpu / f"cpu{cpu}" / "topology"
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            with contextlib.suppress(OSError):
+                seen.add((topo / name).read_text().strip())
+                break
+        else:
             return None
     return len(seen) or None
 
 
-def _machine_physical_cores() -> int:
+def machine_physical_cores() -> int:
+    """The machine's physical cores, whatever this process may use (what ``edgecat checks`` reports)."""
     try:
         import psutil
 
@@ -133,29 +143,38 @@ def parse_cfs_quota(quota_us: str, period_us: str) -> float | None:
 
 def cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
     """CPUs a cgroup CPU limit allows this process (the tightest of its cgroup and the ones above
-    it), None without a limit or where cgroups cannot be read."""
+    it, cgroup v1 or v2), None without a limit or where cgroups cannot be read."""
     limits: list[float] = []
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
         lines = []
     for line in lines:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
-        rel = Path(path.lstrip("/"))
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = Path(path.strip().lstrip("/"))
+        if ".." in rel.parts:  # a cgroup outside this namespace: nothing of it is mounted here
+            continue
+        chain = (rel, *rel.parents)  # its own cgroup, then the ones above it up to the root
         if controllers == "":  # cgroup v2: one unified hierarchy
-            for folder in (root / rel, *(root / p for p in rel.parents)):
+            for folder in chain:
                 with contextlib.suppress(OSError):
-                    if (n := parse_cpu_max((folder / "cpu.max").read_text())) is not None:
+                    if (n := parse_cpu_max((root / folder / "cpu.max").read_text())) is not None:
                         limits.append(n)
         elif "cpu" in controllers.split(","):
             for base in (root / controllers, root / "cpu", root / "cpu,cpuacct"):
-                with contextlib.suppress(OSError):
-                    folder = base / rel if (base / rel).is_dir() else base
-                    n = parse_cfs_quota((folder / "cpu.cfs_quota_us").read_text(),
-                                        (folder / "cpu.cfs_period_us").read_text())
-                    if n is not None:
-                        limits.append(n)
-                    break
+                if not base.is_dir():
+                    continue
+                # a container sees its own cgroup mounted as the controller's root
+                for folder in chain if (base / rel).is_dir() else (Path("."),):
+                    with contextlib.suppress(OSError):
+                        n = parse_cfs_quota((base / folder / "cpu.cfs_quota_us").read_text(),
+                                            (base / folder / "cpu.cfs_period_us").read_text())
+                        if n is not None:
+                            limits.append(n)
+                break
     return min(limits) if limits else None
 
 
@@ -192,5 +211,6 @@ def load_avg() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-__all__ = ["cpu_flags", "cpu_model", "cpu_quota", "gpu_models", "has_vnni", "library_versions", "load_avg",
-           "logical_cores", "parse_cfs_quota", "parse_cpu_max", "physical_cores", "usable_cpus"]
+__all__ = ["cores_of", "cpu_flags", "cpu_model", "cpu_quota", "gpu_models", "has_vnni", "library_versions", "load_avg",
+           "logical_cores", "machine_physical_cores", "parse_cfs_quota", "parse_cpu_max", "physical_cores",
+           "usable_cpus"]

@@ -11,8 +11,9 @@ interleaved rounds, median), then judged from the fastest down against FP32 by t
 under ``int8_guard`` in the manifest win); where this machine has no photos, the figures the export
 recorded on them are judged instead. The first candidate that passes is chosen; each refusal names the
 rule that refused it. The winner, its figures and the bounds are remembered in the manifest under
-``autoselect``, keyed by CPU/GPU model and library versions, so later runs reuse it at no cost; a
-re-exported artifact or a library upgrade makes a new measurement.
+``autoselect``, keyed by CPU/GPU model, library versions, threads and the cores this process may
+use, so later runs reuse it at no cost; a re-exported artifact, a library upgrade or a container with
+fewer cores makes a new measurement.
 
 Callers that accept ``auto`` (predict, evaluate, stream, bench, the API) open through
 :func:`open_backend`, which returns the runtime and the :class:`Choice` behind it (None for a named
@@ -90,7 +91,8 @@ def machine_key(threads: int | None = None) -> str:
     (a container or taskset with fewer cores than the machine is measured again)."""
     libs = ",".join(f"{k}={v}" for k, v in sorted(machine.library_versions().items()))
     gpus = ",".join(machine.gpu_models()) or "no-gpu"
-    return f"{machine.cpu_model()} | {gpus} | {libs} | threads={threads or 'default'} | cores={machine.physical_cores()}"
+    cores = machine.physical_cores()
+    return f"{machine.cpu_model()} | {gpus} | {libs} | threads={threads or 'default'} | cores={cores}"
 
 
 # ------------------------------------------------------------------------------ candidates

@@ -40,6 +40,7 @@ def test_report_probes_this_machine(tmp_path) -> None:
     assert report.memory["disk_free_gb"] == pytest.approx(vfs.f_bavail * vfs.f_frsize / 1e9, abs=1.0)
     assert 0 < report.memory["ram_available_gb"] <= report.memory["ram_total_gb"]
     assert 1 <= report.cpu["physical_cores"] <= report.cpu["logical_cores"]
+    assert 1 <= report.cpu["usable_cores"] <= report.cpu["physical_cores"]
     meminfo, cpuinfo = Path("/proc/meminfo"), Path("/proc/cpuinfo")
     if meminfo.exists():  # Linux: MemTotal in KiB
         kib = int(re.search(r"^MemTotal:\s+(\d+) kB", meminfo.read_text(), re.M).group(1))

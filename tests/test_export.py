@@ -288,6 +288,7 @@ def test_calib_seed_draws_other_training_photos_and_is_recorded(tiny_bundle):
     assert all(set(c.files) <= train and len(c.files) == 20 for c in draws.values())
     assert set(draws[0].files) != set(draws[1].files)
     assert calibration_set(b, None, size=20, seed=1).files == draws[1].files
+    assert calibration_set(b, None, size=40, seed=3).seed is None  # all 36 taken: no draw to name
     assert draws[0].fingerprint() != draws[1].fingerprint()  # so another seed never reuses cached ranges
     r = _run("export", str(tiny_bundle), "--int8", "--calib-size", "20", "--calib-seed", "1")
     assert r.exit_code == 0, r.output

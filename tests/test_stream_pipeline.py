@@ -5,6 +5,7 @@ no frame and keeps latency."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,16 @@ def test_choose_pipeline(cores, threads, live, sources, on_cpu, want):
     assert choose_pipeline(cores, threads, live, sources, model_on_cpu=on_cpu) == want
 
 
-def test_usable_cores_follows_the_affinity_mask():
+def test_usable_cores_follows_the_affinity_mask_and_cpu_quota():
     import os
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this OS")
-    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
+    from edgecat.machine import cpu_quota
+
+    quota = cpu_quota()
+    want = len(os.sched_getaffinity(0)) if quota is None else min(len(os.sched_getaffinity(0)), math.ceil(quota))
+    assert usable_cores() == max(1, want) >= 1
 
 
 class RecordingColour(ColourRuntime):
@@ -242,7 +247,7 @@ def test_auto_times_both_shapes_on_the_file_and_remembers_the_faster(short_trial
     (key, record), = records.items()
     assert record["pipeline"] == want and record["threads"] == cores
     assert record["fps"][f"{want} t{cores}"] > record["fps"][f"{slow_in} t{cores}"] > 0
-    assert "cores=" in key and "onnxruntime/fp32" in key and "frame=160x120" in key and "threads fixed" in key
+    assert "cpus=" in key and "onnxruntime/fp32" in key and "frame=160x120" in key and "threads fixed" in key
 
 
 def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_trial, clip, tmp_path, monkeypatch):

@@ -56,7 +56,8 @@ from edgecat.cli.common import choice_list, command, console, option
                    "Edge TPU); 'last-stage' keeps the last stage's convolutions (see README \"Accuracy\").")
 @click.option("--opset", type=click.IntRange(min=13), default=EXPORT.opset, show_default=True, help="ONNX opset.")
 def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bool, calib: str | None, calib_size: int,
-           calib_seed: int, calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool, precision: list[str] | None, batch: str,
+           calib_seed: int, calib_method: str, bias_correction: bool, eval_dir: str | None, trt: bool,
+           precision: list[str] | None, batch: str,
            workspace: float, triton_dir: str | None, deepstream_dir: str | None, max_batch: int,
            opset: int, h5: bool, tflite: bool, tflite_precision: list[str], tflite_keep_float: str | None) -> None:
     """Add deployable models to BUNDLE; with no flags, export ONNX FP32 (if missing)."""
@@ -65,8 +66,8 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
 
     b = Bundle.open(bundle)
     plan = ExportPlan(
-        onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size, calib_seed=calib_seed,
-        calib_method=calib_method,
+        onnx=onnx_, fp16=fp16, fp16_tolerance=fp16_tolerance, int8=int8, calib=calib, calib_size=calib_size,
+        calib_seed=calib_seed, calib_method=calib_method,
         bias_correction=bias_correction,
         eval_dir=eval_dir, trt=trt,
         precisions=precision or None,

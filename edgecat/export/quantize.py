@@ -87,8 +87,8 @@ class CalibrationSet:
     used: list[str] = field(default_factory=list)
     #: the bundle the images calibrate: where load_calibration_images records which images they were
     bundle_path: Path | None = None
-    #: the draw's seed when the folder held more images than were asked for
-    seed: int = 0
+    #: the draw's seed where the folder held more images than were asked for (None: all were taken)
+    seed: int | None = None
 
     def fingerprint(self) -> str:
         """Hash of the image list (path, size, mtime): a changed image set recalibrates."""
@@ -212,7 +212,8 @@ def calibration_set(bundle: Bundle, calib: str | Path | None = None, size: int =
     if len(files) < min(size, DEFAULT_CALIB_SIZE):
         bundle.warn_once(f"INT8 calibration on only {len(files)} images ({DEFAULT_CALIB_SIZE} recommended) from "
                          f"{source}: pass --calib DIR with more training photos")
-    return CalibrationSet(files=files, source=source, reserve=reserve, bundle_path=bundle.path, seed=seed)
+    return CalibrationSet(files=files, source=source, reserve=reserve, bundle_path=bundle.path,
+                          seed=seed if reserve else None)
 
 
 def load_calibration_images(cset: CalibrationSet, input_size: tuple[int, int],
@@ -422,11 +423,12 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
                   calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
                   min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
                   parity_dirs: list[str] | None = None, bias_correction: bool = True,
-                  keep_float: list[str] | None = None) -> QuantizeResult:
+                  keep_float: list[str] | None = None, seed: int = 0) -> QuantizeResult:
     """Quantize ``onnx-fp32`` into the ``flavour``'s INT8 artifact, reusing cached ranges when the
     key (model hash, image list, method, flavour) matches. ``bias_correction`` (the default) removes
     the output shift weight rounding causes (it keeps the labels of a less-converged model: README
-    "Accuracy"); ``keep_float`` names nodes left unquantized (mixed precision)."""
+    "Accuracy"); ``keep_float`` names nodes left unquantized (mixed precision); ``seed`` picks the
+    calibration images drawn when ``cset`` is not given."""
     try:
         from onnxruntime.quantization import quantize_static
     except ImportError as exc:
@@ -437,7 +439,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
     src_key = str(kind.made_from)
     src = bundle.artifact_path(src_key)
     src_sha = bundle.artifacts[src_key]["sha256"]
-    cset = cset or calibration_set(bundle, calib, calib_size, min_images)
+    cset = cset or calibration_set(bundle, calib, calib_size, min_images, seed=seed)
     key = cache_key(src_sha, cset, method, flavour)
     (bundle.path / CALIB_DIR).mkdir(exist_ok=True)
     cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"

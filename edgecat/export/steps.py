@@ -192,8 +192,9 @@ def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
     from edgecat.export.litert import export_litert
 
     lines = []
-    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib, calib_size=plan.calib_size,
-                           calib_seed=plan.calib_seed, fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
+    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib,
+                           calib_size=plan.calib_size, calib_seed=plan.calib_seed,
+                           fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
                            bias_correction=plan.bias_correction, keep_float=plan.tflite_keep_float):
         par = out.checked(e)["parity"]
         lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
@@ -206,8 +207,8 @@ def int8_warnings(bundle: Any, table: Any) -> list[str]:
     (:data:`edgecat.int8_guard.EXPORT_LIMITS`: accuracy within 0.2 points of FP32 on labelled photos,
     at most 0.2% of FP32's confident answers flipped), with the figure and what to do: such a file
     changes answers a user would notice, and ``--backend auto`` may refuse it. More photos of the same
-    kind are not the cure: on a 160 px MobileNetV2 bundle 1,000 or all 2,000 training photos lost as
-    much as 500 (README, "INT8 that keeps the accuracy"); photos like the deployed ones may be."""
+    kind are not the cure: on a 160 px MobileNetV2 bundle 1,000 or all 2,000 training photos lost
+    about as much as 500 (README, "INT8 that keeps the accuracy"); photos like the deployed ones may be."""
     fp16 = artifacts.onnx("fp16")
     keep = f"deploy FP16 ({fp16.file}, `--fp16`)" if not bundle.has(fp16.key) else f"deploy FP16 ({fp16.file})"
     lines = []
@@ -217,7 +218,8 @@ def int8_warnings(bundle: Any, table: Any) -> list[str]:
             continue
         run_by = f" run by {row.backend}" if row.backend else ""
         lines.append(f"{row.file}{run_by} misses the INT8 target on {table.images} evaluation photos ({check['reason']}): "
-                     f"calibrate on photos like the ones it will see (--calib DIR) or {_int8_remedy(bundle, row.artifact, keep)}")
+                     "calibrate on photos like the ones it will see (--calib DIR) or "
+                     f"{_int8_remedy(bundle, row.artifact, keep)}")
     return lines
 
 
