@@ -315,7 +315,8 @@ def test_auto_tries_one_model_thread_fewer_beside_the_decoder(short_trial, clip,
     if cores < 2:
         pytest.skip("needs two usable cores: one model thread fewer than one is none")
     bundle = _fresh_colour_bundle(tmp_path / "b")
-    monkeypatch.setattr(loop, "open_backend", lambda b, *_a, **_k: (ThreadBound(b, threads=cores, slow_in="-"), None))
+    monkeypatch.setattr(loop, "open_backend",
+                        lambda b, *_a, **k: (ThreadBound(b, threads=k.get("threads") or cores, slow_in="-"), None))
     ThreadBound.opened.clear()
     for run in range(2):
         events = tmp_path / f"e{run}.jsonl"
@@ -334,6 +335,13 @@ def test_auto_tries_one_model_thread_fewer_beside_the_decoder(short_trial, clip,
     assert record["pipeline"] == "overlap" and record["threads"] == cores - 1
     assert set(record["fps"]) == {f"serial t{cores}", f"overlap t{cores}", f"overlap t{cores - 1}"}
     assert record["fps"][f"overlap t{cores - 1}"] > max(record["fps"][f"serial t{cores}"], record["fps"][f"overlap t{cores}"])
+
+    # a bundle swapped in later (--watch, SIGHUP) keeps the threads the trial chose, as the shape does
+    streamer = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 's.jsonl'}"]))
+    assert streamer.run().threads == cores - 1
+    swapped = streamer._open_next(bundle)
+    assert swapped.options["threads"] == cores - 1
+    swapped.close()
 
     pinned = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'p.jsonl'}"],
                                            runtime_options={"threads": cores})).run()

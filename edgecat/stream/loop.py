@@ -178,6 +178,9 @@ class Streamer:
         self._runtime = runtime
         self._first_runtime = runtime
         self._own_runtime = runtime is None
+        #: the model threads the shape trial switched to (one fewer, a core left to decoding), which a
+        #: swapped-in bundle keeps: the stream's shape was chosen for them
+        self._trial_threads: int | None = None
         self._stop = threading.Event()
         self.stopped_by = ""
         self.threads: list[SourceThread | SerialSource] = []
@@ -209,7 +212,10 @@ class Streamer:
         """A runtime for a swapped-in bundle, made the way the first one was."""
         if not self._own_runtime and self._runtime is not None:  # the caller's kind of runtime
             return _same_kind(self._runtime, bundle)
-        return open_backend(bundle, self.cfg.backend, self.cfg.precision, **stream_runtime_options(self.cfg))[0]
+        options = stream_runtime_options(self.cfg)
+        if self._trial_threads:
+            options["threads"] = self._trial_threads
+        return open_backend(bundle, self.cfg.backend, self.cfg.precision, **options)[0]
 
     def stop(self, why: str = "stop()") -> None:
         if not self._stop.is_set():
@@ -320,7 +326,7 @@ class Streamer:
                         runtime.close()
                         self._runtime = runtime = faster
                         ccfg.prepare = runtime.prepare
-                        threads = chosen.threads
+                        threads = self._trial_threads = chosen.threads
         elif shape == "serial" and (live or len(self.threads) != 1):
             raise EdgecatError("--pipeline serial takes one video file or image folder without --realtime "
                                "(live sources keep their capture thread)")
