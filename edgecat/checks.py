@@ -167,7 +167,8 @@ def memory_info(path: str | Path = ".") -> dict[str, Any]:
 
 def cpu_info() -> dict[str, Any]:
     return {"model": machine.cpu_model(), "arch": platform.machine(),
-            "physical_cores": machine.machine_physical_cores(), "logical_cores": machine.logical_cores(), "usable_cores": machine.physical_cores(),
+            "physical_cores": machine.machine_physical_cores(), "logical_cores": machine.logical_cores(),
+            "usable_cores": machine.physical_cores(),
             "flags": [f for f in CPU_FLAGS if f in machine.cpu_flags()]}
 
 
