@@ -68,16 +68,17 @@ def physical_cores() -> int:
         cores = machine_physical_cores()
         if cpus:
             cores = min(cores, len(cpus))
-    quota = cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
+    return _within_quota(cores)
 
 
 def usable_cpus() -> int:
     """Logical CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota."""
     cpus = _affinity()
-    n = len(cpus) if cpus else logical_cores()
+    return _within_quota(len(cpus) if cpus else logical_cores())
+
+
+def _within_quota(n: int) -> int:
+    """``n`` CPUs, no more than a cgroup CPU quota lets run at once (rounded up), at least one."""
     quota = cpu_quota()
     return max(1, min(n, math.ceil(quota)) if quota is not None else n)
 
