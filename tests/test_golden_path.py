@@ -195,6 +195,9 @@ def test_fp16_changes_only_coin_tosses_and_int8_keeps_the_accuracy(golden: Run) 
 def test_calibration_never_saw_the_validation_photos(golden: Run) -> None:
     calib = golden.manifest()["artifacts"]["onnx-int8"]["calibration"]
     assert "training split" in calib["source"] or Path(calib["source"]).name == "train", calib
+    # the default method judged minmax on other training photos (the split holds 2,000) before keeping it
+    assert calib["requested"] == "auto" and calib["tried"]["minmax"]["images"] == 64, calib
+    assert calib["tried"][calib["method"]]["confident_flips"] == 0, calib
 
 
 def test_commands_from_other_folders_use_the_bundle_and_its_data(golden: Run) -> None:

@@ -66,6 +66,17 @@ CALIB_CHUNK_IMAGES = 16
 TRT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Add")
 CALIB_DIR = "calibration"
 METHODS = ("minmax", "entropy", "percentile")
+AUTO = "auto"
+#: what ``auto`` tries, in order, until a file is good enough on held-out images: minmax (fast, and
+#: right where activations are bounded, as by MobileNetV2's ReLU6), then the histogram methods, whose
+#: clipped ranges keep a network with heavy-tailed activations (swish: EfficientNet) from losing every
+#: small value to a few images' extremes; of the files tried, the one closest to FP32 is kept
+AUTO_METHODS = ("minmax", "percentile", "entropy")
+#: held-out images (the calibration source's, never the calibration images) auto judges a file on
+CHECK_IMAGES = 64
+#: a minmax file is kept without trying percentile when it keeps every confident FP32 answer and
+#: at least this share of all labels on the held-out images
+AUTO_MIN_AGREEMENT = 0.9
 #: the registry's INT8 ONNX artifacts by flavour (cpu: ORT's x86 path, trt: TensorRT's Q/DQ rules)
 KINDS = {k.flavour: k for k in artifacts.ARTIFACTS.values() if k.format == "onnx" and k.precision == "int8"}
 FLAVOURS = tuple(KINDS)
@@ -420,67 +431,160 @@ def _known_nodes(model_path: Path, names: list[str]) -> list[str]:
 
 
 def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None = None,
-                  calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
+                  calib_size: int = DEFAULT_CALIB_SIZE, method: str = AUTO,
                   min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
                   parity_dirs: list[str] | None = None, bias_correction: bool = True,
                   keep_float: list[str] | None = None, seed: int = 0) -> QuantizeResult:
     """Quantize ``onnx-fp32`` into the ``flavour``'s INT8 artifact, reusing cached ranges when the
-    key (model hash, image list, method, flavour) matches. ``bias_correction`` (the default) removes
-    the output shift weight rounding causes (it keeps the labels of a less-converged model: README
-    "Accuracy"); ``keep_float`` names nodes left unquantized (mixed precision); ``seed`` picks the
-    calibration images drawn when ``cset`` is not given."""
+    key (model hash, image list, method, flavour) matches. ``method="auto"`` tries AUTO_METHODS in
+    turn and keeps the file closest to FP32 on held-out images (:func:`_judge`). ``bias_correction``
+    (the default) removes the output shift weight rounding causes (it keeps the labels of a
+    less-converged model: README "Accuracy"); ``keep_float`` names nodes left unquantized (mixed
+    precision); ``seed`` picks the calibration images drawn when ``cset`` is not given."""
     try:
         from onnxruntime.quantization import quantize_static
     except ImportError as exc:
         raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
 
-    opts = flavour_options(flavour, method)
+    methods = AUTO_METHODS if method == AUTO else (method,)
+    for m in methods:
+        flavour_options(flavour, m)  # an unknown method or flavour fails before any work
     kind = KINDS[flavour]
     src_key = str(kind.made_from)
     src = bundle.artifact_path(src_key)
-    src_sha = bundle.artifacts[src_key]["sha256"]
     cset = cset or calibration_set(bundle, calib, calib_size, min_images, seed=seed)
-    key = cache_key(src_sha, cset, method, flavour)
     (bundle.path / CALIB_DIR).mkdir(exist_ok=True)
-    cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
     supports_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-    cache_used = supports_cache and cache_file.is_file()
     dest = bundle.path / kind.file
-    input_name = bundle.artifacts[src_key].get("input", "image")
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work:
-        reader, stride, images = None, 1, None
-        if cache_used:
-            log.info("%s: using cached calibration ranges %s/%s (no calibration run)", kind.file, CALIB_DIR,
-                     cache_file.name)
-        else:
-            log.info("%s: calibrating on %d images from %s (method %s)%s", kind.file, len(cset.files),
-                     cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
-            images = load_calibration_images(cset, bundle.input_size, min_images)
-            reader, stride = _reader(images, input_name)
-        if bias_correction and images is None:
-            images = load_calibration_images(cset, bundle.input_size, min_images)
-        bc_images = images[:BIAS_CORRECTION_IMAGES] if bias_correction and images is not None else None
-        images_list = images_list_name(cset.fingerprint())
-        if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
-            images_list = record_calibration_images(cset)
-        ranges = (cache_file if cache_used else Path(work) / "ranges.json") if supports_cache else None
+    with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work_dir:
+        work = Path(work_dir)
+        images = None
+        check = _check_images(bundle, cset, kind.file) if len(methods) > 1 else None
+        tried: dict[str, dict[str, Any]] = {}
+        best: _Attempt | None = None
+        for m in methods:
+            attempt = _attempt(bundle, flavour, m, cset, src, work / m, images, min_images, supports_cache,
+                               bias_correction, keep_float)
+            images = attempt.images
+            if check is not None:
+                attempt.score = _judge(src, attempt.file, flavour, check)
+                tried[m] = attempt.score
+                log.info("%s (%s): %s", kind.file, m, _describe(attempt.score))
+            if best is None or (attempt.score or {}).get("mean_abs_diff", 0.0) < (best.score or {}).get(
+                    "mean_abs_diff", 0.0):
+                best = attempt
+            if attempt.score is None or _good_enough(attempt.score):
+                break
+        assert best is not None
+        if len(tried) > 1:
+            log.info("%s: keeping %s ranges (closer to FP32 on %d held-out images)", kind.file, best.method,
+                     best.score["images"] if best.score else 0)
         with atomic_path(dest) as tmp:
-            info = _run_quantizer(src, tmp, flavour, opts, reader, stride, ranges, Path(work), bc_images, keep_float)
+            tmp.write_bytes(best.file.read_bytes())
             parity = _parity(bundle, src, tmp, flavour, parity_dirs, exclude=set(cset.used or cset.files))
-        if supports_cache and not cache_used and ranges is not None and ranges.exists():
-            with atomic_path(cache_file) as tmpc:
-                tmpc.write_bytes(ranges.read_bytes())
+        if supports_cache and not best.cache_used and best.ranges is not None and best.ranges.exists():
+            with atomic_path(best.cache_file) as tmpc:
+                tmpc.write_bytes(best.ranges.read_bytes())
     seconds = time.perf_counter() - t0
-    calibration = {"method": method, "images": len(cset.used) if cset.used else len(cset.files),
-                   "source": cset.source, "seed": cset.seed, "replaced_unreadable": len(cset.skipped), "key": key,
-                   "images_list": images_list,
-                   "cache": f"{CALIB_DIR}/{cache_file.name}" if supports_cache else None, "cache_used": cache_used}
-    _record(bundle, kind, opts, info, calibration, parity, seconds)
-    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=method,
-                          images=calibration["images"], cache_used=cache_used, cache_file=cache_file.name,
+    calibration = {"method": best.method, "requested": method, "tried": tried or None,
+                   "images": len(cset.used) if cset.used else len(cset.files),
+                   "source": cset.source, "seed": cset.seed, "replaced_unreadable": len(cset.skipped), "key": best.key,
+                   "images_list": best.images_list,
+                   "cache": f"{CALIB_DIR}/{best.cache_file.name}" if supports_cache else None,
+                   "cache_used": best.cache_used}
+    _record(bundle, kind, best.opts, best.info, calibration, parity, seconds)
+    return QuantizeResult(flavour=flavour, artifact=kind.key, file=dest.name, method=best.method,
+                          images=calibration["images"], cache_used=best.cache_used, cache_file=best.cache_file.name,
                           seconds=seconds, parity=parity)
+
+
+@dataclass
+class _Attempt:
+    """One quantization of the FP32 file with one calibration method, in a scratch folder."""
+
+    method: str
+    file: Path
+    opts: dict[str, Any]
+    info: dict[str, Any]
+    key: str
+    cache_file: Path
+    cache_used: bool
+    ranges: Path | None
+    images_list: str | None
+    images: np.ndarray | None
+    score: dict[str, Any] | None = None
+
+
+def _attempt(bundle: Bundle, flavour: str, method: str, cset: CalibrationSet, src: Path, work: Path,
+             images: np.ndarray | None, min_images: int, supports_cache: bool, bias_correction: bool,
+             keep_float: list[str] | None) -> _Attempt:
+    kind = KINDS[flavour]
+    opts = flavour_options(flavour, method)
+    key = cache_key(bundle.artifacts[str(kind.made_from)]["sha256"], cset, method, flavour)
+    cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
+    cache_used = supports_cache and cache_file.is_file()
+    input_name = bundle.artifacts[str(kind.made_from)].get("input", "image")
+    work.mkdir(parents=True, exist_ok=True)
+    reader, stride = None, 1
+    if cache_used:
+        log.info("%s: using cached calibration ranges %s/%s (no calibration run)", kind.file, CALIB_DIR,
+                 cache_file.name)
+    else:
+        log.info("%s: calibrating on %d images from %s (method %s)%s", kind.file, len(cset.files),
+                 cset.source, method, "" if supports_cache else "; this onnxruntime cannot cache ranges")
+    if images is None and (not cache_used or bias_correction):
+        images = load_calibration_images(cset, bundle.input_size, min_images)
+    if not cache_used:
+        reader, stride = _reader(images, input_name)
+    bc_images = images[:BIAS_CORRECTION_IMAGES] if bias_correction and images is not None else None
+    images_list = images_list_name(cset.fingerprint())
+    if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
+        images_list = record_calibration_images(cset)
+    ranges = (cache_file if cache_used else work / "ranges.json") if supports_cache else None
+    out = work / kind.file
+    info = _run_quantizer(src, out, flavour, opts, reader, stride, ranges, work, bc_images, keep_float)
+    return _Attempt(method, out, opts, info, key, cache_file, cache_used, ranges, images_list, images)
+
+
+def _check_images(bundle: Bundle, cset: CalibrationSet, name: str) -> np.ndarray | None:
+    """Up to CHECK_IMAGES readable images from the calibration source that were not calibrated on
+    (the training split's rest by default: the validation split stays unseen for the precision
+    table); None when the source has too few left."""
+    from edgecat import imaging
+
+    taken = {os.path.abspath(f) for f in (cset.used or cset.files)}
+    rest = [f for f in cset.reserve if os.path.abspath(f) not in taken]
+    if len(rest) < MIN_CALIB_IMAGES:
+        log.info("%s: calibration method auto: only %d held-out images in %s; minmax kept without a check", name,
+                 len(rest), cset.source)
+        return None
+    loaded = imaging.load_batch(rest, bundle.input_size, limit=CHECK_IMAGES)
+    return loaded.images.astype(np.float32) if len(loaded.files) >= MIN_CALIB_IMAGES else None
+
+
+def _judge(src: Path, qpath: Path, flavour: str, images: np.ndarray) -> dict[str, Any]:
+    """The INT8 file against FP32 on held-out images: the guard's label-free figures and the mean
+    probability difference (continuous, so it ranks two files where few labels change)."""
+    from edgecat import int8_guard
+
+    ref = onnx_outputs(src, images)
+    out = onnx_outputs(qpath, images, simulate_qdq=flavour in SIMULATED_FLAVOURS)
+    fid = int8_guard.fidelity(ref, out)
+    return {"images": fid.images, "agreement": round(fid.agreement, 4), "confident": fid.confident,
+            "confident_flips": fid.confident_flips,
+            "mean_abs_diff": round(float(np.mean(np.abs(np.asarray(ref, np.float64) - out))), 5)}
+
+
+def _good_enough(score: dict[str, Any]) -> bool:
+    return score["confident_flips"] == 0 and score["agreement"] >= AUTO_MIN_AGREEMENT
+
+
+def _describe(score: dict[str, Any]) -> str:
+    return (f"on {score['images']} held-out images: agreement {score['agreement']:.1%}, "
+            f"{score['confident_flips']} of {score['confident']} confident answers flipped, "
+            f"mean probability change {score['mean_abs_diff']:.4f}")
 
 
 def _record(bundle: Bundle, kind: artifacts.ArtifactKind, opts: dict[str, Any], info: dict[str, Any],
@@ -518,7 +622,7 @@ def _parity(bundle: Bundle, src: Path, qpath: Path, flavour: str, parity_dirs: l
 
 
 def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
-                 method: str = "minmax", flavours: tuple[str, ...] = FLAVOURS,
+                 method: str = AUTO, flavours: tuple[str, ...] = FLAVOURS,
                  min_images: int = MIN_CALIB_IMAGES, parity_dirs: list[str] | None = None,
                  bias_correction: bool = True, seed: int = 0) -> list[QuantizeResult]:
     """Both INT8 flavours from one calibration set (chosen once, so both share the image list).
