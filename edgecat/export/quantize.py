@@ -463,30 +463,29 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         images = None
         check = _check_images(bundle, cset, kind.file) if len(methods) > 1 else None
         tried: dict[str, dict[str, Any]] = {}
-        best: _Attempt | None = None
+        attempts: list[_Attempt] = []
         for m in methods:
             attempt = _attempt(bundle, flavour, m, cset, src, work / m, images, min_images, supports_cache,
                                bias_correction, keep_float)
+            attempts.append(attempt)
             images = attempt.images
-            if check is not None:
-                attempt.score = _judge(src, attempt.file, flavour, check)
-                tried[m] = attempt.score
-                log.info("%s (%s): %s", kind.file, m, _describe(attempt.score))
-            if best is None or (attempt.score or {}).get("mean_abs_diff", 0.0) < (best.score or {}).get(
-                    "mean_abs_diff", 0.0):
-                best = attempt
-            if attempt.score is None or _good_enough(attempt.score):
+            if check is None:
                 break
-        assert best is not None
+            attempt.score = tried[m] = _judge(src, attempt.file, flavour, check)
+            log.info("%s (%s): %s", kind.file, m, _describe(attempt.score))
+            if _good_enough(attempt.score):
+                break
+        best = min(attempts, key=lambda a: a.score["mean_abs_diff"] if a.score else 0.0)
         if len(tried) > 1:
             log.info("%s: keeping %s ranges (closer to FP32 on %d held-out images)", kind.file, best.method,
                      best.score["images"] if best.score else 0)
         with atomic_path(dest) as tmp:
             tmp.write_bytes(best.file.read_bytes())
             parity = _parity(bundle, src, tmp, flavour, parity_dirs, exclude=set(cset.used or cset.files))
-        if supports_cache and not best.cache_used and best.ranges is not None and best.ranges.exists():
-            with atomic_path(best.cache_file) as tmpc:
-                tmpc.write_bytes(best.ranges.read_bytes())
+        for a in attempts:  # every method's ranges: exporting again skips each calibration
+            if supports_cache and not a.cache_used and a.ranges is not None and a.ranges.exists():
+                with atomic_path(a.cache_file) as tmpc:
+                    tmpc.write_bytes(a.ranges.read_bytes())
     seconds = time.perf_counter() - t0
     calibration = {"method": best.method, "requested": method, "tried": tried or None,
                    "images": len(cset.used) if cset.used else len(cset.files),
