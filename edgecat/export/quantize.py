@@ -74,8 +74,8 @@ AUTO = "auto"
 AUTO_METHODS = ("minmax", "percentile", "entropy")
 #: held-out images (the calibration source's, never the calibration images) auto judges a file on
 CHECK_IMAGES = 64
-#: a minmax file is kept without trying percentile when it keeps every confident FP32 answer and
-#: at least this share of all labels on the held-out images
+#: a file is kept without trying the next method when it keeps every confident FP32 answer and at
+#: least this share of all labels on the held-out images
 AUTO_MIN_AGREEMENT = 0.9
 #: the registry's INT8 ONNX artifacts by flavour (cpu: ORT's x86 path, trt: TensorRT's Q/DQ rules)
 KINDS = {k.flavour: k for k in artifacts.ARTIFACTS.values() if k.format == "onnx" and k.precision == "int8"}
@@ -555,12 +555,12 @@ def _check_images(bundle: Bundle, cset: CalibrationSet, name: str) -> np.ndarray
 
     taken = {os.path.abspath(f) for f in (cset.used or cset.files)}
     rest = [f for f in cset.reserve if os.path.abspath(f) not in taken]
-    if len(rest) < MIN_CALIB_IMAGES:
-        log.info("%s: calibration method auto: only %d held-out images in %s; minmax kept without a check", name,
-                 len(rest), cset.source)
+    loaded = imaging.load_batch(rest, bundle.input_size, limit=CHECK_IMAGES) if len(rest) >= MIN_CALIB_IMAGES else None
+    if loaded is None or len(loaded.files) < MIN_CALIB_IMAGES:
+        log.info("%s: calibration method auto: only %d readable held-out images in %s; minmax kept without a "
+                 "check", name, len(loaded.files) if loaded else len(rest), cset.source)
         return None
-    loaded = imaging.load_batch(rest, bundle.input_size, limit=CHECK_IMAGES)
-    return loaded.images.astype(np.float32) if len(loaded.files) >= MIN_CALIB_IMAGES else None
+    return loaded.images.astype(np.float32)
 
 
 def _judge(src: Path, qpath: Path, flavour: str, images: np.ndarray) -> dict[str, Any]:
