@@ -121,7 +121,9 @@ def test_onnx_one_image_input_and_fp32_parity(name: str, tmp_path: Path) -> None
     used = {name for node in graph.node for name in node.input}
     assert [i.name for i in graph.initializer if i.name not in used] == []
     n_transpose = sum(node.op_type == "Transpose" for node in graph.node)
-    assert n_transpose <= 1, f"{n_transpose} Transpose nodes: tf2onnx's layout pass did not run"
+    # with the layout pass, one Transpose is left at the input (two in one full-suite run of MobileNetV3
+    # small, not reproduced alone); without it, one per convolution (~100)
+    assert n_transpose <= 2, f"{n_transpose} Transpose nodes: tf2onnx's layout pass did not run"
     # the images untrained_model set BatchNorm statistics on: elsewhere a random EfficientNet
     # saturates to probabilities of 1e-17 and parity would be checked on constants
     x = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype("float32")
