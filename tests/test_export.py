@@ -215,9 +215,9 @@ def test_auto_calibration_tries_histogram_methods_where_minmax_flips_confident_a
     real_judge = q._judge
     judged: list[Path] = []
 
-    def judge(src, qpath, flavour, images):  # the real figures; minmax's and percentile's made to fall short
+    def judge(held, qpath, flavour):  # the real figures; minmax's and percentile's made to fall short
         judged.append(qpath)
-        score = real_judge(src, qpath, flavour, images)
+        score = real_judge(held, qpath, flavour)
         forced = {"minmax": 1.0, "percentile": 0.9}.get(qpath.parent.name)
         if forced is not None:
             score.update(confident_flips=max(1, score["confident"]), mean_abs_diff=forced)
@@ -243,6 +243,39 @@ def test_auto_calibration_tries_histogram_methods_where_minmax_flips_confident_a
         caplog.clear()
         third = q.quantize_int8(Bundle.open(tiny_bundle), "cpu", calib=synth_data / "train", calib_size=16)
     assert "calibrating on" not in caplog.text and len(judged) == 3 and third.method == "entropy"
+
+
+@needs_tf
+def test_auto_calibration_reads_and_runs_the_held_out_images_once_for_both_flavours(
+        tiny_bundle, synth_data, monkeypatch):
+    """Both flavours and every method are judged against one FP32 reference: the held-out images
+    are decoded and run through FP32 once per export, not once per flavour or per method."""
+    from edgecat.export import quantize as q
+
+    real_held_out = q._held_out
+    made: list[q.HeldOut] = []
+    seen: list[int] = []
+
+    def held_out(*args):
+        made.append(real_held_out(*args))
+        return made[-1]
+
+    real_judge = q._judge
+
+    def judge(held, qpath, flavour):
+        seen.append(id(held))
+        return real_judge(held, qpath, flavour)
+
+    monkeypatch.setattr(q, "_held_out", held_out)
+    monkeypatch.setattr(q, "_judge", judge)
+    res = q.quantize_all(Bundle.open(tiny_bundle), calib=synth_data / "train", calib_size=16)
+    assert [r.artifact for r in res] == ["onnx-int8", "onnx-int8-trt"]
+    assert len(made) == 1 and made[0].images is not None and len(made[0].reference) == len(made[0].images)
+    assert len(seen) >= 2 and set(seen) == {id(made[0])}  # each flavour judged on the one reference
+    b = Bundle.open(tiny_bundle)
+    n = len(made[0].images)
+    assert b.artifacts["onnx-int8"]["calibration"]["tried"]["minmax"]["images"] == n
+    assert b.artifacts["onnx-int8-trt"]["calibration"]["tried"]["minmax"]["images"] == n
 
 
 @needs_tf

@@ -434,13 +434,15 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
                   calib_size: int = DEFAULT_CALIB_SIZE, method: str = AUTO,
                   min_images: int = MIN_CALIB_IMAGES, cset: CalibrationSet | None = None,
                   parity_dirs: list[str] | None = None, bias_correction: bool = True,
-                  keep_float: list[str] | None = None, seed: int = 0) -> QuantizeResult:
+                  keep_float: list[str] | None = None, seed: int = 0,
+                  held_out: HeldOut | None = None) -> QuantizeResult:
     """Quantize ``onnx-fp32`` into the ``flavour``'s INT8 artifact, reusing cached ranges when the
     key (model hash, image list, method, flavour) matches. ``method="auto"`` tries AUTO_METHODS in
     turn and keeps the file closest to FP32 on held-out images (:func:`_judge`). ``bias_correction``
     (the default) removes the output shift weight rounding causes (it keeps the labels of a
     less-converged model: README "Accuracy"); ``keep_float`` names nodes left unquantized (mixed
-    precision); ``seed`` picks the calibration images drawn when ``cset`` is not given."""
+    precision); ``seed`` picks the calibration images drawn when ``cset`` is not given; ``held_out``
+    is auto's check set when another flavour already read it (:func:`quantize_all`)."""
     try:
         from onnxruntime.quantization import quantize_static
     except ImportError as exc:
@@ -461,7 +463,11 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
     with tempfile.TemporaryDirectory(prefix="edgecat-quant-") as work_dir:
         work = Path(work_dir)
         images = None
-        check = _check_images(bundle, cset, kind.file) if len(methods) > 1 else None
+        check = None
+        if len(methods) > 1:
+            if held_out is None or held_out.src_sha256 != bundle.artifacts[src_key]["sha256"]:
+                held_out = _held_out(bundle, cset, src_key, kind.file)
+            check = held_out if held_out.images is not None else None
         tried: dict[str, dict[str, Any]] = {}
         attempts: list[_Attempt] = []
         for m in methods:
@@ -471,7 +477,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
             images = attempt.images
             if check is None:
                 break
-            attempt.score = tried[m] = _judge(src, attempt.file, flavour, check)
+            attempt.score = tried[m] = _judge(check, attempt.file, flavour)
             log.info("%s (%s): %s", kind.file, m, _describe(attempt.score))
             if _good_enough(attempt.score):
                 break
@@ -547,33 +553,45 @@ def _attempt(bundle: Bundle, flavour: str, method: str, cset: CalibrationSet, sr
     return _Attempt(method, out, opts, info, key, cache_file, cache_used, ranges, images_list, images)
 
 
-def _check_images(bundle: Bundle, cset: CalibrationSet, name: str) -> np.ndarray | None:
+@dataclass(frozen=True)
+class HeldOut:
+    """Auto's check set, read and run through FP32 once per export: both flavours and every method
+    are judged against the same reference."""
+
+    src_sha256: str  # the FP32 file the reference came from
+    images: np.ndarray | None  # None: too few readable held-out images, so minmax is kept unchecked
+    reference: np.ndarray | None  # FP32 outputs on ``images``
+
+
+def _held_out(bundle: Bundle, cset: CalibrationSet, src_key: str, name: str) -> HeldOut:
     """Up to CHECK_IMAGES readable images from the calibration source that were not calibrated on
     (the training split's rest by default: the validation split stays unseen for the precision
-    table); None when the source has too few left."""
+    table), with the FP32 file's outputs on them."""
     from edgecat import imaging
 
+    sha = bundle.artifacts[src_key]["sha256"]
     taken = {os.path.abspath(f) for f in (cset.used or cset.files)}
     rest = [f for f in cset.reserve if os.path.abspath(f) not in taken]
     loaded = imaging.load_batch(rest, bundle.input_size, limit=CHECK_IMAGES) if len(rest) >= MIN_CALIB_IMAGES else None
     if loaded is None or len(loaded.files) < MIN_CALIB_IMAGES:
         log.info("%s: calibration method auto: only %d readable held-out images in %s; minmax kept without a "
                  "check", name, len(loaded.files) if loaded else len(rest), cset.source)
-        return None
-    return loaded.images.astype(np.float32)
+        return HeldOut(sha, None, None)
+    images = loaded.images.astype(np.float32)
+    return HeldOut(sha, images, np.asarray(onnx_outputs(bundle.artifact_path(src_key), images), np.float64))
 
 
-def _judge(src: Path, qpath: Path, flavour: str, images: np.ndarray) -> dict[str, Any]:
+def _judge(held: HeldOut, qpath: Path, flavour: str) -> dict[str, Any]:
     """The INT8 file against FP32 on held-out images: the guard's label-free figures and the mean
     probability difference (continuous, so it ranks two files where few labels change)."""
     from edgecat import int8_guard
 
-    ref = onnx_outputs(src, images)
-    out = onnx_outputs(qpath, images, simulate_qdq=flavour in SIMULATED_FLAVOURS)
-    fid = int8_guard.fidelity(ref, out)
+    assert held.images is not None and held.reference is not None
+    out = onnx_outputs(qpath, held.images, simulate_qdq=flavour in SIMULATED_FLAVOURS)
+    fid = int8_guard.fidelity(held.reference, out)
     return {"images": fid.images, "agreement": round(fid.agreement, 4), "confident": fid.confident,
             "confident_flips": fid.confident_flips,
-            "mean_abs_diff": round(float(np.mean(np.abs(np.asarray(ref, np.float64) - out))), 5)}
+            "mean_abs_diff": round(float(np.mean(np.abs(held.reference - out))), 5)}
 
 
 def _good_enough(score: dict[str, Any]) -> bool:
@@ -629,9 +647,12 @@ def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: in
     that were calibrated on are left out either way). ``seed``: which images are drawn."""
     cset = calibration_set(bundle, calib, calib_size, min_images, seed=seed)
     dirs = parity_dirs if parity_dirs is not None else ([str(calib)] if calib else None)
+    sources = {str(KINDS[f].made_from) for f in flavours}
+    held = (_held_out(bundle, cset, sources.pop(), "INT8 files")
+            if method == AUTO and len(sources) == 1 else None)  # read and run through FP32 once, not per flavour
     return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs,
-                          bias_correction=bias_correction) for f in flavours]
+                          bias_correction=bias_correction, held_out=held) for f in flavours]
 
 
-__all__ = ["KINDS", "CalibrationSet", "QuantizeResult", "cache_key", "calibration_images", "calibration_set",
+__all__ = ["KINDS", "CalibrationSet", "HeldOut", "QuantizeResult", "cache_key", "calibration_images", "calibration_set",
            "flavour_options", "quantize_all", "quantize_int8"]
