@@ -34,6 +34,18 @@ class ParityError(EdgecatError):
         self.report = report
 
 
+class FilesRefused(EdgecatError):
+    """Some of a step's files failed their parity checks. ``entries`` are the files that passed and
+    were written, so the caller can carry on (score them, do the later steps) and report the
+    refusals at the end instead of losing that work; uncaught, it is still one error line."""
+
+    def __init__(self, errors: list[str], entries: list[dict[str, Any]]) -> None:
+        more = f" (and {len(errors) - 1} more refused)" if len(errors) > 1 else ""
+        super().__init__(errors[0] + more)
+        self.errors = errors
+        self.entries = entries
+
+
 @dataclass
 class ValidationReport:
     reference: str

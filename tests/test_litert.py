@@ -129,7 +129,7 @@ def test_fp16_is_judged_in_logit_space_as_onnx_fp16_is(tiny_bundle):
     from edgecat.bundle import Bundle
     from edgecat.export.fp16 import FP16_LOGIT_FLOOR, FP16_TOLERANCE
     from edgecat.export.litert import export_litert
-    from edgecat.validate import ParityError
+    from edgecat.validate import FilesRefused
 
     b = _saturating(tiny_bundle)
     [entry] = export_litert(b, ("fp16",))
@@ -138,9 +138,32 @@ def test_fp16_is_judged_in_logit_space_as_onnx_fp16_is(tiny_bundle):
     assert par["tolerance"] == FP16_TOLERANCE and par["logit_bound"] > FP16_LOGIT_FLOOR
     assert FP16_LOGIT_FLOOR < par["max_logit_diff"] <= par["logit_bound"]
     assert (tiny_bundle / "model.fp16.tflite").is_file()
-    with pytest.raises(ParityError, match=r"LiteRT fp16 model does not match Keras: max logit difference"):
+    with pytest.raises(FilesRefused, match=r"LiteRT fp16 model does not match Keras: max logit difference"):
         export_litert(b, ("fp16",), fp16_tolerance=0.0)
     assert Bundle.open(tiny_bundle).artifacts["tflite-fp16"]["sha256"] == entry["sha256"]
+
+
+def test_a_refused_file_costs_neither_the_other_files_nor_the_precision_table(tiny_bundle):
+    """The export goes on past a file its parity check refuses: the files after it are written and
+    scored, then the refusal is the one error line and the exit is non-zero."""
+    from click.testing import CliRunner
+
+    from edgecat.bundle import Bundle
+    from edgecat.cli import main
+
+    _saturating(tiny_bundle)
+    r = CliRunner().invoke(main, ["export", str(tiny_bundle), "--tflite", "--tflite-precision", "fp16,fp32",
+                                  "--fp16-tolerance", "0"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "LiteRT fp16 model does not match Keras" in errors[0]
+    assert "no model.fp16.tflite written" in errors[0]
+    assert "model.fp32.tflite" in r.output  # written after the refused one
+    b = Bundle.open(tiny_bundle)
+    assert b.has("tflite-fp32") and not b.has("tflite-fp16") and not (tiny_bundle / "model.fp16.tflite").exists()
+    rows = {row["precision"] for row in b.manifest["metrics"]["precision_table"]["rows"]}
+    assert "tflite-fp32" in rows  # the precision table still scored what was written
 
 
 def test_export_tflite_writes_no_native_lines_to_stderr(tiny_bundle, synth_data):

@@ -87,6 +87,13 @@ def export(bundle: str, onnx_: bool, fp16: bool, fp16_tolerance: float, int8: bo
         console.print(escape(line))
     for line in result.warnings:  # stdout is for results: a warning is a stderr line, as info's notes are
         click.secho(f"warning: {line}", fg="yellow", err=True)
+    if result.refused:  # after everything that was written has been reported: a non-zero exit all the same
+        from edgecat.errors import EdgecatError
+        from edgecat.redact import redact
+
+        for line in result.refused[:-1]:
+            click.secho(f"error: {redact(line)}", fg="red", err=True)
+        raise EdgecatError(result.refused[-1])
 
 
 COMMANDS = [export]

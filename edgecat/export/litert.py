@@ -34,7 +34,7 @@ from edgecat.bundle import Bundle, tool_versions
 from edgecat.errors import EdgecatError, MissingDependencyError, first_line
 from edgecat.fsutil import atomic_path
 from edgecat.log import quiet_native_stderr
-from edgecat.validate import validate
+from edgecat.validate import FilesRefused, ParityError, validate
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,6 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
         if p not in PRECISIONS:
             raise EdgecatError(f"unknown LiteRT precision '{p}' (choose from: {', '.join(PRECISIONS)})")
     tolerance: dict[str, float | None] = {"fp16": fp16_tolerance}
-    keras_entry = bundle.artifacts.get("keras", {})
     model = load_keras_model(bundle.artifact_path("keras"))
     size = bundle.input_size
     batch, what = parity_images(bundle, extra_dirs=parity_dirs)
@@ -245,27 +244,40 @@ def export_litert(bundle: Bundle, precisions: tuple[str, ...] = PRECISIONS, cali
     if "int8" in precisions:
         cset = calibration_set(bundle, calib, size=calib_size, seed=calib_seed)
         calib_images = load_calibration_images(cset, size)
-    entries = []
-    for p in precisions:
-        t0 = time.perf_counter()
-        quant: dict[str, Any] = {}
-        data = convert(model, size, p, calib_images if p == "int8" else None, bias_correction=bias_correction,
-                       keep_float=keep_float, info=quant)
-        seconds = time.perf_counter() - t0
-        dest = bundle.path / KINDS[p].file
-        with atomic_path(dest) as tmp:
-            tmp.write_bytes(data)
-            par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance.get(p))
-        made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
-                   "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
-                   "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
-                   "versions": tool_versions("tensorflow", "ai_edge_litert")}
-        if p == "int8" and cset is not None:
-            made_by.update(calibration={"source": cset.source, "images": len(cset.files) - len(cset.skipped),
-                                        "seed": cset.seed, "fingerprint": cset.fingerprint()}, io_dtype="float32",
-                           internals="int8 (TFLITE_BUILTINS_INT8)",
-                           bias_correction=quant.get("bias_correction"), float_ops=quant.get("float_ops", []))
-        entries.append(bundle.add_artifact(
-            KINDS[p].key, dest, format=KINDS[p].format, precision=p, input="image", io_dtype="float32",
-            made_by=made_by, parity=par))
+    entries, refused = [], []
+    for p in precisions:  # a refused file does not cost the others: each is written or refused alone
+        try:
+            entries.append(_write_one(bundle, model, p, ref, batch, what, calib_images if p == "int8" else None,
+                                      cset, bias_correction, keep_float, tolerance.get(p)))
+        except ParityError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise FilesRefused(refused, entries)
     return entries
+
+
+def _write_one(bundle: Bundle, model: Any, p: str, ref: np.ndarray, batch: np.ndarray, what: str,
+               calib_images: np.ndarray | None, cset: Any, bias_correction: bool,
+               keep_float: list[str] | None, tolerance: float | None) -> dict[str, Any]:
+    """Convert, check against Keras and write one LiteRT file; its manifest entry."""
+    keras_entry = bundle.artifacts.get("keras", {})
+    size = bundle.input_size
+    t0 = time.perf_counter()
+    quant: dict[str, Any] = {}
+    data = convert(model, size, p, calib_images, bias_correction=bias_correction, keep_float=keep_float, info=quant)
+    seconds = time.perf_counter() - t0
+    dest = bundle.path / KINDS[p].file
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+        par = parity(bundle, ref, tflite_outputs(tmp, batch), what, p, tolerance)
+    made_by = {"tool": "tf.lite.TFLiteConverter.from_concrete_functions (frozen)", "from": "keras",
+               "from_sha256": keras_entry.get("sha256"), "seconds": round(seconds, 2),
+               "input_signature": f"float32[None,{size[0]},{size[1]},3] raw 0-255 RGB",
+               "versions": tool_versions("tensorflow", "ai_edge_litert")}
+    if p == "int8" and cset is not None:
+        made_by.update(calibration={"source": cset.source, "images": len(cset.files) - len(cset.skipped),
+                                    "seed": cset.seed, "fingerprint": cset.fingerprint()}, io_dtype="float32",
+                       internals="int8 (TFLITE_BUILTINS_INT8)",
+                       bias_correction=quant.get("bias_correction"), float_ops=quant.get("float_ops", []))
+    return bundle.add_artifact(KINDS[p].key, dest, format=KINDS[p].format, precision=p, input="image",
+                               io_dtype="float32", made_by=made_by, parity=par)

@@ -61,6 +61,8 @@ class ExportResult:
     table: Any = None
     #: what each parity check ran on (file -> images description): synthetic images are warned about
     parity_images: dict[str, str] = field(default_factory=dict)
+    #: one line per file its parity check refused: the export carried on, and the caller exits non-zero
+    refused: list[str] = field(default_factory=list)
 
     def checked(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Note what ``entry``'s parity check ran on; returns the entry."""
@@ -188,14 +190,22 @@ def run_export(bundle: Any, plan: ExportPlan) -> ExportResult:
 
 
 def _tflite(bundle: Any, plan: ExportPlan, out: ExportResult) -> list[str]:
-    """LiteRT files from model.keras, calibrated on the same set as the ONNX INT8."""
+    """LiteRT files from model.keras, calibrated on the same set as the ONNX INT8. A file its parity
+    check refuses is reported in ``out.refused``; the others, the precision table and the later
+    steps go on."""
     from edgecat.export.litert import export_litert
+    from edgecat.validate import FilesRefused
 
+    try:
+        entries = export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib,
+                                calib_size=plan.calib_size, calib_seed=plan.calib_seed,
+                                fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
+                                bias_correction=plan.bias_correction, keep_float=plan.tflite_keep_float)
+    except FilesRefused as exc:
+        entries = exc.entries
+        out.refused += exc.errors
     lines = []
-    for e in export_litert(bundle, tuple(plan.tflite_precisions), calib=plan.calib,
-                           calib_size=plan.calib_size, calib_seed=plan.calib_seed,
-                           fp16_tolerance=plan.fp16_tolerance, parity_dirs=plan.parity_dirs(),
-                           bias_correction=plan.bias_correction, keep_float=plan.tflite_keep_float):
+    for e in entries:
         par = out.checked(e)["parity"]
         lines.append(f"{artifacts.find('tflite', e['precision']).key:<14} {e['file']}  vs Keras: max diff {par['max_abs_diff']:.2e}, "
                      f"labels {100 * par['label_agreement']:.1f}% on {par['images']}")
