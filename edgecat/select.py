@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 AUTO = backends.AUTO
 MANIFEST_KEY = "autoselect"
+#: a runner-up's model-only time may be this factor of the choice's and still be timed by a stream
+#: (edgecat.stream.shape_trial): how a runtime shares the cores with decoding is not in that figure
+RUNNER_UP_WITHIN = 1.15
 
 
 @dataclass
@@ -313,6 +316,27 @@ def measure(bundle: Bundle, precision: str | None = None, threads: int | None = 
                        f"bounds ({_bounds(limits)}): {refused}"[:400] + "; see `edgecat bench`")
 
 
+def runners_up(bundle: Bundle, choice: Choice, limit: int = 1) -> list[Timing]:
+    """Other runtimes, at the choice's threads, whose model-only time was within RUNNER_UP_WITHIN of
+    the choice's and whose file is FP32 or passes the same bounds by the export's recorded figures:
+    what a stream may time beside the choice (on a 2-core Xeon at 160 px, LiteRT INT8 1.22 ms and
+    OpenVINO INT8 1.26 ms alone, but 500 against 677 FPS in a stream's trial, each in its best
+    shape). The fastest first, one per backend."""
+    chosen = next((t for t in choice.timings if t.status == "chosen"), None)
+    if chosen is None or not chosen.ms:
+        return []
+    limits = int8_guard.limits_from_manifest(bundle.manifest)
+    out: list[Timing] = []
+    for t in sorted((t for t in choice.timings if t.ms), key=lambda t: t.ms or 0.0):
+        if (t.backend == choice.backend or t.threads != chosen.threads or t.status in ("refused", "failed")
+                or (t.ms or 0.0) > chosen.ms * RUNNER_UP_WITHIN or any(u.backend == t.backend for u in out)):
+            continue
+        recorded = None if t.precision == "fp32" else recorded_verdict(bundle, t.backend, t.precision, limits)
+        if t.precision == "fp32" or (recorded is not None and recorded[0].ok):  # FP32 is the reference
+            out.append(t)
+    return out[:limit]
+
+
 def _bounds(limits: int8_guard.Limits) -> str:
     return (f"accuracy drop <= {100 * limits.max_accuracy_drop:.2f} points, confident answers flipped "
             f"<= {100 * limits.max_confident_flips:.2f}%")
@@ -447,7 +471,7 @@ def explain(choice: Choice) -> tuple[list[list[str]], str]:
 
 
 __all__ = ["MANIFEST_KEY", "Choice", "Timing", "candidates", "choose_backend", "explain", "machine_key", "measure",
-           "evidence", "open_auto", "open_backend", "pick", "recall", "reference_probs"]
+           "evidence", "open_auto", "open_backend", "pick", "recall", "reference_probs", "runners_up"]
 
 if __name__ == "__main__":
     raise SystemExit(_child(sys.argv[1:]))

@@ -230,6 +230,38 @@ def test_recorded_figures_of_a_runtime_are_its_own(tiny_bundle):
     assert recorded_verdict(b, "openvino", "int8", limits)[0].ok
 
 
+def test_runners_up_are_near_the_choice_alone_and_pass_the_recorded_figures(tiny_bundle):
+    """What a stream may time beside auto's choice: another backend at the same threads, within
+    RUNNER_UP_WITHIN of the choice's model-only time, FP32 or a file whose export figures pass the bundle's bounds;
+    one per backend, the fastest first. Refused, unrecorded and slower files are left out."""
+    from edgecat.bundle import Bundle
+    from edgecat.select import RUNNER_UP_WITHIN, Choice, Timing, runners_up
+
+    b = Bundle.open(tiny_bundle)
+    shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.int8.onnx")
+    b.add_artifact("onnx-int8", "model.int8.onnx", precision="int8", format="onnx")
+    kept = {"images": 1000, "agreement": 0.998, "confident": 900, "confident_flips": 0,
+            "confident_flip_rate": 0.0, "accuracy_fp32": 0.992, "accuracy": 0.991, "accuracy_drop": 0.001}
+    lost = {**kept, "accuracy": 0.987, "accuracy_drop": 0.005}
+    b.artifacts["onnx-int8"]["accuracy"] = {"data": "bundle validation split", "images": 1000, "fidelity": kept,
+                                            "by_backend": {"openvino": {"accuracy": 0.991, "fidelity": kept}}}
+    near = 1.0 * RUNNER_UP_WITHIN - 0.01
+    timings = [Timing("litert", "int8", 2, 1.0, status="chosen"),
+               Timing("openvino", "int8", 2, near, status="unchecked"),
+               Timing("openvino", "int8", 1, 1.01, status="unchecked"),  # other threads
+               Timing("onnxruntime", "int8", 2, 1.02, status="refused"),
+               Timing("onnxruntime", "fp32", 2, 1.05, status="unchecked"),  # FP32: the reference itself
+               Timing("openvino", "fp32", 2, RUNNER_UP_WITHIN + 0.05, status="unchecked")]  # too slow alone
+    choice = Choice("litert", "int8", "", timings, threads=2)
+    got = [(t.backend, t.precision, t.threads) for t in runners_up(b, choice, limit=3)]
+    assert got == [("onnxruntime", "fp32", 2), ("openvino", "int8", 2)]
+    assert [t.backend for t in runners_up(b, choice)] == ["onnxruntime"]  # one by default, the fastest
+    b.artifacts["onnx-int8"]["accuracy"]["by_backend"]["openvino"]["fidelity"] = lost  # OpenVINO's own figures
+    assert [t.backend for t in runners_up(b, choice, limit=3)] == ["onnxruntime"]
+    del b.artifacts["onnx-int8"]["accuracy"]  # nothing recorded: not vetted, not offered
+    assert [t.precision for t in runners_up(b, choice, limit=3)] == ["fp32"]
+
+
 def test_auto_names_the_export_for_a_precision_the_bundle_lacks(tiny_bundle):
     from edgecat.bundle import Bundle
     from edgecat.select import measure, open_backend

@@ -1,5 +1,5 @@
 """The stream picks its shape by the machine: on a long enough video file read by a CPU model, the
-faster of serial and overlap measured on the file's first frames; otherwise serial (one thread) when
+fastest of the candidate shapes (and runtimes) measured on the file's first frames; otherwise serial (one thread) when
 the model's threads fill the cores and the source is a file, overlap when not. The serial shape loses
 no frame and keeps latency."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,9 +196,11 @@ class ShapeBound(ColourRuntime):
 
 @pytest.fixture
 def short_trial(monkeypatch):
-    """A trial that fits the 22-frame clip (the product measures on files of 300 frames or more)."""
+    """A trial that fits the 22-frame clip (the product measures on files of 300 frames or more),
+    without the batched candidate unless a test puts it back (it has a test of its own)."""
     from edgecat.stream import shape_trial
 
+    monkeypatch.setattr(shape_trial, "TRIAL_BATCH", 1)
     monkeypatch.setattr(shape_trial, "TRIAL_MIN_FRAMES", len(LABELS))
     monkeypatch.setattr(shape_trial, "WARMUP_FRAMES", 2)
     monkeypatch.setattr(shape_trial, "BLOCK_FRAMES", 6)
@@ -266,6 +269,15 @@ def test_a_remembered_shape_is_validated_and_short_files_keep_the_rule(short_tri
         section[key]["threads"] = bad
         assert short_trial.recall(bundle, key, cores) is None, bad
     section[key]["threads"] = cores
+    monkeypatch.setattr(short_trial, "TRIAL_BATCH", 2)
+    for bad in (0, 3, 64, True, "2", 2.5, None):  # a batch the trial never times; none: an older record
+        section[key]["batch"] = bad
+        assert short_trial.recall(bundle, key, cores) is None, bad
+    section[key]["batch"] = 2
+    assert short_trial.recall(bundle, key, cores) == short_trial.Candidate("overlap", cores, 2)
+    section[key]["pipeline"] = "serial"  # the serial shape reads no frames ahead to batch
+    assert short_trial.recall(bundle, key, cores) is None
+    section[key]["batch"] = 1
     section[key]["pipeline"] = "$(reboot)"
     assert short_trial.recall(bundle, key, cores) is None
     section[key] = "overlap"
@@ -346,3 +358,108 @@ def test_auto_tries_one_model_thread_fewer_beside_the_decoder(short_trial, clip,
     pinned = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'p.jsonl'}"],
                                            runtime_options={"threads": cores})).run()
     assert pinned.threads == cores  # --threads given: the trial keeps them (and keeps its own record)
+
+
+class PerCall(ColourRuntime):
+    """A CPU model whose cost is per call, not per frame (a fixed overhead that a batch shares, as
+    OpenVINO's INT8 showed at 224 px): batching frames that are already decoded pays."""
+
+    backend = "onnxruntime"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import time
+
+        self.frames = getattr(self, "frames", 0) + len(batch)
+        time.sleep(0.01)
+        return super()._run(batch)
+
+
+def test_auto_batches_decoded_frames_where_the_trial_measures_it_faster(short_trial, clip, tmp_path, monkeypatch,
+                                                                        caplog):
+    """With ``--batch`` left at 1 the trial also runs overlap on two frames per call; when that wins,
+    the stream runs so (every frame once, in order, the same answers), the record says so, the next
+    run batches at once, and a ``--batch`` the caller set keeps its own record without the candidate."""
+    from edgecat.select import MANIFEST_KEY
+
+    monkeypatch.setattr(short_trial, "TRIAL_BATCH", 2)
+    bundle = _fresh_colour_bundle(tmp_path / "b")
+    cores = usable_cores()
+    for run in range(2):
+        events = tmp_path / f"e{run}.jsonl"
+        rt = PerCall(bundle, threads=cores)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="edgecat.stream.loop"):
+            summary = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"]), rt).run()
+        rows = read_jsonl(events)
+        assert [r["frame"] for r in rows] == list(range(len(LABELS)))
+        assert [r["label"] for r in rows] == [CLASSES[i] for i in LABELS]
+        assert summary.pipeline == "overlap" and summary.frames == len(LABELS)
+        assert summary.batches < len(LABELS)  # frames went to the model together
+        line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
+        assert "up to 2 frames per call" in line, line
+        assert (f"measured: overlap t{cores} batch 2 " in line) == (run == 0), line
+    (record,) = [v for k, v in bundle.manifest[MANIFEST_KEY].items() if k.startswith(short_trial.SLOT_PREFIX)]
+    assert record["pipeline"] == "overlap" and record["batch"] == 2 and record["threads"] == cores
+    assert record["fps"][f"overlap t{cores} batch 2"] > 1.4 * record["fps"][f"overlap t{cores}"]
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="edgecat.stream.loop"):
+        given = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'g.jsonl'}"],
+                                              batch=3), PerCall(bundle, threads=cores)).run()
+    line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
+    assert "batch 2" not in line and "measured:" in line and "up to 3 frames per call" in line, line
+    assert given.frames == len(LABELS)
+    slots = [k for k in bundle.manifest[MANIFEST_KEY] if k.startswith(short_trial.SLOT_PREFIX)]
+    assert len(slots) == 2 and sum(k.endswith(" | batch 3") for k in slots) == 1
+
+
+class Quick(ColourRuntime):
+    """A runner-up runtime that runs the stream faster than auto's choice in every shape."""
+
+    backend = "openvino"
+
+
+def test_auto_times_the_runner_up_runtime_and_runs_it_where_the_stream_is_faster(short_trial, clip, tmp_path,
+                                                                                 monkeypatch, caplog):
+    """Where auto chose the model, the runtimes it found nearly as fast alone are timed in the stream
+    too (how a runtime shares the cores with decoding is not in a model-only time); a faster one runs
+    the stream, the record names it, and the next run opens it at once."""
+    from edgecat import select
+    from edgecat.select import MANIFEST_KEY, Choice, Timing
+    from edgecat.stream import loop
+
+    cores = usable_cores()
+    bundle = _fresh_colour_bundle(tmp_path / "b")
+    opened: list[Any] = []
+
+    def open_backend(b, *_a, **k):
+        rt = PerCall(b, threads=k.get("threads") or cores)
+        opened.append(rt)
+        return rt, Choice("onnxruntime", "fp32", "", [Timing("onnxruntime", "fp32", cores, 1.0, status="chosen")],
+                          threads=cores)
+
+    def open_runner_up(b, backend, precision, options, threads):
+        assert (backend, precision) == ("openvino", "fp32") and options["stop_spinning"]
+        rt = Quick(b, threads=threads)
+        opened.append(rt)
+        return rt
+
+    monkeypatch.setattr(loop, "open_backend", open_backend)
+    monkeypatch.setattr(loop, "_open_runner_up", open_runner_up)
+    monkeypatch.setattr(select, "runners_up", lambda b, choice, limit=1: [Timing("openvino", "fp32", cores, 1.1)])
+    for run in range(2):
+        events = tmp_path / f"e{run}.jsonl"
+        caplog.clear()
+        with caplog.at_level("INFO", logger="edgecat.stream.loop"):
+            summary = Streamer(bundle, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{events}"])).run()
+        assert summary.backend == "openvino" and summary.frames == len(LABELS)
+        assert [r["label"] for r in read_jsonl(events)] == [CLASSES[i] for i in LABELS]
+        line = next(r.message for r in caplog.records if r.message.startswith("pipeline:"))
+        assert ("measured: openvino/fp32 " in line) == (run == 0), line
+        assert ("measured earlier" in line) == (run == 1), line
+        assert "model: colour on openvino/fp32" in caplog.text
+    (key, record), = [(k, v) for k, v in bundle.manifest[MANIFEST_KEY].items() if k.startswith(short_trial.SLOT_PREFIX)]
+    assert record["model"] == "openvino/fp32" and key.endswith(" | also openvino/fp32")
+    assert any(label.startswith("openvino/fp32 ") for label in record["fps"]) and f"serial t{cores}" in record["fps"]
+    assert short_trial.recall(bundle, key, cores) is None  # a runner-up not offered this time: measured again
+    assert opened and all(rt._closed for rt in opened)  # the trial's and the stream's runtimes, every one

@@ -50,11 +50,12 @@ from edgecat.cli.signing import trusted_key_option
               help="netrc-format file (mode 0600) with camera and MQTT broker users and passwords, instead of "
                    "putting them in the URI; also $EDGECAT_CREDENTIALS, or $EDGECAT_RTSP_USER/$EDGECAT_RTSP_PASSWORD.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Video files / image folders: up to N already-decoded frames per source in one model call.")
+              help="Video files / image folders: up to N already-decoded frames per source in one model call "
+                   "(at 1, --pipeline auto may time and choose 2 on a long video file).")
 @click.option("--pipeline", type=click.Choice(["auto", "serial", "overlap"]), default="auto", show_default=True,
               help="serial: one thread decodes, infers and writes (a video file when the model's threads fill "
                    "the cores); overlap: capture and output threads around the model. auto picks by cores, "
-                   "model threads and source.")
+                   "model threads and source, and times the candidates on a long video file.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the summary as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

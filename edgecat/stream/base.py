@@ -37,6 +37,14 @@ class Frame:
         return bgr_to_rgb(self.image)  # the same channel swap, the other way round
 
 
+def model_batch(frames: list[Frame]) -> np.ndarray:
+    """The frames' model inputs as one NHWC batch; one frame is a view, not a copy (np.stack of a
+    single 224x224 frame took 0.44 ms per call in the stream's profile, a fifth of an INT8 model)."""
+    if len(frames) == 1:
+        return frames[0].model_input[None]
+    return np.stack([f.model_input for f in frames])
+
+
 @dataclass(frozen=True)
 class SinkOptions:
     """What every sink of a run is told when it is made (each uses the fields that concern it)."""

@@ -297,7 +297,8 @@ class FileCapture(SourceThread):
         self._queue: queue.Queue[Frame | Literal[_End.ENDED]] = queue.Queue()
         # the reader decodes a frame only against a credit the consumer returns when it takes one, so
         # at most read_ahead decoded frames wait (overlap without queueing latency)
-        self._credits = threading.Semaphore(max(1, cfg.read_ahead))
+        self._ahead = max(1, cfg.read_ahead)
+        self._credits = threading.Semaphore(self._ahead)
 
     def _take(self, item: Frame | Literal[_End.ENDED]) -> Frame | None:
         """The consumer took ``item``: its credit goes back; the end is remembered for :meth:`get`."""
@@ -330,6 +331,12 @@ class FileCapture(SourceThread):
             if frame is not None:
                 out.append(frame)
         return out
+
+    def allow_ahead(self, frames: int) -> None:
+        """Keep up to ``frames`` decoded frames ready (a batch chosen after this source was made)."""
+        while self._ahead < frames:
+            self._ahead += 1
+            self._credits.release()
 
     def _wake_producer(self) -> None:
         self._credits.release()  # a reader waiting for a credit

@@ -14,6 +14,7 @@ closed, a :class:`StreamSummary` returned.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -28,10 +29,10 @@ import numpy as np
 from edgecat.bundle import Bundle, class_indices
 from edgecat.errors import EdgecatError
 from edgecat.redact import redact
-from edgecat.runtime import Runtime
+from edgecat.runtime import Runtime, open_runtime
 from edgecat.select import open_backend
-from edgecat.stream.base import Frame, Sink, SinkOptions
-from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, SourceThread
+from edgecat.stream.base import Frame, Sink, SinkOptions, model_batch
+from edgecat.stream.capture import READ_AHEAD, CaptureConfig, Ended, FileCapture, SourceThread
 from edgecat.stream.overlay import Result, draw_overlay
 from edgecat.stream.readers import CameraOptions
 from edgecat.stream.serial import PIPELINES, SerialSource, choose_pipeline, model_threads, usable_cores
@@ -181,6 +182,9 @@ class Streamer:
         #: the model threads the shape trial switched to (one fewer, a core left to decoding), which a
         #: swapped-in bundle keeps: the stream's shape was chosen for them
         self._trial_threads: int | None = None
+        #: frames per model call at most: ``--batch``, or more where the shape trial measured it faster
+        self._batch = cfg.batch
+        self._choice: Any = None  # edgecat.select.Choice where --backend auto opened the model
         self._stop = threading.Event()
         self.stopped_by = ""
         self.threads: list[SourceThread | SerialSource] = []
@@ -263,14 +267,15 @@ class Streamer:
                 self.threads.append(t)
                 t.open()
             if runtime is None:
-                runtime = open_backend(self.bundle, cfg.backend, cfg.precision, **stream_runtime_options(cfg))[0]
+                runtime, self._choice = open_backend(self.bundle, cfg.backend, cfg.precision,
+                                                     **stream_runtime_options(cfg))
                 self._runtime = runtime
             ccfg.prepare = runtime.prepare  # input conversion in the capture threads (read when they start)
             runtime.warm_up(len(self.threads))  # outside the figures
-            log.info("model: %s on %s", self.bundle.name, runtime.description)
             source_fps = self.threads[0].reader.fps or None
             serial = self._serial_source(runtime, ccfg)
-            runtime = self._runtime  # the shape trial may have chosen the model on fewer threads
+            runtime = self._runtime  # the shape trial may have chosen fewer threads, or auto's runner-up
+            log.info("model: %s on %s", self.bundle.name, runtime.description)
             from edgecat.stream.swap import Model, ModelSwapper
 
             model = Model(self.bundle, runtime, model_info(self.bundle, runtime))
@@ -318,10 +323,16 @@ class Streamer:
             if not live and len(self.threads) == 1 and threads > 0:  # one file, a CPU model: measure
                 t = self.threads[0]
                 measured = measured_shape(self.bundle, t.spec, t.reader, ccfg, runtime, threads, cores,
-                                          reopen=self._reopener(runtime))
+                                          reopen=self._reopener(runtime), batch_given=cfg.batch,
+                                          others=self._runners_up())
                 if measured is not None:
                     chosen, faster, said = measured
                     shape, why = chosen.shape, f", {said}"
+                    if chosen.batch > self._batch:  # frames already decoded go to the model together
+                        self._batch = chosen.batch
+                        if isinstance(t, FileCapture):
+                            t.allow_ahead(self._batch + 1)
+                        faster.warm_up(self._batch)  # a runtime compiling per batch size does it now
                     if faster is not runtime:  # the same model on fewer threads, a core left to decoding
                         runtime.close()
                         self._runtime = runtime = faster
@@ -331,7 +342,8 @@ class Streamer:
             raise EdgecatError("--pipeline serial takes one video file or image folder without --realtime "
                                "(live sources keep their capture thread)")
         self.pipeline = shape
-        log.info("pipeline: %s (%d usable cores, model on %s CPU threads%s%s)", shape, cores, threads or "no",
+        log.info("pipeline: %s (%d usable cores, model on %s CPU threads%s%s%s)", shape, cores, threads or "no",
+                 f", up to {self._batch} frames per call" if self._batch > 1 else "",
                  ", live source" if live else "", why)
         if shape != "serial":
             return None
@@ -339,6 +351,18 @@ class Streamer:
         serial = SerialSource(t.index, t.spec, ccfg, t.reader, t.stats)
         self.threads[0] = serial
         return serial
+
+    def _runners_up(self) -> dict[str, Any]:
+        """Where auto chose the model: the runtimes it found nearly as fast alone (and as faithful, by
+        the export's figures), as openers on ``n`` threads, for the shape trial to time beside it."""
+        if self._choice is None or not self._own_runtime:
+            return {}
+        from edgecat.select import runners_up
+
+        options = stream_runtime_options(self.cfg)
+        return {f"{t.backend}/{t.precision}": functools.partial(_open_runner_up, self.bundle, t.backend, t.precision,
+                                                                options)
+                for t in runners_up(self.bundle, self._choice)}
 
     def _reopener(self, runtime: Runtime) -> Any:
         """How the shape trial opens the model on other thread counts: only where the stream chose
@@ -361,7 +385,7 @@ class Streamer:
                     log.info("source %s: %s", th.spec.uri, th.stats.ended)
             elif isinstance(item, Frame):
                 batch.append(item)
-                batch += th.get_ready(self.cfg.batch - 1)
+                batch += th.get_ready(self._batch - 1)
         return batch
 
     def _loop(self, model: Any, serial: SerialSource | None = None) -> StreamSummary:
@@ -379,7 +403,7 @@ class Streamer:
             if serial is None:
                 return self._gather(active) if active else None
             batch: list[Frame] = []
-            while len(batch) < cfg.batch and (f := serial.next()) is not None:
+            while len(batch) < self._batch and (f := serial.next()) is not None:
                 batch.append(f)
             if not batch:
                 log.info("source %s: %s", serial.spec.uri, serial.stats.ended)
@@ -405,7 +429,7 @@ class Streamer:
                     continue
                 if (new := self.swapper.take()) is not None:  # between two batches: a whole model, never half
                     model, runtime = self._swap(model, new)
-                probs = runtime.infer(_model_batch(batch))
+                probs = runtime.infer(model_batch(batch))
                 batches += 1
                 infer_ms.append(runtime.last_inference_ms)
                 if self.metrics is not None:
@@ -470,6 +494,10 @@ def stream_runtime_options(cfg: StreamConfig) -> dict[str, Any]:
     return {"stop_spinning": True, **cfg.runtime_options}
 
 
+def _open_runner_up(bundle: Bundle, backend: str, precision: str, options: dict[str, Any], threads: int) -> Runtime:
+    return open_runtime(bundle, backend, precision, **{**options, "threads": threads})
+
+
 def _same_kind(runtime: Runtime, bundle: Bundle, **changes: Any) -> Runtime:
     """``runtime``'s class, precision and options (with ``changes``) on ``bundle``."""
     return type(runtime)(bundle, runtime.precision, **{**runtime.options, **changes})
@@ -487,14 +515,6 @@ def _what_ran(runtime: Runtime | None) -> dict[str, Any]:
     if runtime is None:
         return {}
     return {"backend": runtime.backend, "precision": runtime.precision, "threads": runtime.options.get("threads")}
-
-
-def _model_batch(batch: list[Frame]) -> np.ndarray:
-    """The frames' model inputs as one NHWC batch; one frame is a view, not a copy (np.stack of a
-    single 224x224 frame took 0.44 ms per call in the stream's profile, a fifth of an INT8 model)."""
-    if len(batch) == 1:
-        return batch[0].model_input[None]
-    return np.stack([f.model_input for f in batch])
 
 
 class _Output:

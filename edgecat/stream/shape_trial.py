@@ -13,10 +13,18 @@ thread (cores - 1 for the model, one core for decoding): on that Xeon, OpenVINO 
 1.04-1.11x faster so than overlapped on two threads, at 224 px 0.94-1.05x. The result is
 remembered in the bundle manifest's ``autoselect`` section (the device's own, unsigned), under a
 slot for this machine, model file, threads, usable cores and frame size, so later runs start at once.
+
+Where the caller left ``--batch`` at 1, a last candidate runs overlapped on TRIAL_BATCH frames per
+model call (the frames the capture thread has already decoded, none waited for). On a 2-core
+AVX-512 VNNI Xeon, OpenVINO INT8 at 224 px (a static batch-2 compile) ran 1.46-1.48 ms per image at
+batch 2 against 1.63-1.76 ms at batch 1, and the stream 453-473 FPS against 403-434 overlapped one
+frame at a time (benchmarks/README.md); on an AVX2 EPYC, LiteRT and ONNX Runtime ran no faster
+batched. So the trial, not a rule, decides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -30,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgecat.bundle import Bundle, now_iso
-from edgecat.stream.base import Frame
+from edgecat.stream.base import Frame, model_batch
 from edgecat.stream.capture import CaptureConfig, SourceThread
 from edgecat.stream.readers import _cv2, make_reader
 from edgecat.stream.serial import SerialSource
@@ -46,23 +54,30 @@ WARMUP_FRAMES = 5  # per block, untimed: a fresh decoder's first frames
 BLOCK_FRAMES = 25  # timed frames per block, unless BLOCK_SECONDS run out first (a slow model)
 BLOCK_SECONDS = 0.4
 SLOT_PREFIX = "stream-pipeline"
+TRIAL_BATCH = 2  # frames per model call of the batched candidate
 
 
 @dataclass(frozen=True)
 class Candidate:
     shape: str  # serial | overlap
     threads: int  # the model's CPU threads
+    batch: int = 1  # frames per model call at most (overlap: those already decoded)
+    model: str = ""  # a runner-up runtime ("openvino/int8"); "": the stream's own
 
     @property
     def label(self) -> str:
-        return f"{self.shape} t{self.threads}"
+        return (f"{self.model} " if self.model else "") + f"{self.shape} t{self.threads}" + (
+            f" batch {self.batch}" if self.batch > 1 else "")
 
 
-def candidates(threads: int, lean: bool) -> list[Candidate]:
-    """Serial and overlap at the model's threads; with ``lean``, overlap on one thread fewer too."""
-    out = [Candidate("serial", threads), Candidate("overlap", threads)]
+def candidates(threads: int, lean: bool, batch: int = 1, model: str = "") -> list[Candidate]:
+    """Serial and overlap at the model's threads; with ``lean``, overlap on one thread fewer too;
+    with ``batch`` > 1, overlap at the model's threads on up to that many frames per call."""
+    out = [Candidate("serial", threads, model=model), Candidate("overlap", threads, model=model)]
     if lean and threads > 1:
-        out.append(Candidate("overlap", threads - 1))
+        out.append(Candidate("overlap", threads - 1, model=model))
+    if batch > 1:
+        out.append(Candidate("overlap", threads, batch, model=model))
     return out
 
 
@@ -114,63 +129,74 @@ class _Results:
             self._thread.join()
 
 
-def _timed(next_frame: Any, runtime: Any, threaded_output: bool) -> tuple[int, float]:
-    """Frames run and seconds taken after the warm-up frames."""
+def _timed(next_frames: Callable[[int], list[Frame]], runtime: Any, threaded_output: bool,
+           batch: int) -> tuple[int, float]:
+    """Frames run and seconds taken after the warm-up frames; ``next_frames(k)`` gives up to ``k``
+    frames ([] at the end)."""
     out = _Results(threaded_output)
-    n, t0 = 0, 0.0
+    n, first_timed, t0 = 0, 0, 0.0
     try:
         while n < WARMUP_FRAMES + BLOCK_FRAMES:
-            frame = next_frame()
-            if frame is None:
+            frames = next_frames(min(batch, WARMUP_FRAMES + BLOCK_FRAMES - n))
+            if not frames:
                 break
-            out.put(frame.index, runtime.infer(frame.model_input[None])[0])
-            n += 1
-            if n == WARMUP_FRAMES:
-                t0 = time.perf_counter()
-            elif n > WARMUP_FRAMES and time.perf_counter() - t0 > BLOCK_SECONDS:
+            for f, p in zip(frames, runtime.infer(model_batch(frames))):
+                out.put(f.index, p)
+            n += len(frames)
+            if not t0 and n >= WARMUP_FRAMES:
+                t0, first_timed = time.perf_counter(), n
+            elif t0 and time.perf_counter() - t0 > BLOCK_SECONDS:
                 break
     finally:
         out.close()
-    if n <= WARMUP_FRAMES:
+    if not t0 or n == first_timed:
         return 0, 0.0
-    return n - WARMUP_FRAMES, time.perf_counter() - t0
+    return n - first_timed, time.perf_counter() - t0
 
 
-def _serial_block(spec: SourceSpec, cfg: CaptureConfig, runtime: Any) -> tuple[int, float]:
+def _serial_block(spec: SourceSpec, cfg: CaptureConfig, runtime: Any, batch: int) -> tuple[int, float]:
     reader = make_reader(spec, cfg.camera, None if cfg.full_frames else cfg.model_size)
     reader.open()
     source = SerialSource(0, spec, cfg, reader)
+
+    def next_frames(k: int) -> list[Frame]:
+        frames: list[Frame] = []
+        while len(frames) < k and (f := source.next()) is not None:
+            frames.append(f)
+        return frames
+
     try:
-        return _timed(source.next, runtime, threaded_output=False)
+        return _timed(next_frames, runtime, threaded_output=False, batch=batch)
     finally:
         source.join()
 
 
-def _overlap_block(spec: SourceSpec, cfg: CaptureConfig, runtime: Any) -> tuple[int, float]:
-    source = SourceThread(0, spec, cfg)
+def _overlap_block(spec: SourceSpec, cfg: CaptureConfig, runtime: Any, batch: int) -> tuple[int, float]:
+    source = SourceThread(0, spec, dataclasses.replace(cfg, read_ahead=max(cfg.read_ahead, batch + 1)))
     source.open()
     source.start()
 
-    def next_frame() -> Frame | None:
+    def next_frames(k: int) -> list[Frame]:  # as the stream gathers: one waited for, the ready ones
         item = source.get(timeout=5.0)
-        return item if isinstance(item, Frame) else None
+        return [item, *source.get_ready(k - 1)] if isinstance(item, Frame) else []
 
     try:
-        return _timed(next_frame, runtime, threaded_output=True)
+        return _timed(next_frames, runtime, threaded_output=True, batch=batch)
     finally:
         source.stop()
         source.join()
 
 
-def run_trial(spec: SourceSpec, cfg: CaptureConfig, runtimes: dict[int, Any], cands: list[Candidate]) -> ShapeTrial:
+def run_trial(spec: SourceSpec, cfg: CaptureConfig, runtimes: dict[tuple[str, int], Any],
+              cands: list[Candidate]) -> ShapeTrial:
     """Every candidate timed on the first frames of ``spec``, each block from frame 0 of its own
-    reader, with ``runtimes[threads]``; the median block per candidate, so one block caught by a
-    passing load does not decide."""
+    reader, with ``runtimes[model, threads]``; the median block per candidate, so one block caught
+    by a passing load does not decide."""
     run = {"serial": _serial_block, "overlap": _overlap_block}
     rates: dict[str, list[float]] = {c.label: [] for c in cands}
     frames = dict.fromkeys(rates, 0)
     for c in blocks(cands):
-        n, seconds = run[c.shape](spec, cfg, runtimes[c.threads])
+        n, seconds = run[c.shape](spec, cfg, runtimes[c.model, c.threads], c.batch)
         if n and seconds > 0:
             rates[c.label].append(n / seconds)
             frames[c.label] += n
@@ -186,20 +212,24 @@ def frame_size(reader: Any) -> str:
     return f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
 
 
-def slot(bundle: Bundle, runtime: Any, threads: int, cores: int, size: str, full_frames: bool, lean: bool = True) -> str:
-    """Where the choice is remembered: what it depends on, the model file's hash included, and
-    whether the threads were the stream's to change (``lean``) or fixed by the caller."""
+def slot(bundle: Bundle, runtime: Any, threads: int, cores: int, size: str, full_frames: bool, lean: bool = True,
+         batch_given: int = 1, others: tuple[str, ...] = ()) -> str:
+    """Where the choice is remembered: what it depends on, the model file's hash included, whether
+    the threads were the stream's to change (``lean``) or fixed by the caller, a ``--batch`` the
+    caller set (then no batched candidate is timed), and the runner-up runtimes timed beside."""
     from edgecat.select import machine_key
 
     key = runtime.artifact_key
     model = f"{key}:{str(bundle.artifacts.get(key, {}).get('sha256'))[:16]}" if key else "none"
     return (f"{SLOT_PREFIX} | {machine_key(threads)} | cpus={cores} | {runtime.backend}/{runtime.precision} "
-            f"| model={model} | frame={size}{' | full frames' if full_frames else ''}{'' if lean else ' | threads fixed'}")
+            f"| model={model} | frame={size}{' | full frames' if full_frames else ''}{'' if lean else ' | threads fixed'}"
+            f"{f' | batch {batch_given}' if batch_given > 1 else ''}{' | also ' + ','.join(others) if others else ''}")
 
 
-def recall(bundle: Bundle, key: str, threads: int) -> Candidate | None:
+def recall(bundle: Bundle, key: str, threads: int, others: tuple[str, ...] = ()) -> Candidate | None:
     """The remembered candidate; anything else in a copied bundle's record is ignored, not trusted
-    (a shape other than serial/overlap, or threads outside 1..``threads``)."""
+    (a shape other than serial/overlap, threads outside 1..``threads``, a batch the trial does not
+    time, a runtime other than the stream's own or the ``others`` timed beside it)."""
     from edgecat.select import MANIFEST_KEY
 
     record = bundle.manifest.get(MANIFEST_KEY, {}).get(key)
@@ -208,7 +238,13 @@ def recall(bundle: Bundle, key: str, threads: int) -> Candidate | None:
     n = record.get("threads", threads)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= threads:
         return None
-    return Candidate(record["pipeline"], n)
+    batch = record.get("batch")  # none in a record from before the batched candidate: measured again
+    if isinstance(batch, bool) or batch not in (1, TRIAL_BATCH) or (batch > 1 and record["pipeline"] != "overlap"):
+        return None
+    model = record.get("model", "")
+    if model != "" and model not in others:
+        return None
+    return Candidate(record["pipeline"], n, batch, model)
 
 
 def remember(bundle: Bundle, key: str, trial: ShapeTrial) -> None:
@@ -216,7 +252,8 @@ def remember(bundle: Bundle, key: str, trial: ShapeTrial) -> None:
 
     best = trial.best
     bundle.manifest.setdefault(MANIFEST_KEY, {})[key] = {
-        "pipeline": best.shape, "threads": best.threads, "fps": {k: round(v, 1) for k, v in trial.fps.items()},
+        "pipeline": best.shape, "threads": best.threads, "batch": best.batch, "model": best.model,
+        "fps": {k: round(v, 1) for k, v in trial.fps.items()},
         "frames": trial.frames, "created": now_iso()}
     try:
         bundle.save()
@@ -225,29 +262,41 @@ def remember(bundle: Bundle, key: str, trial: ShapeTrial) -> None:
 
 
 def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureConfig, runtime: Any,
-                   threads: int, cores: int, reopen: Callable[[int], Any] | None = None) -> tuple[Candidate, Any, str] | None:
+                   threads: int, cores: int, reopen: Callable[[int], Any] | None = None,
+                   batch_given: int = 1,
+                   others: dict[str, Callable[[int], Any]] | None = None) -> tuple[Candidate, Any, str] | None:
     """(candidate, its runtime, why) for one video file long enough to measure on; None where the
     rule decides (a short file, a file of unknown length, or a trial that failed). ``reopen(n)``
-    opens the same model on ``n`` threads; without it the threads stay as they are. Runtimes this
-    opens and does not return are closed here; ``runtime`` is the caller's to close."""
+    opens the same model on ``n`` threads; without it the threads stay as they are. ``batch_given``:
+    the caller's ``--batch``; at 1 the batched candidate is timed too. ``others``: runner-up runtimes
+    (name -> opener on ``n`` threads) whose candidates are timed beside the stream's own. Runtimes
+    this opens and does not return are closed here; ``runtime`` is the caller's to close."""
     if spec.kind != "file" or (getattr(reader, "total", None) or 0) < TRIAL_MIN_FRAMES:
         return None
-    key = slot(bundle, runtime, threads, cores, frame_size(reader), cfg.full_frames, lean=reopen is not None)
-    runtimes = {threads: runtime}
-    known = recall(bundle, key, threads)
-    if known is not None and known.threads == threads:
+    others = others or {}
+    names = tuple(others)
+    key = slot(bundle, runtime, threads, cores, frame_size(reader), cfg.full_frames, lean=reopen is not None,
+               batch_given=batch_given, others=names)
+    openers: dict[str, Callable[[int], Any] | None] = {"": reopen, **others}
+    runtimes: dict[tuple[str, int], Any] = {("", threads): runtime}
+    known = recall(bundle, key, threads, names)
+    if known is not None and (known.model, known.threads) in runtimes:
         return known, runtime, "measured earlier on this machine"
-    if known is not None and reopen is not None:
+    if known is not None and openers[known.model] is not None:
         try:
-            return known, _warm(reopen(known.threads)), "measured earlier on this machine"
+            return known, _warm(openers[known.model](known.threads)), "measured earlier on this machine"
         except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
-            log.warning("pipeline: could not open the model on %d threads (%s); choosing by cores", known.threads, exc)
+            log.warning("pipeline: could not open %s on %d threads (%s); choosing by cores", known.model or "the model",
+                        known.threads, exc)
             return None
-    cands = candidates(threads, lean=reopen is not None)
+    batch = TRIAL_BATCH if batch_given == 1 else 1
+    cands = [c for name in openers for c in candidates(threads, lean=reopen is not None, batch=batch, model=name)]
     try:
         for c in cands:
-            if c.threads not in runtimes and reopen is not None:
-                runtimes[c.threads] = _warm(reopen(c.threads))
+            opener = openers[c.model]
+            if (c.model, c.threads) not in runtimes and opener is not None:
+                runtimes[c.model, c.threads] = _warm(opener(c.threads))
+        cands = [c for c in cands if (c.model, c.threads) in runtimes]
         trial = run_trial(spec, cfg, runtimes, cands)
     except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
         log.warning("pipeline: could not time the shapes (%s); choosing by cores", exc)
@@ -258,10 +307,10 @@ def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureCo
         return None
     remember(bundle, key, trial)
     best = trial.best
-    chosen = runtimes[best.threads]
+    chosen = runtimes[best.model, best.threads]
     _close_others(runtimes, runtime, chosen)
-    others = ", ".join(f"{c.label} {trial.fps[c.label]:.0f}" for c in cands if c != best)
-    return best, chosen, f"measured: {best.label} {trial.fps[best.label]:.0f} FPS against {others} on the first frames"
+    rest = ", ".join(f"{c.label} {trial.fps[c.label]:.0f}" for c in cands if c != best)
+    return best, chosen, f"measured: {best.label} {trial.fps[best.label]:.0f} FPS against {rest} on the first frames"
 
 
 def _warm(runtime: Any) -> Any:
@@ -270,11 +319,11 @@ def _warm(runtime: Any) -> Any:
     return runtime
 
 
-def _close_others(runtimes: dict[int, Any], *keep: Any) -> None:
+def _close_others(runtimes: dict[tuple[str, int], Any], *keep: Any) -> None:
     for rt in runtimes.values():
         if all(rt is not k for k in keep):
             rt.close()
 
 
-__all__ = ["SHAPES", "TRIAL_MIN_FRAMES", "Candidate", "ShapeTrial", "blocks", "candidates", "measured_shape", "recall",
+__all__ = ["SHAPES", "TRIAL_BATCH", "TRIAL_MIN_FRAMES", "Candidate", "ShapeTrial", "blocks", "candidates", "measured_shape", "recall",
            "remember", "run_trial", "slot"]
