@@ -463,3 +463,14 @@ def test_auto_times_the_runner_up_runtime_and_runs_it_where_the_stream_is_faster
     assert any(label.startswith("openvino/fp32 ") for label in record["fps"]) and f"serial t{cores}" in record["fps"]
     assert short_trial.recall(bundle, key, cores) is None  # a runner-up not offered this time: measured again
     assert opened and all(rt._closed for rt in opened)  # the trial's and the stream's runtimes, every one
+
+    def broken(*_a):
+        raise EdgecatError("openvino: no CPU device here")
+
+    monkeypatch.setattr(loop, "_open_runner_up", broken)  # a runner-up that cannot open is left out, not fatal
+    other = _fresh_colour_bundle(tmp_path / "c")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="edgecat.stream"):
+        summary = Streamer(other, StreamConfig(sources=[str(clip)], sinks=[f"jsonl://{tmp_path / 'c.jsonl'}"])).run()
+    assert summary.backend == "onnxruntime" and summary.frames == len(LABELS)
+    assert "could not open openvino/fp32" in caplog.text and "measured: " in caplog.text

@@ -648,7 +648,8 @@ def quantize_all(bundle: Bundle, calib: str | Path | None = None, calib_size: in
     cset = calibration_set(bundle, calib, calib_size, min_images, seed=seed)
     dirs = parity_dirs if parity_dirs is not None else ([str(calib)] if calib else None)
     sources = {str(KINDS[f].made_from) for f in flavours}
-    held = (_held_out(bundle, cset, sources.pop(), "INT8 files")
+    names = ", ".join(KINDS[f].file for f in flavours)
+    held = (_held_out(bundle, cset, sources.pop(), names)
             if method == AUTO and len(sources) == 1 else None)  # read and run through FP32 once, not per flavour
     return [quantize_int8(bundle, f, method=method, min_images=min_images, cset=cset, parity_dirs=dirs,
                           bias_correction=bias_correction, held_out=held) for f in flavours]

@@ -294,8 +294,14 @@ def measured_shape(bundle: Bundle, spec: SourceSpec, reader: Any, cfg: CaptureCo
     try:
         for c in cands:
             opener = openers[c.model]
-            if (c.model, c.threads) not in runtimes and opener is not None:
+            if (c.model, c.threads) in runtimes or opener is None:
+                continue
+            try:
                 runtimes[c.model, c.threads] = _warm(opener(c.threads))
+            except Exception as exc:  # noqa: BLE001 - a runner-up that cannot run here is not timed
+                if not c.model:
+                    raise
+                log.warning("pipeline: could not open %s on %d threads (%s); not timed", c.model, c.threads, exc)
         cands = [c for c in cands if (c.model, c.threads) in runtimes]
         trial = run_trial(spec, cfg, runtimes, cands)
     except Exception as exc:  # noqa: BLE001 - the rule still gives a working shape
