@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import io
 import itertools
 import json
 import logging
@@ -393,7 +394,9 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
         kwargs["extra_options"]["OpTypesToExcludeOutputQuantization"] = sorted(ops)
     if cache_path is not None:
         kwargs["calibration_cache_path"] = str(cache_path)
-    with _quiet_preprocess_hint():
+    # the histogram calibrators (percentile, entropy) print() progress lines: stdout is for results
+    said = io.StringIO()
+    with _quiet_preprocess_hint(), contextlib.redirect_stdout(said):
         try:
             quantize_static(str(model_in), str(dest), reader, **kwargs)
         except EdgecatError:
@@ -402,6 +405,9 @@ def _run_quantizer(src: Path, dest: Path, flavour: str, opts: dict[str, Any], re
             raise EdgecatError(
                 f"INT8 quantization ({flavour}) failed: {type(exc).__name__}: {first_line(exc)[:200]}"
             ) from exc
+    if said.getvalue().strip():
+        log.debug("%s: onnxruntime's calibrator: %s", KINDS[flavour].file,
+                  "; ".join(dict.fromkeys(line.strip() for line in said.getvalue().splitlines() if line.strip())))
     info: dict[str, Any] = {"preprocessed": preprocessed,
                             "unquantized_nodes": list(kwargs.get("nodes_to_exclude") or [])}
     if flavour == "trt":
