@@ -207,20 +207,32 @@ def test_without_photos_auto_judges_the_exports_recorded_figures_not_synthetic_i
     assert c.precision == "fp16" and "recorded at export" in c.reason
 
 
-def test_recorded_figures_of_a_runtime_are_its_own(tiny_bundle):
-    """The export scores a reduced-precision ONNX file with OpenVINO too; a device without photos
-    judges OpenVINO by those figures and ONNX Runtime by its own, not one runtime by the other's."""
+#: an INT8 file's figures on 1,000 photos as the export records them: KEPT within the bounds, LOST not
+KEPT = {"images": 1000, "agreement": 0.998, "confident": 900, "confident_flips": 0,
+        "confident_flip_rate": 0.0, "accuracy_fp32": 0.992, "accuracy": 0.991, "accuracy_drop": 0.001}
+LOST = {**KEPT, "accuracy": 0.987, "accuracy_drop": 0.005}
+
+
+def _int8_with_recorded_figures(tiny_bundle, openvino: dict):
+    """The tiny bundle with an INT8 file whose export recorded KEPT for ONNX Runtime and
+    ``openvino`` as OpenVINO's own figures on the same photos."""
     from edgecat.bundle import Bundle
-    from edgecat.select import recorded_verdict
 
     b = Bundle.open(tiny_bundle)
     shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.int8.onnx")
     b.add_artifact("onnx-int8", "model.int8.onnx", precision="int8", format="onnx")
-    kept = {"images": 1000, "agreement": 0.998, "confident": 900, "confident_flips": 0,
-            "confident_flip_rate": 0.0, "accuracy_fp32": 0.992, "accuracy": 0.991, "accuracy_drop": 0.001}
-    lost = {**kept, "accuracy": 0.987, "accuracy_drop": 0.005}
-    b.artifacts["onnx-int8"]["accuracy"] = {"data": "bundle validation split", "images": 1000, "fidelity": kept,
-                                            "by_backend": {"openvino": {"accuracy": 0.987, "fidelity": lost}}}
+    b.artifacts["onnx-int8"]["accuracy"] = {
+        "data": "bundle validation split", "images": 1000, "fidelity": KEPT,
+        "by_backend": {"openvino": {"accuracy": openvino["accuracy"], "fidelity": openvino}}}
+    return b
+
+
+def test_recorded_figures_of_a_runtime_are_its_own(tiny_bundle):
+    """The export scores a reduced-precision ONNX file with OpenVINO too; a device without photos
+    judges OpenVINO by those figures and ONNX Runtime by its own, not one runtime by the other's."""
+    from edgecat.select import recorded_verdict
+
+    b = _int8_with_recorded_figures(tiny_bundle, LOST)
     limits = int8_guard.AUTO_LIMITS
     ort, on = recorded_verdict(b, "onnxruntime", "int8", limits)
     assert ort.ok and "1000 images from bundle validation split" in on
@@ -234,17 +246,9 @@ def test_runners_up_are_near_the_choice_alone_and_pass_the_recorded_figures(tiny
     """What a stream may time beside auto's choice: another backend at the same threads, within
     RUNNER_UP_WITHIN of the choice's model-only time, FP32 or a file whose export figures pass the bundle's bounds;
     one per backend, the fastest first. Refused, unrecorded and slower files are left out."""
-    from edgecat.bundle import Bundle
     from edgecat.select import RUNNER_UP_WITHIN, Choice, Timing, runners_up
 
-    b = Bundle.open(tiny_bundle)
-    shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.int8.onnx")
-    b.add_artifact("onnx-int8", "model.int8.onnx", precision="int8", format="onnx")
-    kept = {"images": 1000, "agreement": 0.998, "confident": 900, "confident_flips": 0,
-            "confident_flip_rate": 0.0, "accuracy_fp32": 0.992, "accuracy": 0.991, "accuracy_drop": 0.001}
-    lost = {**kept, "accuracy": 0.987, "accuracy_drop": 0.005}
-    b.artifacts["onnx-int8"]["accuracy"] = {"data": "bundle validation split", "images": 1000, "fidelity": kept,
-                                            "by_backend": {"openvino": {"accuracy": 0.991, "fidelity": kept}}}
+    b = _int8_with_recorded_figures(tiny_bundle, KEPT)
     near = 1.0 * RUNNER_UP_WITHIN - 0.01
     timings = [Timing("litert", "int8", 2, 1.0, status="chosen"),
                Timing("openvino", "int8", 2, near, status="unchecked"),
@@ -256,7 +260,7 @@ def test_runners_up_are_near_the_choice_alone_and_pass_the_recorded_figures(tiny
     got = [(t.backend, t.precision, t.threads) for t in runners_up(b, choice, limit=3)]
     assert got == [("onnxruntime", "fp32", 2), ("openvino", "int8", 2)]
     assert [t.backend for t in runners_up(b, choice)] == ["onnxruntime"]  # one by default, the fastest
-    b.artifacts["onnx-int8"]["accuracy"]["by_backend"]["openvino"]["fidelity"] = lost  # OpenVINO's own figures
+    b.artifacts["onnx-int8"]["accuracy"]["by_backend"]["openvino"]["fidelity"] = LOST  # OpenVINO's own figures
     assert [t.backend for t in runners_up(b, choice, limit=3)] == ["onnxruntime"]
     del b.artifacts["onnx-int8"]["accuracy"]  # nothing recorded: not vetted, not offered
     assert [t.precision for t in runners_up(b, choice, limit=3)] == ["fp32"]
