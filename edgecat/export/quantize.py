@@ -455,8 +455,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         raise MissingDependencyError("INT8 export needs onnxruntime: pip install onnxruntime") from exc
 
     methods = AUTO_METHODS if method == AUTO else (method,)
-    for m in methods:
-        flavour_options(flavour, m)  # an unknown method or flavour fails before any work
+    options = {m: flavour_options(flavour, m) for m in methods}  # an unknown method or flavour fails here
     kind = KINDS[flavour]
     src_key = str(kind.made_from)
     src = bundle.artifact_path(src_key)
@@ -477,8 +476,8 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
         tried: dict[str, dict[str, Any]] = {}
         attempts: list[_Attempt] = []
         for m in methods:
-            attempt = _attempt(bundle, flavour, m, cset, src, work / m, images, min_images, supports_cache,
-                               bias_correction, keep_float)
+            attempt = _attempt(bundle, flavour, m, options[m], cset, src, work / m, images, min_images,
+                               supports_cache, bias_correction, keep_float)
             attempts.append(attempt)
             images = attempt.images
             if check is None:
@@ -487,6 +486,9 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
             log.info("%s (%s): %s", kind.file, m, _describe(attempt.score))
             if _good_enough(attempt.score):
                 break
+        images_list = images_list_name(cset.fingerprint())  # recorded when the images were read
+        if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
+            images_list = record_calibration_images(cset)
         best = min(attempts, key=lambda a: a.score["mean_abs_diff"] if a.score else 0.0)
         if len(tried) > 1:
             log.info("%s: keeping %s ranges (closer to FP32 on %d held-out images)", kind.file, best.method,
@@ -502,7 +504,7 @@ def quantize_int8(bundle: Bundle, flavour: str = "cpu", calib: str | Path | None
     calibration = {"method": best.method, "requested": method, "tried": tried or None,
                    "images": len(cset.used) if cset.used else len(cset.files),
                    "source": cset.source, "seed": cset.seed, "replaced_unreadable": len(cset.skipped), "key": best.key,
-                   "images_list": best.images_list,
+                   "images_list": images_list,
                    "cache": f"{CALIB_DIR}/{best.cache_file.name}" if supports_cache else None,
                    "cache_used": best.cache_used}
     _record(bundle, kind, best.opts, best.info, calibration, parity, seconds)
@@ -523,16 +525,14 @@ class _Attempt:
     cache_file: Path
     cache_used: bool
     ranges: Path | None
-    images_list: str | None
     images: np.ndarray | None
     score: dict[str, Any] | None = None
 
 
-def _attempt(bundle: Bundle, flavour: str, method: str, cset: CalibrationSet, src: Path, work: Path,
-             images: np.ndarray | None, min_images: int, supports_cache: bool, bias_correction: bool,
+def _attempt(bundle: Bundle, flavour: str, method: str, opts: dict[str, Any], cset: CalibrationSet, src: Path,
+             work: Path, images: np.ndarray | None, min_images: int, supports_cache: bool, bias_correction: bool,
              keep_float: list[str] | None) -> _Attempt:
     kind = KINDS[flavour]
-    opts = flavour_options(flavour, method)
     key = cache_key(bundle.artifacts[str(kind.made_from)]["sha256"], cset, method, flavour)
     cache_file = bundle.path / CALIB_DIR / f"{flavour}-{method}-{key}.json"
     cache_used = supports_cache and cache_file.is_file()
@@ -550,13 +550,10 @@ def _attempt(bundle: Bundle, flavour: str, method: str, cset: CalibrationSet, sr
     if not cache_used:
         reader, stride = _reader(images, input_name)
     bc_images = images[:BIAS_CORRECTION_IMAGES] if bias_correction and images is not None else None
-    images_list = images_list_name(cset.fingerprint())
-    if not (bundle.path / images_list).is_file():  # cached ranges from an older edgecat
-        images_list = record_calibration_images(cset)
     ranges = (cache_file if cache_used else work / "ranges.json") if supports_cache else None
     out = work / kind.file
     info = _run_quantizer(src, out, flavour, opts, reader, stride, ranges, work, bc_images, keep_float)
-    return _Attempt(method, out, opts, info, key, cache_file, cache_used, ranges, images_list, images)
+    return _Attempt(method, out, opts, info, key, cache_file, cache_used, ranges, images)
 
 
 @dataclass(frozen=True)
